@@ -1,0 +1,48 @@
+# EHR Ledger: the public entry points. Run `make help` for the list.
+SHELL := /bin/bash
+VENV  := .venv
+PY    := $(VENV)/bin/python
+STACK := $(VENV)/bin/ehr-stack
+
+.DEFAULT_GOAL := help
+
+.PHONY: help
+help: ## List the targets
+	@grep -hE '^[a-z][a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | \
+	  awk 'BEGIN {FS = ":.*## "}; {printf "  make %-10s %s\n", $$1, $$2}'
+
+.PHONY: install
+install: ## Install everything into project-local folders (cached; a second run takes seconds)
+	@deploy/local/install.sh all
+
+.PHONY: lock
+lock: ## Re-resolve Python dependencies into requirements.lock
+	@deploy/local/install.sh python
+	UV_PYTHON_DOWNLOADS=never UV_CACHE_DIR=.cache/uv .cache/bootstrap/bin/uv pip compile \
+	  pyproject.toml --group dev --generate-hashes --python-version 3.11 -o requirements.lock -q
+
+.PHONY: up
+up: install ## Start Kafka, the Geth Clique network and PostgreSQL on loopback; wait until healthy
+	@$(STACK) up
+
+.PHONY: status
+status: ## List each server of the local stack with its address and state
+	@$(STACK) status
+
+.PHONY: down
+down: ## Stop the local stack; leaves no process behind
+	@$(STACK) down
+
+.PHONY: reset
+reset: ## Stop the local stack and delete its data
+	@$(STACK) reset
+
+.PHONY: test
+test: install ## Run the whole test suite (starts and stops real Kafka, Geth and PostgreSQL itself)
+	$(VENV)/bin/pytest
+
+.PHONY: lint
+lint: install ## ruff and mypy
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy

@@ -1,0 +1,1 @@
+"""Local real stack: Kafka, a Geth Clique network and PostgreSQL on loopback."""

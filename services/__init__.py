@@ -1,0 +1,1 @@
+"""EHR Ledger services and their shared internal library."""

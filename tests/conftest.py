@@ -1,0 +1,74 @@
+"""Session fixtures that start the real servers through the same code as `make up`.
+
+The test stack keeps its state in ``.run/pytest`` and uses its own loopback
+ports (so it never collides with a developer's ``make up``). It starts from a
+clean slate, starts only the components a test asks for, and stops them when
+the session ends. Every port can be changed with ``EHR_TEST_STACK__...``
+variables, e.g. ``EHR_TEST_STACK__KAFKA__PORT=39092``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from pydantic_settings import SettingsConfigDict
+
+from devstack.processes import pid_alive
+from devstack.settings import (
+    PROJECT_ROOT,
+    GethSettings,
+    KafkaSettings,
+    PostgresSettings,
+    StackSettings,
+)
+from devstack.stack import Stack
+
+
+class PytestStackSettings(StackSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="EHR_TEST_STACK__", env_nested_delimiter="__", extra="ignore"
+    )
+    run_dir: Path = PROJECT_ROOT / ".run" / "pytest"
+    kafka: KafkaSettings = KafkaSettings(port=29092, controller_port=29093)
+    geth: GethSettings = GethSettings(
+        p2p_port=31311, http_port=28545, authrpc_port=28651, metrics_port=26061
+    )
+    postgres: PostgresSettings = PostgresSettings(port=25432)
+
+
+def _progress(message: str) -> None:
+    print(f"[test stack] {message}")
+
+
+@pytest.fixture(scope="session")
+def test_stack() -> Iterator[Stack]:
+    """The test stack, reset once per session; every server is stopped at the end."""
+    stack = Stack(PytestStackSettings())
+    stack.reset(progress=_progress)  # also stops leftovers of an aborted run
+    yield stack
+    started = stack.pids()
+    stack.down(progress=_progress)
+    leftovers = [pid for pid in started if pid_alive(pid)]
+    assert not leftovers, f"processes left behind after down: {leftovers}"
+
+
+def _component(stack: Stack, name: str) -> Stack:
+    stack.up([name], progress=_progress)
+    return stack
+
+
+@pytest.fixture(scope="session")
+def kafka_stack(test_stack: Stack) -> Stack:
+    return _component(test_stack, "kafka")
+
+
+@pytest.fixture(scope="session")
+def geth_stack(test_stack: Stack) -> Stack:
+    return _component(test_stack, "geth")
+
+
+@pytest.fixture(scope="session")
+def postgres_stack(test_stack: Stack) -> Stack:
+    return _component(test_stack, "postgres")
