@@ -13,8 +13,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from pydantic_settings import SettingsConfigDict
-
 from devstack.processes import pid_alive
 from devstack.settings import (
     PROJECT_ROOT,
@@ -24,6 +22,7 @@ from devstack.settings import (
     StackSettings,
 )
 from devstack.stack import Stack
+from pydantic_settings import SettingsConfigDict
 
 
 class PytestStackSettings(StackSettings):

@@ -10,7 +10,6 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import UnknownTopicOrPartitionError
-
 from devstack.stack import Stack
 
 pytestmark = pytest.mark.kafka
@@ -74,9 +73,7 @@ async def test_topic_keyed_messages_and_committed_offsets_survive_restart(
             assert sorted(int(r.value) for r in records) == list(range(30))
             assert all(values == sorted(values) for values in by_key.values())
             await first.commit()
-            committed = {
-                p: await first.committed(TopicPartition(topic, p)) for p in range(3)
-            }
+            committed = {p: await first.committed(TopicPartition(topic, p)) for p in range(3)}
         finally:
             await first.stop()
         assert sum(committed.values()) == 30

@@ -1,10 +1,10 @@
 """``ehr-stack``: start, inspect and stop the local real stack.
 
-    ehr-stack up [postgres|kafka|geth ...]     start and wait until healthy
-    ehr-stack status [--json]                  each server, its address and state
-    ehr-stack down [postgres|kafka|geth ...]   stop; leaves no process behind
-    ehr-stack reset                            stop and delete all stack data
-    ehr-stack env                              connection settings as shell exports
+ehr-stack up [postgres|kafka|geth ...]     start and wait until healthy
+ehr-stack status [--json]                  each server, its address and state
+ehr-stack down [postgres|kafka|geth ...]   stop; leaves no process behind
+ehr-stack reset                            stop and delete all stack data
+ehr-stack env                              connection settings as shell exports
 """
 
 from __future__ import annotations
@@ -89,7 +89,7 @@ def status(
             f"[{colours[s.state]}]{s.state}[/]",
             str(s.pid or "-"),
             s.detail,
-            " ".join(f"{l.address}:{l.port}/{l.protocol}" for l in s.listening),
+            " ".join(f"{x.address}:{x.port}/{x.protocol}" for x in s.listening),
         )
     console.print(table)
 

@@ -29,7 +29,7 @@ from typing import Any
 
 import httpx
 from eth_account import Account
-from eth_keys import keys
+from eth_keys.datatypes import PrivateKey
 
 from .component import Component, ServerStatus, server_status
 from .processes import ManagedProcess, StackError, wait_until
@@ -115,7 +115,9 @@ class GethNetwork(Component):
             if json.loads(self._manifest.read_text())["parameters"] == self._parameters():
                 return
             if any(node.pid() is not None for node in self.nodes):
-                raise StackError("geth parameters changed while the network runs: `make down` first")
+                raise StackError(
+                    "geth parameters changed while the network runs: `make down` first"
+                )
             shutil.rmtree(self.state_dir)
         self.state_dir.mkdir(parents=True, exist_ok=True)
         password = secrets.token_hex(24)
@@ -135,7 +137,7 @@ class GethNetwork(Component):
             _write_private(keystore_dir / "sealer.json", json.dumps(keystore))
             node_key = secrets.token_bytes(32)
             node_keys.append(node_key)
-            enode_id = keys.PrivateKey(node_key).public_key.to_hex()[2:]
+            enode_id = PrivateKey(node_key).public_key.to_hex()[2:]
             identities.append(SealerIdentity(account.address, enode_id))
 
         genesis_file = self.state_dir / "genesis.json"
@@ -192,9 +194,7 @@ class GethNetwork(Component):
     def _write_node_config(self, index: int, sealers: list[SealerIdentity]) -> None:
         host, base = self._settings.host, self._geth.p2p_port
         peers = [
-            f'"enode://{s.enode_id}@{host}:{base + i}"'
-            for i, s in enumerate(sealers)
-            if i != index
+            f'"enode://{s.enode_id}@{host}:{base + i}"' for i, s in enumerate(sealers) if i != index
         ]
         self._config_file(index).write_text(
             "[Node.P2P]\n"
@@ -278,7 +278,7 @@ class GethNetwork(Component):
         self.nodes[index].stop(timeout_s or self._settings.stop_timeout_s)
 
     def node_healthy(self, index: int) -> bool:
-        return rpc_call(self.rpc_url(index), "eth_chainId") == hex(self._geth.chain_id)
+        return bool(rpc_call(self.rpc_url(index), "eth_chainId") == hex(self._geth.chain_id))
 
     def peer_count(self, index: int) -> int:
         return int(rpc_call(self.rpc_url(index), "net_peerCount"), 16)
@@ -316,7 +316,7 @@ class GethNetwork(Component):
                 try:
                     healthy = self.node_healthy(index)
                     detail = f"block {self.block_number(index)}, {self.peer_count(index)} peers"
-                except Exception:  # noqa: BLE001 - status reports, it does not fail
+                except Exception:
                     detail = "RPC not answering"
             statuses.append(
                 server_status("geth", node.name, self.rpc_url(index), pid, healthy, detail)

@@ -148,7 +148,7 @@ async def _cluster_answers(bootstrap: str) -> bool:
         await client.start()
         cluster = await client.describe_cluster()
         return bool(cluster.get("brokers"))
-    except Exception:  # noqa: BLE001 - any failure means "not ready yet"
+    except Exception:
         return False
     finally:
         await client.close()

@@ -168,7 +168,9 @@ class Postgres(Component):
                     "SELECT 1 FROM pg_database WHERE datname = %s", (self._pg.database,)
                 ).fetchone()
                 if not exists:
-                    c.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(self._pg.database)))
+                    c.execute(
+                        sql.SQL("CREATE DATABASE {}").format(sql.Identifier(self._pg.database))
+                    )
             return True
 
         wait_until(create, 30, f"database {self._pg.database!r}")

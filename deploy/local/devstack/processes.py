@@ -9,6 +9,7 @@ file or a reused pid is never mistaken for a running server.
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import os
 import signal
@@ -39,7 +40,7 @@ def wait_until(
                 return
         except StackError:
             raise
-        except Exception:  # noqa: BLE001 - a failing probe means "not yet"
+        except Exception:
             pass
         if time.monotonic() >= deadline:
             raise StackError(f"timed out after {timeout_s:.0f} s waiting for {what}")
@@ -200,7 +201,5 @@ def _signal_group(pid: int, sig: signal.Signals) -> None:
     try:
         os.killpg(pid, sig)
     except (ProcessLookupError, PermissionError):
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.kill(pid, sig)
-        except ProcessLookupError:
-            pass

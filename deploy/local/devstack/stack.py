@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable, Iterable
 
@@ -38,7 +39,9 @@ class Stack:
             raise StackError(f"unknown component(s) {unknown}; choose from {list(COMPONENTS)}")
         return [by_name[n] for n in COMPONENTS if n in wanted]
 
-    def up(self, names: Iterable[str] | None = None, progress: Progress = print) -> dict[str, float]:
+    def up(
+        self, names: Iterable[str] | None = None, progress: Progress = print
+    ) -> dict[str, float]:
         """Starts what is not running and waits until healthy; returns seconds per component."""
         timings: dict[str, float] = {}
         for component in self.components(names):
@@ -75,8 +78,6 @@ class Stack:
         }
         if self.geth.faucet_key_file.exists():
             env["EHR_CHAIN__FAUCET_KEY_FILE"] = str(self.geth.faucet_key_file)
-        try:
+        with contextlib.suppress(FileNotFoundError):  # PostgreSQL was never initialised
             env["EHR_DATABASE__URL"] = self.postgres.dsn()
-        except FileNotFoundError:
-            pass  # PostgreSQL was never initialised
         return env
