@@ -21,6 +21,23 @@ lock: ## Re-resolve Python dependencies into requirements.lock
 	UV_PYTHON_DOWNLOADS=never UV_CACHE_DIR=.cache/uv .cache/bootstrap/bin/uv pip compile \
 	  pyproject.toml --group dev --generate-hashes --python-version 3.11 -o requirements.lock -q
 
+.PHONY: proto
+proto: install ## Regenerate Python code from proto/ (never edit the generated files)
+	@$(PY) -m services.platform.events.codegen generate
+
+.PHONY: contracts
+contracts: install ## Compile contracts/ with the pinned solc into contracts/build/
+	@node contracts/compile.js
+
+.PHONY: check-generated
+check-generated: install ## Fail when generated code or contract artefacts drift from their sources
+	@$(PY) -m services.platform.events.codegen check
+	@node contracts/compile.js --check
+
+.PHONY: bench
+bench: install ## Run the benchmarks; figures are printed and written to bench/results/
+	@$(PY) -m bench
+
 .PHONY: up
 up: install ## Start Kafka, the Geth Clique network and PostgreSQL on loopback; wait until healthy
 	@$(STACK) up

@@ -71,3 +71,11 @@ def geth_stack(test_stack: Stack) -> Stack:
 @pytest.fixture(scope="session")
 def postgres_stack(test_stack: Stack) -> Stack:
     return _component(test_stack, "postgres")
+
+
+# Shared fixtures of the platform's ports (each module owns one port's fixtures).
+pytest_plugins = [
+    module
+    for module in ("fixtures.bus", "fixtures.chain")
+    if (Path(__file__).parent / (module.replace(".", "/") + ".py")).exists()
+]

@@ -1,0 +1,1 @@
+"""The shared internal library every EHR Ledger service stands on."""
