@@ -1,0 +1,1 @@
+"""Benchmarks: each module has ``run(results_dir) -> dict`` and writes its own JSON."""

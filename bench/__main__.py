@@ -1,0 +1,45 @@
+"""``make bench``: runs every benchmark module and writes bench/results/*.json.
+
+python -m bench              all benchmarks
+python -m bench bus chain    only these
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+BENCHMARKS = ("bus", "chain", "gas")
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
+
+
+def main(selected: list[str]) -> int:
+    names = selected or [n for n in BENCHMARKS if (Path(__file__).parent / f"{n}.py").exists()]
+    unknown = [n for n in names if n not in BENCHMARKS]
+    if unknown:
+        print(f"unknown benchmark(s) {unknown}; choose from {list(BENCHMARKS)}", file=sys.stderr)
+        return 2
+    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    summary: dict[str, object] = {
+        "machine": {"python": platform.python_version(), "cpus": os.cpu_count()},
+        "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    for name in names:
+        print(f"== bench {name} ==", flush=True)
+        started = time.monotonic()
+        module = importlib.import_module(f"bench.{name}")
+        summary[name] = module.run(RESULTS_DIR)
+        print(f"== bench {name}: {time.monotonic() - started:.0f} s ==", flush=True)
+    out = RESULTS_DIR / "summary.json"
+    out.write_text(json.dumps(summary, indent=2, default=str) + "\n")
+    print(f"results in {RESULTS_DIR}/")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
