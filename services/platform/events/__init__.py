@@ -1,0 +1,1 @@
+"""Event envelope codec, event catalogue and topics, shared by every service."""
