@@ -1,0 +1,258 @@
+// SPDX-License-Identifier: Apache-2.0
+pragma solidity 0.8.28;
+
+/// @title ConsentRegistry
+/// @notice Patient-controlled access grants. A grant or a revocation takes
+///         effect only with the patient's EIP-712 signature; any account (in
+///         practice the consent service) may relay the signed message and pay
+///         the gas. Nothing identifying health is stored: addresses, category
+///         bits, purpose ids and times only.
+/// @dev Encodings (see contracts/README.md):
+///      categories is a bitmask: LABS=1, IMAGING=2, MEDICATIONS=4, NOTES=8,
+///      MENTAL_HEALTH=16; purpose is one id: TREATMENT=1, PAYMENT=2,
+///      OPERATIONS=3, RESEARCH=4, EMERGENCY=5. One grant is kept per
+///      (patient, grantee, purpose); a new grant replaces it. Nonces are per
+///      patient and sequential: a message must carry `nonces(patient)`.
+contract ConsentRegistry {
+    /// @notice One grant: the granted category bits and the time it ends.
+    struct Grant {
+        uint32 categories;
+        uint64 expiresAt;
+    }
+
+    /// @notice Bits of every defined category.
+    uint32 public constant ALL_CATEGORIES = 0x1F;
+    /// @notice Highest defined purpose id (ids run from 1 to MAX_PURPOSE).
+    uint8 public constant MAX_PURPOSE = 5;
+
+    /// @notice EIP-712 type of a grant message.
+    bytes32 public constant GRANT_TYPEHASH = keccak256(
+        "Grant(address patient,address grantee,uint32 categories,uint8 purpose,uint64 expiresAt,uint256 nonce,uint256 deadline)"
+    );
+    /// @notice EIP-712 type of a revocation message.
+    bytes32 public constant REVOKE_TYPEHASH = keccak256(
+        "Revoke(address patient,address grantee,uint32 categories,uint8 purpose,uint256 nonce,uint256 deadline)"
+    );
+
+    bytes32 private constant _DOMAIN_TYPEHASH = keccak256(
+        "EIP712Domain(string name,string version,uint256 chainId,address verifyingContract)"
+    );
+    bytes32 private constant _NAME_HASH = keccak256("EHR Ledger ConsentRegistry");
+    bytes32 private constant _VERSION_HASH = keccak256("1");
+    /// @dev Upper bound of a canonical `s` (EIP-2): rejects malleable signatures.
+    uint256 private constant _MAX_S =
+        0x7FFFFFFFFFFFFFFFFFFFFFFFFFFFFFFF5D576E7357A4501DDFE92F46681B20A0;
+
+    /// @notice The patient or the grantee is the zero address.
+    error ConsentRegistry__ZeroAddress();
+    /// @notice The category mask is empty or has undefined bits.
+    error ConsentRegistry__InvalidCategories(uint32 categories);
+    /// @notice The purpose id is not one of the defined purposes.
+    error ConsentRegistry__InvalidPurpose(uint8 purpose);
+    /// @notice The grant would already be over when it is recorded.
+    error ConsentRegistry__InvalidExpiry(uint64 expiresAt, uint256 nowTime);
+    /// @notice The signed message's deadline has passed.
+    error ConsentRegistry__SignatureExpired(uint256 deadline, uint256 nowTime);
+    /// @notice The message's nonce is not the patient's next nonce (replay or gap).
+    error ConsentRegistry__InvalidNonce(address patient, uint256 expected, uint256 given);
+    /// @notice The signature is not 65 bytes, or has a non-canonical s or v.
+    error ConsentRegistry__MalformedSignature();
+    /// @notice The signature was made by someone other than the patient, or for
+    ///         another chain, contract or message (all of which recover another signer).
+    error ConsentRegistry__WrongSigner(address recovered, address patient);
+
+    /// @notice Emitted after a grant is recorded (replacing any earlier one for
+    ///         the same patient, grantee and purpose).
+    event ConsentGranted(
+        address indexed patient,
+        address indexed grantee,
+        uint8 indexed purpose,
+        uint32 categories,
+        uint64 expiresAt,
+        uint256 nonce
+    );
+    /// @notice Emitted after categories are revoked; `remaining` is what is left.
+    event ConsentRevoked(
+        address indexed patient,
+        address indexed grantee,
+        uint8 indexed purpose,
+        uint32 categories,
+        uint32 remaining,
+        uint256 nonce
+    );
+
+    uint256 private immutable _cachedChainId;
+    bytes32 private immutable _cachedDomainSeparator;
+
+    mapping(address patient => uint256) private _nonces;
+    mapping(address patient => mapping(address grantee => mapping(uint8 purpose => Grant)))
+        private _grants;
+
+    constructor() {
+        _cachedChainId = block.chainid;
+        _cachedDomainSeparator = _buildDomainSeparator();
+    }
+
+    /// @notice Records a grant signed by the patient. Any account may relay it.
+    /// @param patient The patient whose records are shared; must be the signer.
+    /// @param grantee The account receiving access.
+    /// @param categories Bitmask of record categories (see the contract notes).
+    /// @param purpose Purpose-of-use id (1..MAX_PURPOSE).
+    /// @param expiresAt Time (unix seconds) at which the grant stops authorising.
+    /// @param nonce The patient's next nonce (`nonces(patient)`).
+    /// @param deadline Time after which the signed message is no longer accepted.
+    /// @param signature The patient's 65-byte EIP-712 signature (r, s, v) of `Grant`.
+    function grant(
+        address patient,
+        address grantee,
+        uint32 categories,
+        uint8 purpose,
+        uint64 expiresAt,
+        uint256 nonce,
+        uint256 deadline,
+        bytes calldata signature
+    ) external {
+        _checkScope(patient, grantee, categories, purpose);
+        if (expiresAt <= block.timestamp) {
+            revert ConsentRegistry__InvalidExpiry(expiresAt, block.timestamp);
+        }
+        bytes32 structHash = keccak256(
+            abi.encode(
+                GRANT_TYPEHASH, patient, grantee, categories, purpose, expiresAt, nonce, deadline
+            )
+        );
+        _consume(patient, nonce, deadline, structHash, signature);
+        _grants[patient][grantee][purpose] = Grant(categories, expiresAt);
+        emit ConsentGranted(patient, grantee, purpose, categories, expiresAt, nonce);
+    }
+
+    /// @notice Revokes categories of a grant, with the patient's signature. Any
+    ///         account may relay it. Revoking categories that are not granted is
+    ///         allowed (the nonce is consumed and the event emitted).
+    /// @param patient The patient; must be the signer.
+    /// @param grantee The account losing access.
+    /// @param categories Bitmask of the categories to revoke.
+    /// @param purpose Purpose-of-use id of the grant.
+    /// @param nonce The patient's next nonce (`nonces(patient)`).
+    /// @param deadline Time after which the signed message is no longer accepted.
+    /// @param signature The patient's 65-byte EIP-712 signature (r, s, v) of `Revoke`.
+    function revoke(
+        address patient,
+        address grantee,
+        uint32 categories,
+        uint8 purpose,
+        uint256 nonce,
+        uint256 deadline,
+        bytes calldata signature
+    ) external {
+        _checkScope(patient, grantee, categories, purpose);
+        bytes32 structHash = keccak256(
+            abi.encode(REVOKE_TYPEHASH, patient, grantee, categories, purpose, nonce, deadline)
+        );
+        _consume(patient, nonce, deadline, structHash, signature);
+        Grant storage entry = _grants[patient][grantee][purpose];
+        uint32 remaining = entry.categories & ~categories;
+        if (remaining == 0) {
+            delete _grants[patient][grantee][purpose];
+        } else {
+            entry.categories = remaining;
+        }
+        emit ConsentRevoked(patient, grantee, purpose, categories, remaining, nonce);
+    }
+
+    /// @notice Whether `grantee` may read `patient`'s records of `category` for
+    ///         `purpose` now: a grant covers every bit of `category` and has not expired.
+    /// @param patient The patient.
+    /// @param grantee The reader.
+    /// @param category One category bit (or several: all must be granted).
+    /// @param purpose Purpose-of-use id.
+    /// @return True when an unexpired grant covers the request.
+    function isAuthorised(address patient, address grantee, uint32 category, uint8 purpose)
+        external
+        view
+        returns (bool)
+    {
+        if (category == 0) return false;
+        Grant memory entry = _grants[patient][grantee][purpose];
+        return entry.categories & category == category && block.timestamp < entry.expiresAt;
+    }
+
+    /// @notice The stored grant for (patient, grantee, purpose); zero when none.
+    /// @param patient The patient.
+    /// @param grantee The grantee.
+    /// @param purpose Purpose-of-use id.
+    /// @return The grant, which may have expired.
+    function getGrant(address patient, address grantee, uint8 purpose)
+        external
+        view
+        returns (Grant memory)
+    {
+        return _grants[patient][grantee][purpose];
+    }
+
+    /// @notice The nonce the patient's next signed message must carry.
+    /// @param patient The patient.
+    /// @return The next nonce.
+    function nonces(address patient) external view returns (uint256) {
+        return _nonces[patient];
+    }
+
+    /// @notice The EIP-712 domain separator for this chain and contract.
+    /// @return The separator.
+    function domainSeparator() external view returns (bytes32) {
+        return _domainSeparator();
+    }
+
+    function _checkScope(address patient, address grantee, uint32 categories, uint8 purpose)
+        private
+        pure
+    {
+        if (patient == address(0) || grantee == address(0)) revert ConsentRegistry__ZeroAddress();
+        if (categories == 0 || categories & ~ALL_CATEGORIES != 0) {
+            revert ConsentRegistry__InvalidCategories(categories);
+        }
+        if (purpose == 0 || purpose > MAX_PURPOSE) revert ConsentRegistry__InvalidPurpose(purpose);
+    }
+
+    /// @dev Checks deadline, nonce and signature, then consumes the nonce.
+    function _consume(
+        address patient,
+        uint256 nonce,
+        uint256 deadline,
+        bytes32 structHash,
+        bytes calldata signature
+    ) private {
+        if (block.timestamp > deadline) {
+            revert ConsentRegistry__SignatureExpired(deadline, block.timestamp);
+        }
+        uint256 expected = _nonces[patient];
+        if (nonce != expected) revert ConsentRegistry__InvalidNonce(patient, expected, nonce);
+        bytes32 digest = keccak256(abi.encodePacked(hex"1901", _domainSeparator(), structHash));
+        address recovered = _recover(digest, signature);
+        if (recovered != patient) revert ConsentRegistry__WrongSigner(recovered, patient);
+        _nonces[patient] = expected + 1;
+    }
+
+    function _recover(bytes32 digest, bytes calldata signature) private pure returns (address) {
+        if (signature.length != 65) revert ConsentRegistry__MalformedSignature();
+        bytes32 r = bytes32(signature[0:32]);
+        bytes32 s = bytes32(signature[32:64]);
+        uint8 v = uint8(signature[64]);
+        if (uint256(s) > _MAX_S || (v != 27 && v != 28)) {
+            revert ConsentRegistry__MalformedSignature();
+        }
+        // ecrecover yields address(0) for an invalid signature, which never equals
+        // a patient because the zero address is refused by _checkScope.
+        return ecrecover(digest, v, r, s);
+    }
+
+    function _domainSeparator() private view returns (bytes32) {
+        return block.chainid == _cachedChainId ? _cachedDomainSeparator : _buildDomainSeparator();
+    }
+
+    function _buildDomainSeparator() private view returns (bytes32) {
+        return keccak256(
+            abi.encode(_DOMAIN_TYPEHASH, _NAME_HASH, _VERSION_HASH, block.chainid, address(this))
+        );
+    }
+}
