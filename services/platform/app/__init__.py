@@ -1,0 +1,1 @@
+"""Service scaffolding: settings, app factory, error mapping, logging, JWT verification."""

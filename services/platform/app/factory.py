@@ -1,0 +1,321 @@
+"""The app factory: one FastAPI app with everything a service needs around its routers.
+
+``create_app`` adds ``/healthz`` (the process is up), ``/readyz`` (the service's
+dependencies answer), ``/metrics`` (Prometheus, one registry per app), a request id on
+every request and response, a request body limit, JSON error bodies for every error
+(see :mod:`services.platform.app.errors`) and a token verifier for
+:func:`services.platform.app.auth.current_principal`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
+from http import HTTPStatus
+from typing import Any
+
+import structlog
+import uuid6
+from fastapi import APIRouter, FastAPI, Response
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram
+from prometheus_client.exposition import generate_latest
+from starlette.datastructures import MutableHeaders
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from services.platform.app.auth import TokenVerifier
+from services.platform.app.errors import (
+    REQUEST_ID_HEADER,
+    ErrorMap,
+    InternalError,
+    PayloadTooLarge,
+    ServiceError,
+    ServiceUnavailable,
+    error_response,
+    install_error_handlers,
+)
+from services.platform.app.settings import ServiceSettings
+
+ReadinessCheck = Callable[[], Awaitable[None]]
+"""An async check of one dependency: returns when it is usable, raises otherwise."""
+
+Lifespan = Callable[[FastAPI], AbstractAsyncContextManager[None]]
+
+UNMATCHED_ROUTE = "unmatched"
+
+log = structlog.get_logger(__name__)
+
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
+
+
+def _state(scope: Scope) -> dict[str, Any]:
+    state: dict[str, Any] = scope.setdefault("state", {})
+    return state
+
+
+def _route_template(scope: Scope) -> str:
+    path = getattr(scope.get("route"), "path", None)
+    return path if isinstance(path, str) else UNMATCHED_ROUTE
+
+
+async def _send_error(scope: Scope, receive: Receive, send: Send, error: ServiceError) -> None:
+    request_id = _state(scope).get("request_id")
+    await error_response(error, request_id if isinstance(request_id, str) else None)(
+        scope, receive, send
+    )
+
+
+class RequestContextMiddleware:
+    """Gives each request an id (the caller's ``X-Request-ID`` when well-formed, else a new
+    one), echoes it, binds it and the service name to the logs, and logs the outcome."""
+
+    def __init__(self, app: ASGIApp, service_name: str) -> None:
+        self.app = app
+        self.service_name = service_name
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        offered = MutableHeaders(scope=scope).get(REQUEST_ID_HEADER)
+        request_id = offered if offered and _REQUEST_ID.match(offered) else str(uuid6.uuid7())
+        _state(scope)["request_id"] = request_id
+        status = HTTPStatus.INTERNAL_SERVER_ERROR.value
+        started = time.perf_counter()
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                MutableHeaders(scope=message)[REQUEST_ID_HEADER] = request_id
+            await send(message)
+
+        outer_context = structlog.contextvars.get_contextvars()
+        structlog.contextvars.bind_contextvars(service=self.service_name, request_id=request_id)
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            log.info(
+                "request_finished",
+                method=scope["method"],
+                route=_route_template(scope),
+                status=status,
+                duration_ms=round((time.perf_counter() - started) * 1000, 3),
+            )
+            structlog.contextvars.clear_contextvars()
+            structlog.contextvars.bind_contextvars(**outer_context)
+
+
+class HttpMetrics:
+    """Request counter and latency histogram by method, route template and status."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        labels = ("method", "route", "status")
+        self.requests = Counter("http_requests", "HTTP requests handled", labels, registry=registry)
+        self.latency = Histogram(
+            "http_request_duration_seconds", "HTTP request latency", labels, registry=registry
+        )
+
+
+class MetricsMiddleware:
+    """Counts and times every request once the response status is known."""
+
+    def __init__(self, app: ASGIApp, metrics: HttpMetrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        status = HTTPStatus.INTERNAL_SERVER_ERROR.value
+        started = time.perf_counter()
+
+        async def send_recording_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_recording_status)
+        finally:
+            labels = (scope["method"], _route_template(scope), str(status))
+            self.metrics.requests.labels(*labels).inc()
+            self.metrics.latency.labels(*labels).observe(time.perf_counter() - started)
+
+
+class UnhandledErrorMiddleware:
+    """Turns any exception no handler took into a 500 JSON body without internals."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        response_started = False
+
+        async def send_tracking_start(message: Message) -> None:
+            nonlocal response_started
+            if message["type"] == "http.response.start":
+                response_started = True
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_tracking_start)
+        except Exception:
+            log.exception("unhandled_error", route=_route_template(scope))
+            if not response_started:
+                await _send_error(scope, receive, send, InternalError())
+
+
+class BodyLimitMiddleware:
+    """Refuses request bodies over ``max_bytes`` with 413, before the app reads them.
+
+    The body is read here (at most ``max_bytes``) and handed to the app unchanged.
+    """
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = MutableHeaders(scope=scope).get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
+            await _send_error(scope, receive, send, self._too_large())
+            return
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                # the client went away; let the app see it
+                await self.app(scope, _replay([], message, receive), send)
+                return
+            chunk: bytes = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_bytes:
+                await _send_error(scope, receive, send, self._too_large())
+                return
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        await self.app(scope, _replay(chunks, None, receive), send)
+
+    def _too_large(self) -> PayloadTooLarge:
+        return PayloadTooLarge(f"request body exceeds {self.max_bytes} bytes")
+
+
+def _replay(chunks: list[bytes], pending: Message | None, receive: Receive) -> Receive:
+    """A receive callable that first gives back the buffered body, then the real stream."""
+    queue: list[Message] = []
+    if chunks or pending is None:
+        queue.append({"type": "http.request", "body": b"".join(chunks), "more_body": False})
+    if pending is not None:
+        queue.append(pending)
+
+    async def replayed() -> Message:
+        if queue:
+            return queue.pop(0)
+        return await receive()
+
+    return replayed
+
+
+async def _run_check(check: ReadinessCheck, timeout: float) -> str:
+    try:
+        await asyncio.wait_for(check(), timeout)
+    except TimeoutError:
+        return "timeout"
+    except Exception as exc:
+        log.warning("readiness_check_failed", error=type(exc).__name__, message=str(exc))
+        return f"error: {type(exc).__name__}"
+    return "ok"
+
+
+def _operational_router(
+    settings: ServiceSettings, checks: Mapping[str, ReadinessCheck], registry: CollectorRegistry
+) -> APIRouter:
+    router = APIRouter(include_in_schema=False)
+
+    @router.get("/healthz")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok", "service": settings.service_name}
+
+    @router.get("/readyz")
+    async def readyz() -> dict[str, Any]:
+        names = list(checks)
+        outcomes = await asyncio.gather(
+            *(_run_check(checks[name], settings.readiness_timeout_seconds) for name in names)
+        )
+        results = dict(zip(names, outcomes, strict=True))
+        failing = [name for name, outcome in results.items() if outcome != "ok"]
+        if failing:
+            raise ServiceUnavailable(
+                f"not ready: {', '.join(failing)}",
+                code="not_ready",
+                details={"failing": failing, "checks": results},
+            )
+        return {"status": "ready", "checks": results}
+
+    @router.get("/metrics")
+    async def metrics() -> Response:
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
+    return router
+
+
+def create_app(
+    settings: ServiceSettings,
+    routers: Sequence[APIRouter] = (),
+    readiness_checks: Mapping[str, ReadinessCheck] | None = None,
+    *,
+    token_verifier: TokenVerifier | None = None,
+    registry: CollectorRegistry | None = None,
+    error_map: ErrorMap | None = None,
+    lifespan: Lifespan | None = None,
+) -> FastAPI:
+    """A FastAPI app serving ``routers`` with the shared operational endpoints.
+
+    ``readiness_checks`` name the dependencies ``/readyz`` checks. ``token_verifier``
+    defaults to one built from ``settings.jwt``. ``registry`` lets the service register
+    its own metrics on the registry ``/metrics`` exposes. ``error_map`` maps the service's
+    domain exceptions to HTTP errors.
+    """
+    registry = registry if registry is not None else CollectorRegistry()
+    app = FastAPI(title=settings.service_name, lifespan=lifespan)
+    app.state.settings = settings
+    app.state.metrics_registry = registry
+    app.state.token_verifier = token_verifier or TokenVerifier.from_settings(settings.jwt)
+
+    install_error_handlers(app, error_map)
+    app.include_router(_operational_router(settings, dict(readiness_checks or {}), registry))
+    for router in routers:
+        app.include_router(router)
+
+    # The last middleware added runs first.
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(UnhandledErrorMiddleware)
+    app.add_middleware(MetricsMiddleware, metrics=HttpMetrics(registry))
+    app.add_middleware(RequestContextMiddleware, service_name=settings.service_name)
+    return app
+
+
+def serve(app: FastAPI, settings: ServiceSettings) -> None:
+    """Run ``app`` with uvicorn on the settings' host and port (blocks)."""
+    import uvicorn
+
+    uvicorn.run(
+        app,
+        host=settings.host,
+        port=settings.port,
+        access_log=False,  # RequestContextMiddleware logs every request as JSON
+        log_level=settings.log_level.lower(),
+    )
