@@ -408,3 +408,16 @@ async def test_withdrawn_key_is_refused_once_the_cache_expires(
     assert refused.value.code == "invalid_token"
     assert jwks_server.fetches == 2
     assert (await verifier.verify(new_key.sign(token_claims()))).account_id == "account-1"
+
+
+@pytest.mark.parametrize("alg", ["none", "HS256", "RS256", "ES384"])
+async def test_refused_algorithms_never_trigger_a_key_fetch(
+    settings_factory: Callable[..., ServiceSettings],
+    jwks_server: Any,
+    token_claims: Claims,
+    alg: str,
+) -> None:
+    token = _unsigned({"alg": alg, "typ": "JWT", "kid": "unknown"}, token_claims(), b"sig")
+    async with _client(_http_app(settings_factory, jwks_server.url)) as c:
+        _assert_401(await c.get("/me", headers=_bearer(token)))
+    assert jwks_server.fetches == 0
