@@ -6,6 +6,7 @@ import asyncio
 import base64
 import subprocess
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from aiokafka.admin import AIOKafkaAdminClient
@@ -117,7 +118,10 @@ class Kafka(Component):
     def ready(self) -> bool:
         if not port_open(self._settings.host, self._kafka.port):
             return False
-        return asyncio.run(_cluster_answers(self.bootstrap_servers))
+        # A thread of its own, so the probe also works when called from a running event loop
+        # (e.g. an async test that is the first to ask for Kafka).
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            return pool.submit(asyncio.run, _cluster_answers(self.bootstrap_servers)).result()
 
     def up(self, timeout_s: float) -> None:
         if not list(Path(self._kafka.libs_dir).glob("kafka_2.13-*.jar")):
