@@ -59,7 +59,8 @@ test: install ## Run the whole test suite (starts and stops real Kafka, Geth and
 	$(VENV)/bin/pytest
 
 .PHONY: lint
-lint: install ## ruff and mypy
+lint: install ## ruff, mypy and the import-linter contracts (dependency direction)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
