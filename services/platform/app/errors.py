@@ -192,19 +192,20 @@ _HTTP_STATUS_ERRORS: dict[int, type[ServiceError]] = {
 
 
 def _from_http_exception(exc: StarletteHTTPException) -> ServiceError:
-    error_type = _HTTP_STATUS_ERRORS.get(exc.status_code)
+    known = exc.status_code in HTTPStatus._value2member_map_
+    phrase = HTTPStatus(exc.status_code).phrase if known else None
     headers = dict(exc.headers or {})
+    # Starlette's own details are its status phrases; the shared messages replace those.
+    detail = exc.detail if isinstance(exc.detail, str) and exc.detail != phrase else None
+    error_type = _HTTP_STATUS_ERRORS.get(exc.status_code)
     if error_type is not None:
-        error = error_type(headers=headers)
-    else:
-        error = ServiceError(
-            HTTPStatus(exc.status_code).phrase.lower()
-            if exc.status_code in HTTPStatus._value2member_map_
-            else "http error",
-            code=f"http_{exc.status_code}",
-            headers=headers,
-        )
-        error.status = exc.status_code
+        return error_type(detail or None, headers=headers)
+    error = ServiceError(
+        detail or (phrase or "http error").lower(),
+        code=f"http_{exc.status_code}",
+        headers=headers,
+    )
+    error.status = exc.status_code
     return error
 
 

@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 import pytest
 import structlog
-from fastapi import APIRouter, FastAPI
+from fastapi import APIRouter, FastAPI, HTTPException
 from pydantic import BaseModel, Field
 
 from services.platform.app.errors import (
@@ -90,6 +90,10 @@ def _domain_router() -> APIRouter:
     async def raise_error(name: str) -> None:
         error_type = {cls.__name__: cls for cls in _all_service_errors()}[name]
         raise error_type()
+
+    @router.get("/http/{status}")
+    async def http_exception(status: int) -> None:
+        raise HTTPException(status_code=status, detail="raised by a dependency")
 
     @router.get("/specific")
     async def specific() -> None:
@@ -450,3 +454,16 @@ async def test_log_level_filters(client: httpx.AsyncClient) -> None:
     events = [line["event"] for line in _log_lines(stream)]
     assert "item_read" not in events
     assert "unhandled_error" in events
+
+
+@pytest.mark.parametrize(
+    ("status", "code"), [(409, "conflict"), (401, "unauthorized"), (418, "http_418")]
+)
+async def test_http_exceptions_get_the_same_body(
+    client: httpx.AsyncClient, status: int, code: str
+) -> None:
+    response = await client.get(f"/http/{status}")
+    assert response.status_code == status
+    error = _error(response)
+    assert error["code"] == code
+    assert error["message"] == "raised by a dependency"
