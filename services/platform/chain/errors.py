@@ -56,3 +56,7 @@ class TransactionReverted(ChainError):
 
 class UnknownContractMember(ChainError):
     """The function, event or error name is not in the contract's ABI."""
+
+
+class InvalidArguments(ChainError):
+    """The arguments do not match the function's or constructor's ABI types."""

@@ -19,12 +19,14 @@ Interface (stable; the contracts code against it)::
     receipt = chain.transact(ref, "store", 7, sender=acct)   # = wait(send(...))
     chain.events(ref, "Stored", from_block=0, to_block=None, by=acct.address)
     chain.block_number(); chain.balance(addr); chain.fund(addr, wei); chain.new_account()
+    chain.new_client()                                  # same chain, own nonce state
 
 Errors (``errors.py``, root ``ChainError``): ``TransactionReverted`` (reason /
 error_name / error_args, from a call, a gas estimate or a mined status-0 receipt),
 ``ChainUnavailable`` (no endpoint answers), ``TransactionRejected`` (node refused
 the transaction), ``TransactionTimeout`` (no receipt in time),
-``UnknownContractMember`` (name not in the ABI).
+``UnknownContractMember`` (name not in the ABI), ``InvalidArguments`` (arguments
+do not match the ABI).
 
 Senders are ``eth_account`` ``LocalAccount`` objects: keys stay in the process and
 every transaction is signed locally. Nonces come from a ``NonceManager``
@@ -45,6 +47,7 @@ from services.platform.chain.artifacts import Artifact, load_artifact
 from services.platform.chain.errors import (
     ChainError,
     ChainUnavailable,
+    InvalidArguments,
     TransactionRejected,
     TransactionReverted,
     TransactionTimeout,
@@ -59,6 +62,7 @@ __all__ = [
     "ContractRef",
     "DeployedContract",
     "EventLog",
+    "InvalidArguments",
     "Receipt",
     "TransactionRejected",
     "TransactionReverted",
@@ -83,7 +87,7 @@ class EventLog:
 @dataclass(frozen=True, slots=True)
 class Receipt:
     """A mined transaction. ``status`` is 1 (success) or 0 (failed); ``events`` are
-    the logs decoded against the ABI of the contract that was called."""
+    the logs of contracts this client knows (deployed or referenced), decoded."""
 
     tx_hash: str
     block_number: int
@@ -93,7 +97,7 @@ class Receipt:
     contract_address: str | None
     events: list[EventLog] = field(default_factory=list)
     sender: str = ""
-    nonce: int = -1
+    nonce: int = 0
     effective_gas_price: int = 0
 
 
@@ -199,6 +203,11 @@ class Chain(ABC):
     @abstractmethod
     def new_account(self, wei: int = 10**20) -> LocalAccount:
         """A fresh key, funded with ``wei``; the key never leaves the process."""
+
+    @abstractmethod
+    def new_client(self) -> Chain:
+        """Another client of the same chain with its own nonce state, as another
+        process would be (same funder)."""
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections; the default holds none."""
