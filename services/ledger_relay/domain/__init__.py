@@ -1,0 +1,1 @@
+"""The relay's domain: the Merkle log, checkpoints and their policy; pure Python."""

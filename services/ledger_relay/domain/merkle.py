@@ -1,0 +1,275 @@
+"""The RFC 9162 Merkle log: hashing, the compact range for appends, proofs and their checks.
+
+Hashing (RFC 9162 section 2.1.1): leaf ``SHA-256(0x00 || d)``, interior node
+``SHA-256(0x01 || left || right)``, the empty tree ``SHA-256("")``; a tree of
+``n > 1`` leaves splits at the largest power of two smaller than ``n``.
+
+Storage model: every *perfect* subtree (``2**level`` leaves starting at a
+multiple of ``2**level``) is stored once, under ``(level, index)``, as soon as
+its last leaf is appended (level 0 are the leaf hashes). Any range the RFC
+recursion visits splits into at most one perfect subtree per level, so a root
+or a proof needs O(log n) stored hashes and never re-hashes leaves. Proofs are
+computed in two passes: the first records which ``(level, index)`` hashes are
+needed, one batch read fetches them, the second computes the proof.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+
+from services.ledger_relay.domain.errors import InvalidRange, ProofInvalid
+
+HASH_SIZE = 32
+LEAF_PREFIX = b"\x00"
+NODE_PREFIX = b"\x01"
+EMPTY_ROOT = hashlib.sha256(b"").digest()
+
+Coordinate = tuple[int, int]
+"""``(level, index)`` of a perfect subtree: leaves ``[index << level, (index + 1) << level)``."""
+
+NodeLookup = Callable[[Iterable[Coordinate]], Mapping[Coordinate, bytes]]
+"""Fetches the stored hashes of the given perfect subtrees in one batch."""
+
+
+def leaf_hash(data: bytes) -> bytes:
+    return hashlib.sha256(LEAF_PREFIX + data).digest()
+
+
+def node_hash(left: bytes, right: bytes) -> bytes:
+    return hashlib.sha256(NODE_PREFIX + left + right).digest()
+
+
+def split_point(n: int) -> int:
+    """The largest power of two strictly smaller than ``n`` (``n > 1``)."""
+    return 1 << ((n - 1).bit_length() - 1)
+
+
+def _is_power_of_two(n: int) -> bool:
+    return n > 0 and n & (n - 1) == 0
+
+
+@dataclass(frozen=True, slots=True)
+class Node:
+    """A stored perfect subtree hash."""
+
+    level: int
+    index: int
+    hash: bytes
+
+
+class CompactRange:
+    """The right frontier of the tree: one perfect subtree root per set bit of the size.
+
+    ``append`` adds a leaf hash and returns every perfect subtree it completes
+    (the leaf itself at level 0 first), which is what the store must persist.
+    """
+
+    __slots__ = ("_frontier", "_size")
+
+    def __init__(self, size: int = 0, frontier: Sequence[bytes] = ()) -> None:
+        expected = [level for level in reversed(range(size.bit_length())) if size >> level & 1]
+        if len(frontier) != len(expected):
+            raise ValueError(f"a tree of {size} leaves has {len(expected)} frontier hashes")
+        self._size = size
+        self._frontier: list[tuple[int, bytes]] = list(zip(expected, frontier, strict=True))
+
+    @staticmethod
+    def frontier_coordinates(size: int) -> list[Coordinate]:
+        """The perfect subtrees, largest first, whose hashes make up the frontier of ``size``."""
+        coords: list[Coordinate] = []
+        for level in reversed(range(size.bit_length())):
+            if size >> level & 1:
+                coords.append((level, (size >> level) - 1))
+        return coords
+
+    @classmethod
+    def restore(cls, size: int, lookup: NodeLookup) -> CompactRange:
+        coords = cls.frontier_coordinates(size)
+        found = lookup(coords)
+        return cls(size, [found[c] for c in coords])
+
+    @property
+    def size(self) -> int:
+        return self._size
+
+    def append(self, leaf: bytes) -> list[Node]:
+        index = self._size
+        completed = [Node(0, index, leaf)]
+        level, digest = 0, leaf
+        while self._frontier and self._frontier[-1][0] == level:
+            _, left = self._frontier.pop()
+            digest = node_hash(left, digest)
+            level += 1
+            completed.append(Node(level, index >> level, digest))
+        self._frontier.append((level, digest))
+        self._size += 1
+        return completed
+
+    def root(self) -> bytes:
+        if not self._frontier:
+            return EMPTY_ROOT
+        digest = self._frontier[-1][1]
+        for _, left in reversed(self._frontier[:-1]):
+            digest = node_hash(left, digest)
+        return digest
+
+
+class _Recorder:
+    """First pass: records the coordinates asked for, answers with placeholders."""
+
+    def __init__(self) -> None:
+        self.wanted: list[Coordinate] = []
+
+    def __call__(self, coord: Coordinate) -> bytes:
+        self.wanted.append(coord)
+        return bytes(HASH_SIZE)
+
+
+def _range_hash(start: int, end: int, get: Callable[[Coordinate], bytes]) -> bytes:
+    """MTH of leaves ``[start, end)``; ``start`` is aligned as the RFC recursion keeps it."""
+    n = end - start
+    if _is_power_of_two(n):
+        level = n.bit_length() - 1
+        return get((level, start >> level))
+    k = split_point(n)
+    level = k.bit_length() - 1
+    return node_hash(get((level, start >> level)), _range_hash(start + k, end, get))
+
+
+def _path(m: int, start: int, end: int, get: Callable[[Coordinate], bytes]) -> list[bytes]:
+    n = end - start
+    if n == 1:
+        return []
+    k = split_point(n)
+    if m < k:
+        return [*_path(m, start, start + k, get), _range_hash(start + k, end, get)]
+    return [*_path(m - k, start + k, end, get), _range_hash(start, start + k, get)]
+
+
+def _subproof(
+    m: int, start: int, end: int, complete: bool, get: Callable[[Coordinate], bytes]
+) -> list[bytes]:
+    n = end - start
+    if m == n:
+        return [] if complete else [_range_hash(start, end, get)]
+    k = split_point(n)
+    if m <= k:
+        return [*_subproof(m, start, start + k, complete, get), _range_hash(start + k, end, get)]
+    return [*_subproof(m - k, start + k, end, False, get), _range_hash(start, start + k, get)]
+
+
+def _two_pass(
+    compute: Callable[[Callable[[Coordinate], bytes]], bytes | list[bytes]], lookup: NodeLookup
+) -> bytes | list[bytes]:
+    recorder = _Recorder()
+    compute(recorder)
+    found = lookup(dict.fromkeys(recorder.wanted))
+    return compute(lambda coord: found[coord])
+
+
+def root_of(size: int, lookup: NodeLookup) -> bytes:
+    """The root of the first ``size`` leaves from stored subtree hashes."""
+    if size == 0:
+        return EMPTY_ROOT
+    result = _two_pass(lambda get: _range_hash(0, size, get), lookup)
+    assert isinstance(result, bytes)
+    return result
+
+
+def inclusion_proof(index: int, size: int, lookup: NodeLookup) -> list[bytes]:
+    """PATH(index, D[size]) of RFC 9162 section 2.1.3.1."""
+    if not 0 <= index < size:
+        raise InvalidRange(f"leaf {index} is not in a tree of {size} leaves")
+    result = _two_pass(lambda get: _path(index, 0, size, get), lookup)
+    assert isinstance(result, list)
+    return result
+
+
+def consistency_proof(old_size: int, new_size: int, lookup: NodeLookup) -> list[bytes]:
+    """PROOF(old_size, D[new_size]) of RFC 9162 section 2.1.4.1 (empty when equal)."""
+    if not 0 < old_size <= new_size:
+        raise InvalidRange(f"no consistency proof from {old_size} to {new_size} leaves")
+    result = _two_pass(lambda get: _subproof(old_size, 0, new_size, True, get), lookup)
+    assert isinstance(result, list)
+    return result
+
+
+def root_from_inclusion_proof(index: int, size: int, leaf: bytes, proof: Sequence[bytes]) -> bytes:
+    """The root implied by an inclusion proof (RFC 9162 section 2.1.3.2)."""
+    if not 0 <= index < size:
+        raise ProofInvalid(f"leaf {index} is not in a tree of {size} leaves")
+    fn, sn = index, size - 1
+    digest = leaf
+    for sibling in proof:
+        if sn == 0:
+            raise ProofInvalid("inclusion proof is too long")
+        if fn & 1 or fn == sn:
+            digest = node_hash(sibling, digest)
+            if not fn & 1:
+                while fn & 1 == 0 and fn != 0:
+                    fn >>= 1
+                    sn >>= 1
+        else:
+            digest = node_hash(digest, sibling)
+        fn >>= 1
+        sn >>= 1
+    if sn != 0:
+        raise ProofInvalid("inclusion proof is too short")
+    return digest
+
+
+def verify_inclusion(
+    index: int, size: int, leaf: bytes, proof: Sequence[bytes], root: bytes
+) -> None:
+    """Raises ``ProofInvalid`` unless ``leaf`` is leaf ``index`` of the tree (size, root)."""
+    if root_from_inclusion_proof(index, size, leaf, proof) != root:
+        raise ProofInvalid(f"inclusion proof of leaf {index} does not lead to the root")
+
+
+def verify_consistency(
+    old_size: int, new_size: int, old_root: bytes, new_root: bytes, proof: Sequence[bytes]
+) -> None:
+    """Raises ``ProofInvalid`` unless (old_size, old_root) is a prefix of (new_size, new_root)
+    (RFC 9162 section 2.1.4.2)."""
+    if not 0 < old_size <= new_size:
+        raise ProofInvalid(f"no consistency from {old_size} to {new_size} leaves")
+    if old_size == new_size:
+        if proof or old_root != new_root:
+            raise ProofInvalid("equal sizes need equal roots and an empty proof")
+        return
+    if not proof:
+        raise ProofInvalid("consistency proof is empty")
+    path = list(proof)
+    if _is_power_of_two(old_size):
+        path.insert(0, old_root)
+    fn, sn = old_size - 1, new_size - 1
+    while fn & 1:
+        fn >>= 1
+        sn >>= 1
+    fr = sr = path[0]
+    for c in path[1:]:
+        if sn == 0:
+            raise ProofInvalid("consistency proof is too long")
+        if fn & 1 or fn == sn:
+            fr = node_hash(c, fr)
+            sr = node_hash(c, sr)
+            while fn & 1 == 0 and fn != 0:
+                fn >>= 1
+                sn >>= 1
+        else:
+            sr = node_hash(sr, c)
+        fn >>= 1
+        sn >>= 1
+    if sn != 0 or fr != old_root or sr != new_root:
+        raise ProofInvalid(f"consistency proof from {old_size} to {new_size} does not verify")
+
+
+def memory_lookup(nodes: Mapping[Coordinate, bytes]) -> NodeLookup:
+    """A ``NodeLookup`` over a dict (tests, small in-memory logs)."""
+
+    def lookup(coords: Iterable[Coordinate]) -> Mapping[Coordinate, bytes]:
+        return {c: nodes[c] for c in coords}
+
+    return lookup
