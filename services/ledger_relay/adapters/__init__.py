@@ -1,0 +1,1 @@
+"""Adapters of the ledger relay: SQL log storage and the AuditAnchor client."""

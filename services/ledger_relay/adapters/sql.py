@@ -1,0 +1,299 @@
+"""``SqlLogRepository``: the Merkle log and its checkpoints on SQLite or PostgreSQL.
+
+Tables: ``ledger_leaves`` (one row per leaf with its bus position),
+``ledger_nodes`` (perfect subtrees of level >= 1, keyed by ``level << 48 | index``
+so a proof's hashes come back in one ``IN`` query) and ``ledger_checkpoints``.
+The checkpoint-anchored event is written to the shared outbox (``bus_outbox``)
+in the transaction that marks the checkpoint anchored.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+
+import sqlalchemy as sa
+
+from services.ledger_relay.domain.merkle import Coordinate, Node
+from services.ledger_relay.domain.model import (
+    BusPosition,
+    ChainAnchor,
+    Checkpoint,
+    CheckpointStatus,
+    Leaf,
+    LogRepository,
+    OutgoingEvent,
+)
+from services.platform.bus.outbox import OutboxWriter, create_outbox_table
+from services.platform.bus.port import Message
+
+metadata = sa.MetaData()
+
+leaves_table = sa.Table(
+    "ledger_leaves",
+    metadata,
+    sa.Column("leaf_index", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("leaf_hash", sa.LargeBinary(32), nullable=False),
+    sa.Column("event_hash", sa.LargeBinary(32), nullable=False, unique=True),
+    sa.Column("event_id", sa.String(64), nullable=False, index=True),
+    sa.Column("topic", sa.String(249), nullable=False),
+    sa.Column("partition", sa.Integer, nullable=False),
+    sa.Column("bus_offset", sa.BigInteger, nullable=False),
+    sa.Column("appended_at_ms", sa.BigInteger, nullable=False),
+)
+
+nodes_table = sa.Table(
+    "ledger_nodes",
+    metadata,
+    sa.Column("node_key", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("hash", sa.LargeBinary(32), nullable=False),
+)
+
+checkpoints_table = sa.Table(
+    "ledger_checkpoints",
+    metadata,
+    sa.Column("checkpoint_index", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("tree_size", sa.BigInteger, nullable=False, index=True),
+    sa.Column("root", sa.LargeBinary(32), nullable=False),
+    sa.Column("previous_size", sa.BigInteger, nullable=False),
+    sa.Column("previous_root", sa.LargeBinary(32), nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("tx_hash", sa.String(66), nullable=True),
+    sa.Column("block_number", sa.BigInteger, nullable=True),
+    sa.Column("gas_used", sa.BigInteger, nullable=True),
+    sa.Column("cut_at_ms", sa.BigInteger, nullable=False),
+    sa.Column("anchored_at_ms", sa.BigInteger, nullable=True),
+)
+
+_LEVEL_SHIFT = 48
+
+
+def _node_key(level: int, index: int) -> int:
+    return (level << _LEVEL_SHIFT) | index
+
+
+def _leaf(row: sa.Row[tuple[object, ...]]) -> Leaf:
+    m = row._mapping
+    return Leaf(
+        index=int(m["leaf_index"]),
+        event_hash=bytes(m["event_hash"]),
+        event_id=str(m["event_id"]),
+        position=BusPosition(str(m["topic"]), int(m["partition"]), int(m["bus_offset"])),
+        appended_at_ms=int(m["appended_at_ms"]),
+    )
+
+
+def _checkpoint(row: sa.Row[tuple[object, ...]]) -> Checkpoint:
+    m = row._mapping
+    anchor = None
+    if m["tx_hash"] is not None:
+        anchor = ChainAnchor(str(m["tx_hash"]), int(m["block_number"]), int(m["gas_used"]))
+    return Checkpoint(
+        index=int(m["checkpoint_index"]),
+        tree_size=int(m["tree_size"]),
+        root=bytes(m["root"]),
+        previous_size=int(m["previous_size"]),
+        previous_root=bytes(m["previous_root"]),
+        status=CheckpointStatus(str(m["status"])),
+        anchor=anchor,
+        cut_at_ms=int(m["cut_at_ms"]),
+        anchored_at_ms=None if m["anchored_at_ms"] is None else int(m["anchored_at_ms"]),
+    )
+
+
+class SqlLogRepository(LogRepository):
+    def __init__(self, engine: sa.Engine) -> None:
+        self._engine = engine
+        self._outbox = OutboxWriter()
+
+    @property
+    def engine(self) -> sa.Engine:
+        return self._engine
+
+    def create_schema(self) -> None:
+        metadata.create_all(self._engine)
+        create_outbox_table(self._engine)
+
+    def ping(self) -> None:
+        with self._engine.connect() as conn:
+            conn.execute(sa.text("SELECT 1"))
+
+    def tree_size(self) -> int:
+        with self._engine.connect() as conn:
+            top = conn.execute(sa.select(sa.func.max(leaves_table.c.leaf_index))).scalar()
+        return 0 if top is None else int(top) + 1
+
+    def nodes(self, coords: Iterable[Coordinate]) -> Mapping[Coordinate, bytes]:
+        wanted = list(coords)
+        leaf_indices = [index for level, index in wanted if level == 0]
+        keys = {_node_key(level, index): (level, index) for level, index in wanted if level > 0}
+        found: dict[Coordinate, bytes] = {}
+        with self._engine.connect() as conn:
+            if leaf_indices:
+                rows = conn.execute(
+                    sa.select(leaves_table.c.leaf_index, leaves_table.c.leaf_hash).where(
+                        leaves_table.c.leaf_index.in_(leaf_indices)
+                    )
+                )
+                for index, digest in rows:
+                    found[(0, int(index))] = bytes(digest)
+            if keys:
+                rows = conn.execute(
+                    sa.select(nodes_table.c.node_key, nodes_table.c.hash).where(
+                        nodes_table.c.node_key.in_(list(keys))
+                    )
+                )
+                for key, digest in rows:
+                    found[keys[int(key)]] = bytes(digest)
+        missing = [c for c in wanted if c not in found]
+        if missing:
+            raise KeyError(f"subtrees not stored: {missing[:5]}")
+        return found
+
+    def known_event_hashes(self, event_hashes: Sequence[bytes]) -> set[bytes]:
+        if not event_hashes:
+            return set()
+        with self._engine.connect() as conn:
+            rows = conn.execute(
+                sa.select(leaves_table.c.event_hash).where(
+                    leaves_table.c.event_hash.in_(list(event_hashes))
+                )
+            )
+            return {bytes(r[0]) for r in rows}
+
+    def append(self, leaves: Sequence[Leaf], nodes: Sequence[Node]) -> None:
+        if not leaves:
+            return
+        leaf_hashes = {n.index: n.hash for n in nodes if n.level == 0}
+        with self._engine.begin() as conn:
+            conn.execute(
+                leaves_table.insert(),
+                [
+                    {
+                        "leaf_index": leaf.index,
+                        "leaf_hash": leaf_hashes[leaf.index],
+                        "event_hash": leaf.event_hash,
+                        "event_id": leaf.event_id,
+                        "topic": leaf.position.topic,
+                        "partition": leaf.position.partition,
+                        "bus_offset": leaf.position.offset,
+                        "appended_at_ms": leaf.appended_at_ms,
+                    }
+                    for leaf in leaves
+                ],
+            )
+            inner = [
+                {"node_key": _node_key(n.level, n.index), "hash": n.hash}
+                for n in nodes
+                if n.level > 0
+            ]
+            if inner:
+                conn.execute(nodes_table.insert(), inner)
+
+    def _one_leaf(self, condition: sa.ColumnElement[bool]) -> Leaf | None:
+        with self._engine.connect() as conn:
+            row = conn.execute(sa.select(leaves_table).where(condition).limit(1)).first()
+        return None if row is None else _leaf(row)
+
+    def leaf_by_event_id(self, event_id: str) -> Leaf | None:
+        return self._one_leaf(leaves_table.c.event_id == event_id)
+
+    def leaf_by_event_hash(self, event_hash: bytes) -> Leaf | None:
+        return self._one_leaf(leaves_table.c.event_hash == event_hash)
+
+    def leaf_at(self, index: int) -> Leaf | None:
+        return self._one_leaf(leaves_table.c.leaf_index == index)
+
+    def add_checkpoint(self, checkpoint: Checkpoint) -> None:
+        with self._engine.begin() as conn:
+            conn.execute(
+                checkpoints_table.insert().values(
+                    checkpoint_index=checkpoint.index,
+                    tree_size=checkpoint.tree_size,
+                    root=checkpoint.root,
+                    previous_size=checkpoint.previous_size,
+                    previous_root=checkpoint.previous_root,
+                    status=checkpoint.status.value,
+                    cut_at_ms=checkpoint.cut_at_ms,
+                )
+            )
+
+    def mark_anchored(
+        self,
+        index: int,
+        anchor: ChainAnchor,
+        anchored_at_ms: int,
+        events: Sequence[OutgoingEvent],
+    ) -> None:
+        with self._engine.begin() as conn:
+            updated = conn.execute(
+                checkpoints_table.update()
+                .where(
+                    checkpoints_table.c.checkpoint_index == index,
+                    checkpoints_table.c.status == CheckpointStatus.PENDING.value,
+                )
+                .values(
+                    status=CheckpointStatus.ANCHORED.value,
+                    tx_hash=anchor.tx_hash,
+                    block_number=anchor.block_number,
+                    gas_used=anchor.gas_used,
+                    anchored_at_ms=anchored_at_ms,
+                )
+            )
+            if updated.rowcount != 1:
+                raise LookupError(f"no pending checkpoint {index}")
+            self._outbox.append(conn, [Message(e.topic, e.key, e.value) for e in events])
+
+    def drop_pending(self, from_index: int) -> int:
+        with self._engine.begin() as conn:
+            result = conn.execute(
+                checkpoints_table.delete().where(
+                    checkpoints_table.c.checkpoint_index >= from_index,
+                    checkpoints_table.c.status == CheckpointStatus.PENDING.value,
+                )
+            )
+            return int(result.rowcount)
+
+    def _checkpoints(
+        self,
+        *conditions: sa.ColumnElement[bool],
+        descending: bool = False,
+        limit: int | None = None,
+    ) -> list[Checkpoint]:
+        order = checkpoints_table.c.checkpoint_index
+        query = sa.select(checkpoints_table).where(*conditions)
+        query = query.order_by(order.desc() if descending else order.asc()).limit(limit)
+        with self._engine.connect() as conn:
+            return [_checkpoint(row) for row in conn.execute(query)]
+
+    def checkpoint(self, index: int) -> Checkpoint | None:
+        found = self._checkpoints(checkpoints_table.c.checkpoint_index == index)
+        return found[0] if found else None
+
+    def checkpoints(self, status: CheckpointStatus | None = None) -> list[Checkpoint]:
+        if status is None:
+            return self._checkpoints()
+        return self._checkpoints(checkpoints_table.c.status == status.value)
+
+    def latest_anchored(self) -> Checkpoint | None:
+        found = self._checkpoints(
+            checkpoints_table.c.status == CheckpointStatus.ANCHORED.value,
+            descending=True,
+            limit=1,
+        )
+        return found[0] if found else None
+
+    def first_anchored_covering(self, leaf_index: int) -> Checkpoint | None:
+        found = self._checkpoints(
+            checkpoints_table.c.status == CheckpointStatus.ANCHORED.value,
+            checkpoints_table.c.tree_size > leaf_index,
+            limit=1,
+        )
+        return found[0] if found else None
+
+    def checkpoint_of_size(self, tree_size: int) -> Checkpoint | None:
+        found = self._checkpoints(
+            checkpoints_table.c.status == CheckpointStatus.ANCHORED.value,
+            checkpoints_table.c.tree_size == tree_size,
+            limit=1,
+        )
+        return found[0] if found else None

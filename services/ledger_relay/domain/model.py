@@ -1,0 +1,140 @@
+"""Leaves, checkpoints and the repository port that stores them durably."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+
+from services.ledger_relay.domain.merkle import Coordinate, Node
+
+
+@dataclass(frozen=True, slots=True)
+class BusPosition:
+    topic: str
+    partition: int
+    offset: int
+
+
+@dataclass(frozen=True, slots=True)
+class Leaf:
+    """Leaf ``index`` of the log: the hash of one event's exact bus bytes."""
+
+    index: int
+    event_hash: bytes
+    """SHA-256 of the event bytes: the leaf *data*; the leaf hash is ``H(0x00 || event_hash)``."""
+    event_id: str
+    """The envelope id, or the event hash in hex for bytes that are not an envelope."""
+    position: BusPosition
+    appended_at_ms: int
+
+
+class CheckpointStatus(StrEnum):
+    PENDING = "pending"
+    """Cut and about to be (or being) sent; not known to be on chain."""
+    ANCHORED = "anchored"
+
+
+@dataclass(frozen=True, slots=True)
+class ChainAnchor:
+    """Where a checkpoint was anchored."""
+
+    tx_hash: str
+    block_number: int
+    gas_used: int
+
+
+@dataclass(frozen=True, slots=True)
+class Checkpoint:
+    """Checkpoint ``index`` (its position in ``AuditAnchor``): the tree of ``tree_size`` leaves."""
+
+    index: int
+    tree_size: int
+    root: bytes
+    previous_size: int
+    previous_root: bytes
+    status: CheckpointStatus
+    anchor: ChainAnchor | None = None
+    cut_at_ms: int = 0
+    anchored_at_ms: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class OutgoingEvent:
+    """An event to publish through the outbox, in the same transaction as a state change."""
+
+    topic: str
+    key: str
+    value: bytes
+
+
+class LogRepository(ABC):
+    """Durable storage of the Merkle log and its checkpoints.
+
+    ``append`` stores leaves and the perfect subtrees they complete in one
+    transaction, so the stored tree is always a consistent prefix.
+    """
+
+    @abstractmethod
+    def create_schema(self) -> None: ...
+
+    @abstractmethod
+    def tree_size(self) -> int: ...
+
+    @abstractmethod
+    def nodes(self, coords: Iterable[Coordinate]) -> Mapping[Coordinate, bytes]:
+        """The stored hashes of perfect subtrees (level 0: leaf hashes); a ``NodeLookup``."""
+
+    @abstractmethod
+    def known_event_hashes(self, event_hashes: Sequence[bytes]) -> set[bytes]:
+        """Which of these event hashes already are leaves."""
+
+    @abstractmethod
+    def append(self, leaves: Sequence[Leaf], nodes: Sequence[Node]) -> None:
+        """Stores leaves (indices continuing the log) and completed subtrees atomically."""
+
+    @abstractmethod
+    def leaf_by_event_id(self, event_id: str) -> Leaf | None: ...
+
+    @abstractmethod
+    def leaf_by_event_hash(self, event_hash: bytes) -> Leaf | None: ...
+
+    @abstractmethod
+    def leaf_at(self, index: int) -> Leaf | None: ...
+
+    @abstractmethod
+    def add_checkpoint(self, checkpoint: Checkpoint) -> None:
+        """Records a newly cut (pending) checkpoint."""
+
+    @abstractmethod
+    def mark_anchored(
+        self,
+        index: int,
+        anchor: ChainAnchor,
+        anchored_at_ms: int,
+        events: Sequence[OutgoingEvent],
+    ) -> None:
+        """Marks a checkpoint anchored and queues ``events`` in the outbox, atomically."""
+
+    @abstractmethod
+    def drop_pending(self, from_index: int) -> int:
+        """Forgets pending checkpoints with index >= ``from_index``; returns how many."""
+
+    @abstractmethod
+    def checkpoint(self, index: int) -> Checkpoint | None: ...
+
+    @abstractmethod
+    def checkpoints(self, status: CheckpointStatus | None = None) -> list[Checkpoint]:
+        """All checkpoints (or those with ``status``) in index order."""
+
+    @abstractmethod
+    def latest_anchored(self) -> Checkpoint | None: ...
+
+    @abstractmethod
+    def first_anchored_covering(self, leaf_index: int) -> Checkpoint | None:
+        """The earliest anchored checkpoint whose tree contains leaf ``leaf_index``."""
+
+    @abstractmethod
+    def checkpoint_of_size(self, tree_size: int) -> Checkpoint | None:
+        """The anchored checkpoint of this tree size."""
