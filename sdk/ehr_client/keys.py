@@ -1,0 +1,100 @@
+"""A user's key pair set: a secp256k1 signing key (an Ethereum account) and an
+X25519 encryption key. Private halves stay in this process; only
+:class:`PublicKeys` is ever sent anywhere."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+from eth_account import Account
+from eth_account.messages import encode_defunct
+from eth_account.signers.local import LocalAccount
+
+
+class KeyFormatError(ValueError):
+    """A public or private key has the wrong length or encoding."""
+
+
+def encode_public_key(key: X25519PublicKey) -> str:
+    """An X25519 public key as 64 lowercase hex characters (the wire format)."""
+    return key.public_bytes(Encoding.Raw, PublicFormat.Raw).hex()
+
+
+def decode_public_key(value: str | bytes) -> X25519PublicKey:
+    """Parse an X25519 public key from 32 raw bytes or 64 hex characters."""
+    try:
+        raw = value if isinstance(value, bytes) else bytes.fromhex(value.removeprefix("0x"))
+    except ValueError as exc:
+        raise KeyFormatError("encryption key is not hex") from exc
+    if len(raw) != 32:
+        raise KeyFormatError(f"an X25519 public key has 32 bytes, got {len(raw)}")
+    return X25519PublicKey.from_public_bytes(raw)
+
+
+@dataclass(frozen=True)
+class PublicKeys:
+    """What others may know about a user: signing address and encryption key."""
+
+    address: str
+    encryption_key: str  # hex, 32 bytes
+
+
+class UserKeys:
+    """A user's private keys, held in memory only."""
+
+    def __init__(self, signing: LocalAccount, encryption: X25519PrivateKey) -> None:
+        self._signing = signing
+        self._encryption = encryption
+
+    @classmethod
+    def generate(cls) -> UserKeys:
+        """Fresh keys from the operating system's random source."""
+        account: LocalAccount = Account.create()
+        return cls(account, X25519PrivateKey.generate())
+
+    @classmethod
+    def from_private_bytes(cls, signing_key: bytes, encryption_key: bytes) -> UserKeys:
+        if len(signing_key) != 32 or len(encryption_key) != 32:
+            raise KeyFormatError("private keys have 32 bytes")
+        account: LocalAccount = Account.from_key(signing_key)
+        return cls(account, X25519PrivateKey.from_private_bytes(encryption_key))
+
+    @property
+    def account(self) -> LocalAccount:
+        """The signing account (secp256k1); use it to sign, never to export."""
+        return self._signing
+
+    @property
+    def address(self) -> str:
+        return str(self._signing.address)
+
+    @property
+    def encryption_private_key(self) -> X25519PrivateKey:
+        return self._encryption
+
+    @property
+    def encryption_public_key(self) -> X25519PublicKey:
+        return self._encryption.public_key()
+
+    def public(self) -> PublicKeys:
+        return PublicKeys(self.address, encode_public_key(self.encryption_public_key))
+
+    def sign_text(self, text: str) -> bytes:
+        """An EIP-191 ``personal_sign`` signature (65 bytes) of ``text``."""
+        signed = Account.sign_message(encode_defunct(text=text), private_key=self._signing.key)
+        return bytes(signed.signature)
+
+    def signing_key_bytes(self) -> bytes:
+        """Raw signing key, for the keystore only."""
+        return bytes(self._signing.key)
+
+    def encryption_key_bytes(self) -> bytes:
+        """Raw X25519 private key, for the keystore only."""
+        from cryptography.hazmat.primitives.serialization import NoEncryption, PrivateFormat
+
+        return self._encryption.private_bytes(Encoding.Raw, PrivateFormat.Raw, NoEncryption())
+
+    def __repr__(self) -> str:
+        return f"UserKeys(address={self.address})"
