@@ -138,3 +138,49 @@ class LogRepository(ABC):
     @abstractmethod
     def checkpoint_of_size(self, tree_size: int) -> Checkpoint | None:
         """The anchored checkpoint of this tree size."""
+
+
+@dataclass(frozen=True, slots=True)
+class ChainCheckpoint:
+    """A checkpoint as the anchor contract holds it."""
+
+    index: int
+    tree_size: int
+    root: bytes
+
+
+class AnchorLedger(ABC):
+    """The on-chain checkpoint register (``AuditAnchor``), seen by the relay.
+
+    Synchronous: the relay calls it from worker threads.
+    """
+
+    @abstractmethod
+    def count(self) -> int:
+        """How many checkpoints the chain holds."""
+
+    @abstractmethod
+    def checkpoint_at(self, index: int) -> ChainCheckpoint: ...
+
+    @abstractmethod
+    def submit(self, tree_size: int, root: bytes, proof: Sequence[bytes]) -> str:
+        """Sends the anchoring transaction; returns its hash without waiting."""
+
+    @abstractmethod
+    def wait(self, tx_hash: str) -> ChainAnchor:
+        """Waits for the transaction to be mined; raises if it failed."""
+
+    @abstractmethod
+    def find_anchor(self, index: int) -> ChainAnchor:
+        """The transaction that anchored checkpoint ``index``."""
+
+    @abstractmethod
+    def block_number(self) -> int: ...
+
+    @property
+    @abstractmethod
+    def chain_id(self) -> int: ...
+
+    @property
+    @abstractmethod
+    def address(self) -> str: ...

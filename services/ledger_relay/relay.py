@@ -1,0 +1,393 @@
+"""The relay use case: consume every domain topic into the log, anchor checkpoints on chain.
+
+Exactly once, by construction:
+
+- Consuming: the leaves of a fetched batch and their bus positions are stored in
+  one transaction; offsets are committed only afterwards. A redelivered event
+  (same bytes, hence same hash) is skipped, so it keeps its first leaf position.
+- Anchoring: a checkpoint is recorded as *pending* before its transaction is
+  sent and marked *anchored* (with the checkpoint-anchored event in the outbox,
+  same transaction) after the receipt. The chain is the source of truth: on
+  start and after any chain error the relay waits for its in-flight
+  transactions to settle, reads the contract's checkpoints, checks each against
+  its own log (same root at that size) and records them; pending checkpoints the
+  chain does not hold are forgotten and cut again. ``AuditAnchor`` only accepts
+  a larger tree with a consistency proof from its latest checkpoint, so a stale
+  retry can never anchor the same leaves twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+
+from ehr.ledger.v1 import ledger_pb2
+from ehr.vocabulary.v1 import vocabulary_pb2
+from google.protobuf.message import DecodeError
+
+from services.ledger_relay.domain.errors import LedgerError, LogDiverged
+from services.ledger_relay.domain.merkle import (
+    EMPTY_ROOT,
+    CompactRange,
+    consistency_proof,
+    leaf_hash,
+    root_of,
+)
+from services.ledger_relay.domain.model import (
+    AnchorLedger,
+    BusPosition,
+    ChainAnchor,
+    Checkpoint,
+    CheckpointStatus,
+    Leaf,
+    LogRepository,
+    OutgoingEvent,
+)
+from services.ledger_relay.domain.policy import CheckpointPolicy
+from services.ledger_relay.metrics import RelayMetrics
+from services.platform.bus.port import BusConsumer, EventBus, Record, TopicSpec
+from services.platform.chain.port import ChainError
+from services.platform.events.envelope import Actor, Envelope, encode, event_hash, new_envelope
+from services.platform.events.topics import LEDGER_CHECKPOINTS, TOPICS
+
+log = logging.getLogger(__name__)
+
+DOMAIN_TOPICS: tuple[str, ...] = tuple(t.name for t in TOPICS if t != LEDGER_CHECKPOINTS)
+"""Every topic whose events are anchored (the relay's own checkpoint events are not)."""
+
+CrashHook = Callable[[str], None]
+
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+@dataclass(frozen=True, slots=True)
+class RelayConfig:
+    log_id: str = "ehr-audit-log"
+    group: str = "ledger-relay"
+    topics: tuple[str, ...] = DOMAIN_TOPICS
+    partitions: int = 3
+    policy: CheckpointPolicy = field(default_factory=CheckpointPolicy)
+    max_in_flight: int = 8
+    """Anchoring transactions in flight at once (each proves consistency from the previous)."""
+    fetch_max_records: int = 2000
+    settle_blocks: int = 0
+    """Blocks to wait, before reading the chain, for transactions a crash left in flight."""
+    retry_initial_s: float = 0.2
+    retry_max_s: float = 5.0
+    tick_s: float = 0.02
+
+
+def event_id_of(raw: bytes, digest: bytes) -> str:
+    """The envelope id of an event, or its hash in hex if the bytes are not an envelope."""
+    try:
+        envelope = Envelope.FromString(raw)
+    except (DecodeError, RuntimeError, ValueError):
+        return digest.hex()
+    return envelope.id or digest.hex()
+
+
+class LedgerRelay:
+    def __init__(
+        self,
+        repository: LogRepository,
+        anchor: AnchorLedger,
+        bus: EventBus,
+        config: RelayConfig,
+        metrics: RelayMetrics,
+        publish_outbox: Callable[[], Awaitable[int]] | None = None,
+        crash_hook: CrashHook | None = None,
+    ) -> None:
+        self._repo = repository
+        self._anchor = anchor
+        self._bus = bus
+        self._config = config
+        self._metrics = metrics
+        self._publish_outbox = publish_outbox
+        self._crash_hook = crash_hook or (lambda _point: None)
+        self._compact = CompactRange()
+        self._cut_size = 0
+        self._cut_root = EMPTY_ROOT
+        self._next_index = 0
+        self._anchored_size = 0
+        self._uncovered_since_ms: int | None = None
+        self._in_flight: deque[tuple[Checkpoint, int, asyncio.Future[ChainAnchor]]] = deque()
+        self._wake = asyncio.Event()
+
+    # -- state -------------------------------------------------------------------
+
+    @property
+    def tree_size(self) -> int:
+        return self._compact.size
+
+    @property
+    def anchored_size(self) -> int:
+        return self._anchored_size
+
+    async def open(self) -> None:
+        """Creates the schema and topics, reconciles with the chain, restores the tree."""
+        self._repo.create_schema()
+        await self._bus.create_topics(
+            [TopicSpec(t, self._config.partitions) for t in (*self._config.topics,)]
+            + [TopicSpec(LEDGER_CHECKPOINTS.name, self._config.partitions)]
+        )
+        size = self._repo.tree_size()
+        self._compact = CompactRange.restore(size, self._repo.nodes)
+        await self.reconcile()
+        self._metrics.tree_size.set(size)
+
+    async def reconcile(self) -> None:
+        """Makes the local checkpoints agree with the chain's (see the module docstring)."""
+        if self._repo.checkpoints(CheckpointStatus.PENDING) and self._config.settle_blocks:
+            start = await asyncio.to_thread(self._anchor.block_number)
+            while (
+                await asyncio.to_thread(self._anchor.block_number)
+                < start + self._config.settle_blocks
+            ):
+                await asyncio.sleep(0.1)
+        count = await asyncio.to_thread(self._anchor.count)
+        latest = self._repo.latest_anchored()
+        first = 0 if latest is None else latest.index + 1
+        previous = (0, EMPTY_ROOT) if latest is None else (latest.tree_size, latest.root)
+        for index in range(first, count):
+            on_chain = await asyncio.to_thread(self._anchor.checkpoint_at, index)
+            if on_chain.tree_size > self._compact.size or (
+                root_of(on_chain.tree_size, self._repo.nodes) != on_chain.root
+            ):
+                raise LogDiverged(
+                    f"chain checkpoint {index} (size {on_chain.tree_size}) "
+                    "is not a prefix of the log"
+                )
+            local = self._repo.checkpoint(index)
+            if local is None or local.tree_size != on_chain.tree_size:
+                self._repo.drop_pending(index)
+                local = Checkpoint(
+                    index,
+                    on_chain.tree_size,
+                    on_chain.root,
+                    previous[0],
+                    previous[1],
+                    CheckpointStatus.PENDING,
+                    cut_at_ms=_now_ms(),
+                )
+                self._repo.add_checkpoint(local)
+            found = await asyncio.to_thread(self._anchor.find_anchor, index)
+            self._record_anchored(local, found, None)
+            previous = (on_chain.tree_size, on_chain.root)
+        dropped = self._repo.drop_pending(count)
+        if dropped:
+            log.info("forgot %d pending checkpoints the chain does not hold", dropped)
+        self._cut_size, self._cut_root = previous
+        self._anchored_size = previous[0]
+        self._next_index = count
+        if self._compact.size > self._cut_size and self._uncovered_since_ms is None:
+            self._uncovered_since_ms = _now_ms()
+        self._metrics.lag.set(self._compact.size - self._anchored_size)
+        await self._flush_outbox()
+
+    # -- consuming ---------------------------------------------------------------
+
+    def append(self, records: Sequence[Record]) -> int:
+        """Appends the records' events as leaves (skipping ones already in the log)."""
+        digests = [event_hash(r.value) for r in records]
+        seen = self._repo.known_event_hashes(list(set(digests)))
+        now = _now_ms()
+        leaves: list[Leaf] = []
+        nodes = []
+        for record, digest in zip(records, digests, strict=True):
+            if digest in seen:
+                self._metrics.duplicates_skipped.inc()
+                continue
+            seen.add(digest)
+            index = self._compact.size
+            nodes.extend(self._compact.append(leaf_hash(digest)))
+            leaves.append(
+                Leaf(
+                    index,
+                    digest,
+                    event_id_of(record.value, digest),
+                    BusPosition(record.topic, record.partition, record.offset),
+                    now,
+                )
+            )
+        if not leaves:
+            return 0
+        try:
+            self._repo.append(leaves, nodes)
+        except Exception:
+            self._compact = CompactRange.restore(self._repo.tree_size(), self._repo.nodes)
+            raise
+        if self._uncovered_since_ms is None:
+            self._uncovered_since_ms = now
+        self._metrics.leaves_appended.inc(len(leaves))
+        self._metrics.tree_size.set(self._compact.size)
+        self._metrics.lag.set(self._compact.size - self._anchored_size)
+        self._wake.set()
+        return len(leaves)
+
+    async def consume_batch(self, consumer: BusConsumer, timeout_s: float = 0.2) -> int:
+        records = await consumer.fetch(self._config.fetch_max_records, timeout_s=timeout_s)
+        if not records:
+            return 0
+        appended = self.append(records)
+        self._crash_hook("before_commit")
+        await consumer.commit_records(records)
+        return appended
+
+    async def _consume_loop(self, consumer: BusConsumer, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            await self.consume_batch(consumer)
+
+    # -- anchoring ---------------------------------------------------------------
+
+    def _due(self) -> bool:
+        return len(self._in_flight) < self._config.max_in_flight and self._config.policy.due(
+            self._compact.size - self._cut_size, self._uncovered_since_ms, _now_ms()
+        )
+
+    async def anchor_step(self, force: bool = False) -> None:
+        """Records finished anchors, then cuts and sends one checkpoint if one is due."""
+        while self._in_flight and self._in_flight[0][2].done():
+            checkpoint, oldest_ms, future = self._in_flight.popleft()
+            self._record_anchored(checkpoint, future.result(), oldest_ms)
+            await self._flush_outbox()
+        if self._compact.size > self._cut_size and (force or self._due()):
+            await self._cut_and_send()
+
+    async def _cut_and_send(self) -> None:
+        size, root = self._compact.size, self._compact.root()
+        proof = consistency_proof(self._cut_size, size, self._repo.nodes) if self._cut_size else []
+        checkpoint = Checkpoint(
+            self._next_index,
+            size,
+            root,
+            self._cut_size,
+            self._cut_root,
+            CheckpointStatus.PENDING,
+            cut_at_ms=_now_ms(),
+        )
+        self._repo.add_checkpoint(checkpoint)
+        self._crash_hook("before_send")
+        tx_hash = await asyncio.to_thread(self._anchor.submit, size, root, proof)
+        self._crash_hook("after_send")
+        oldest = self._uncovered_since_ms or checkpoint.cut_at_ms
+        self._cut_size, self._cut_root = size, root
+        self._next_index += 1
+        self._uncovered_since_ms = None
+        future = asyncio.ensure_future(asyncio.to_thread(self._anchor.wait, tx_hash))
+        future.add_done_callback(lambda _f: self._wake.set())
+        self._in_flight.append((checkpoint, oldest, future))
+
+    def _record_anchored(
+        self, checkpoint: Checkpoint, found: ChainAnchor, oldest_ms: int | None
+    ) -> None:
+        self._crash_hook("after_receipt")
+        now = _now_ms()
+        event = self._anchored_event(checkpoint, found)
+        self._repo.mark_anchored(checkpoint.index, found, now, [event])
+        self._anchored_size = max(self._anchored_size, checkpoint.tree_size)
+        self._metrics.checkpoints_anchored.inc()
+        self._metrics.gas_per_checkpoint.observe(found.gas_used)
+        if oldest_ms is not None:
+            self._metrics.anchoring_latency.observe(max(0, now - oldest_ms) / 1000)
+        self._metrics.lag.set(self._compact.size - self._anchored_size)
+
+    def _anchored_event(self, checkpoint: Checkpoint, found: ChainAnchor) -> OutgoingEvent:
+        payload = ledger_pb2.CheckpointAnchored(
+            log_id=self._config.log_id,
+            tree_size=checkpoint.tree_size,
+            root_hash=checkpoint.root,
+            previous_tree_size=checkpoint.previous_size,
+            previous_root_hash=checkpoint.previous_root,
+            receipt=vocabulary_pb2.ChainReceipt(
+                chain_id=self._anchor.chain_id,
+                transaction_hash=found.tx_hash,
+                block_number=found.block_number,
+                contract_address=self._anchor.address,
+                gas_used=found.gas_used,
+            ),
+        )
+        envelope = new_envelope(
+            payload,
+            source="ledger-relay",
+            actor=Actor(id="ledger-relay", role=vocabulary_pb2.ROLE_SERVICE),
+        )
+        return OutgoingEvent(LEDGER_CHECKPOINTS.name, self._config.log_id, encode(envelope))
+
+    async def _flush_outbox(self) -> None:
+        if self._publish_outbox is None:
+            return
+        try:
+            await self._publish_outbox()
+        except Exception:  # the outbox keeps the rows; the next flush retries
+            log.exception("publishing checkpoint events failed; will retry")
+
+    async def _drain(self) -> None:
+        """Waits for every in-flight transaction to settle (results are re-read from chain)."""
+        futures = [future for _, _, future in self._in_flight]
+        self._in_flight.clear()
+        await asyncio.gather(*futures, return_exceptions=True)
+
+    async def anchor_all(self, timeout_s: float = 60) -> None:
+        """Anchors every leaf appended so far and waits for the receipts (tests, shutdown)."""
+        deadline = time.monotonic() + timeout_s
+        while self._anchored_size < self._compact.size or self._in_flight:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{self._compact.size - self._anchored_size} leaves unanchored")
+            try:
+                await self.anchor_step(force=not self._in_flight)
+            except ChainError:
+                await self._recover_from_chain_error()
+            if self._in_flight:
+                await asyncio.wait([self._in_flight[0][2]], timeout=1)
+
+    async def _recover_from_chain_error(self) -> None:
+        self._metrics.chain_errors.labels("anchor").inc()
+        await self._drain()
+        await self.reconcile()
+
+    async def _anchor_loop(self, stop: asyncio.Event) -> None:
+        delay = self._config.retry_initial_s
+        while not stop.is_set():
+            try:
+                await self.anchor_step()
+                delay = self._config.retry_initial_s
+            except (ChainError, LedgerError) as error:
+                if isinstance(error, LogDiverged):
+                    raise
+                log.warning("anchoring failed (%s); retrying in %.1fs", error, delay)
+                self._metrics.chain_errors.labels(type(error).__name__).inc()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), timeout=delay)
+                delay = min(delay * 2, self._config.retry_max_s)
+                try:
+                    await self._drain()
+                    await self.reconcile()
+                except ChainError as again:
+                    self._metrics.chain_errors.labels(type(again).__name__).inc()
+                continue
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout=self._config.tick_s)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Consumes and anchors until ``stop`` is set."""
+        async with self._bus.consumer(self._config.group, list(self._config.topics)) as consumer:
+            tasks = [
+                asyncio.create_task(self._consume_loop(consumer, stop)),
+                asyncio.create_task(self._anchor_loop(stop)),
+            ]
+            try:
+                done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+                for task in done:
+                    task.result()
+            finally:
+                for task in tasks:
+                    task.cancel()
+                await asyncio.gather(*tasks, return_exceptions=True)
