@@ -1,0 +1,192 @@
+"""A client of the identity service. Private keys never leave this process: the
+client sends public keys and signatures only.
+
+    client = IdentityClient("http://127.0.0.1:8000")
+    account = client.register(keys, name="Alice", role="patient")
+    session = client.login(keys)             # signed challenge -> tokens
+    client.whoami(session.token("identity"))
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+from ehr_client.keys import UserKeys
+
+
+class IdentityClientError(Exception):
+    """The service answered with an error (status, code, message)."""
+
+    def __init__(self, status: int, code: str, message: str, body: Any = None) -> None:
+        super().__init__(f"{status} {code}: {message}")
+        self.status = status
+        self.code = code
+        self.message = message
+        self.body = body
+
+
+class UnexpectedChallenge(Exception):
+    """The login message is not for this account or this domain: not signed."""
+
+
+def registration_text(name: str, role: str, address: str, encryption_key: str) -> str:
+    """The text an account signs to register (the service checks the same text)."""
+    return (
+        "EHR Ledger account registration\n"
+        f"Name: {name}\n"
+        f"Role: {role}\n"
+        f"Address: {address}\n"
+        f"Encryption key: {encryption_key}"
+    )
+
+
+@dataclass(frozen=True)
+class Session:
+    account_id: str
+    role: str
+    session_id: str
+    tokens: dict[str, str]
+
+    def token(self, audience: str = "identity") -> str:
+        return self.tokens[audience]
+
+
+class IdentityClient:
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        timeout: float = 30.0,
+        expected_domain: str | None = None,
+        http: httpx.Client | None = None,
+    ) -> None:
+        self.http = http or httpx.Client(base_url=base_url.rstrip("/"), timeout=timeout)
+        self.expected_domain = expected_domain
+
+    def close(self) -> None:
+        self.http.close()
+
+    def __enter__(self) -> IdentityClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _call(self, method: str, path: str, *, token: str | None = None, json: Any = None) -> Any:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        response = self.http.request(method, path, json=json, headers=headers)
+        if response.status_code >= 400:
+            try:
+                body = response.json()
+                error = body["error"]
+                code, message = str(error["code"]), str(error["message"])
+            except (ValueError, KeyError, TypeError):
+                body, code, message = response.text, "http_error", response.text[:200]
+            raise IdentityClientError(response.status_code, code, message, body)
+        return response.json()
+
+    # -- accounts ------------------------------------------------------------------------
+    def register(
+        self, keys: UserKeys, *, name: str, role: str, admin_token: str | None = None
+    ) -> dict[str, Any]:
+        """Register ``keys`` (public halves only) with a signature proving possession."""
+        public = keys.public()
+        text = registration_text(name, role, public.address, public.encryption_key)
+        body = {
+            "name": name,
+            "role": role,
+            "signing_address": public.address,
+            "encryption_key": public.encryption_key,
+            "signature": "0x" + keys.sign_text(text).hex(),
+        }
+        result: dict[str, Any] = self._call("POST", "/accounts", token=admin_token, json=body)
+        return result
+
+    def account(self, token: str, account_id: str) -> dict[str, Any]:
+        result: dict[str, Any] = self._call("GET", f"/accounts/{account_id}", token=token)
+        return result
+
+    def account_by_address(self, token: str, address: str) -> dict[str, Any]:
+        result: dict[str, Any] = self._call("GET", f"/accounts/by-address/{address}", token=token)
+        return result
+
+    def whoami(self, token: str) -> dict[str, Any]:
+        result: dict[str, Any] = self._call("GET", "/me", token=token)
+        return result
+
+    def jwks(self) -> dict[str, Any]:
+        result: dict[str, Any] = self._call("GET", "/.well-known/jwks.json")
+        return result
+
+    # -- login ---------------------------------------------------------------------------
+    def challenge(self, address: str) -> dict[str, Any]:
+        result: dict[str, Any] = self._call(
+            "POST", "/auth/challenge", json={"signing_address": address}
+        )
+        return result
+
+    def sign_challenge(self, keys: UserKeys, challenge: dict[str, Any]) -> str:
+        """Check the EIP-4361 message names this account (and domain), then sign it."""
+        message = str(challenge["message"])
+        lines = message.split("\n")
+        if len(lines) < 2 or lines[1] != keys.address:
+            raise UnexpectedChallenge("the login message is for another account")
+        if f"Nonce: {challenge['nonce']}" not in lines:
+            raise UnexpectedChallenge("the login message does not carry its nonce")
+        if self.expected_domain and not lines[0].startswith(f"{self.expected_domain} "):
+            raise UnexpectedChallenge("the login message is for another domain")
+        return "0x" + keys.sign_text(message).hex()
+
+    def submit_login(
+        self, nonce: str, signature: str, audiences: list[str] | None = None
+    ) -> Session:
+        body: dict[str, Any] = {"nonce": nonce, "signature": signature}
+        if audiences is not None:
+            body["audiences"] = audiences
+        result = self._call("POST", "/auth/login", json=body)
+        return Session(
+            account_id=result["account_id"],
+            role=result["role"],
+            session_id=result["session_id"],
+            tokens={aud: t["access_token"] for aud, t in result["tokens"].items()},
+        )
+
+    def login(self, keys: UserKeys, audiences: list[str] | None = None) -> Session:
+        """Challenge, sign locally, exchange for tokens."""
+        challenge = self.challenge(keys.address)
+        signature = self.sign_challenge(keys, challenge)
+        return self.submit_login(str(challenge["nonce"]), signature, audiences)
+
+    # -- providers (admin) ---------------------------------------------------------------
+    def verify_provider(
+        self, token: str, account_id: str, licence_hash: str, metadata_hash: str | None = None
+    ) -> dict[str, Any]:
+        body: dict[str, Any] = {"licence_hash": licence_hash}
+        if metadata_hash:
+            body["metadata_hash"] = metadata_hash
+        result: dict[str, Any] = self._call(
+            "POST", f"/providers/{account_id}/verify", token=token, json=body
+        )
+        return result
+
+    def suspend_provider(self, token: str, account_id: str, reason_code: str) -> dict[str, Any]:
+        result: dict[str, Any] = self._call(
+            "POST",
+            f"/providers/{account_id}/suspend",
+            token=token,
+            json={"reason_code": reason_code},
+        )
+        return result
+
+    def reinstate_provider(self, token: str, account_id: str) -> dict[str, Any]:
+        result: dict[str, Any] = self._call(
+            "POST", f"/providers/{account_id}/reinstate", token=token
+        )
+        return result
+
+    def rotate_signing_key(self, token: str) -> dict[str, Any]:
+        result: dict[str, Any] = self._call("POST", "/admin/signing-keys/rotate", token=token)
+        return result
