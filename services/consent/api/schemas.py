@@ -1,0 +1,142 @@
+"""Request and response bodies of the consent API."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from eth_utils.address import is_address, to_checksum_address
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+
+from services.consent.domain.model import ALL_CATEGORIES, Grant
+
+
+def _address(value: str) -> str:
+    if not is_address(value):
+        raise ValueError("not a 0x-prefixed 20-byte address")
+    return str(to_checksum_address(value))
+
+
+def _signature(value: str) -> str:
+    raw = value[2:] if value.startswith("0x") else value
+    try:
+        decoded = bytes.fromhex(raw)
+    except ValueError:
+        raise ValueError("signature is not hex") from None
+    if len(decoded) != 65:
+        raise ValueError("signature must be 65 bytes (r || s || v)")
+    return "0x" + raw.lower()
+
+
+Address = Annotated[str, Field(max_length=42), AfterValidator(_address)]
+Signature = Annotated[str, Field(max_length=132), AfterValidator(_signature)]
+Categories = Annotated[int, Field(ge=1, le=ALL_CATEGORIES, description="category bitmask")]
+PurposeId = Annotated[int, Field(ge=1, le=5, description="purpose-of-use id")]
+Uint64 = Annotated[int, Field(ge=0, le=2**64 - 1)]
+Uint256 = Annotated[int, Field(ge=0, le=2**256 - 1)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+class GrantMessageBody(_Strict):
+    """The EIP-712 ``Grant`` message, exactly as the patient signed it."""
+
+    patient: Address
+    grantee: Address
+    categories: Categories
+    purpose: PurposeId
+    expires_at: Uint64
+    nonce: Uint256
+    deadline: Uint256
+
+
+class RevokeMessageBody(_Strict):
+    """The EIP-712 ``Revoke`` message, exactly as the patient signed it."""
+
+    patient: Address
+    grantee: Address
+    categories: Categories
+    purpose: PurposeId
+    nonce: Uint256
+    deadline: Uint256
+
+
+class SignedGrantRequest(_Strict):
+    message: GrantMessageBody
+    signature: Signature
+
+
+class SignedRevokeRequest(_Strict):
+    message: RevokeMessageBody
+    signature: Signature
+
+
+class ReceiptView(BaseModel):
+    chain_id: int
+    contract_address: str
+    transaction_hash: str
+    block_number: int
+    gas_used: int
+
+
+class GrantView(BaseModel):
+    """One (patient, grantee, purpose) grant as the projection holds it."""
+
+    grant_id: str
+    patient_id: str
+    patient: str
+    grantee_id: str
+    grantee: str
+    purpose: int
+    categories: int
+    expires_at: int
+    nonce: int
+    active: bool
+    receipt: ReceiptView
+
+    @classmethod
+    def of(cls, grant: Grant, now: float) -> GrantView:
+        p = grant.position
+        return cls(
+            grant_id=grant.grant_id,
+            patient_id=grant.patient_id,
+            patient=grant.patient,
+            grantee_id=grant.grantee_id,
+            grantee=grant.grantee,
+            purpose=grant.purpose,
+            categories=grant.categories,
+            expires_at=grant.expires_at,
+            nonce=grant.nonce,
+            active=grant.active(now),
+            receipt=ReceiptView(
+                chain_id=p.chain_id,
+                contract_address=p.contract_address,
+                transaction_hash=p.tx_hash,
+                block_number=p.block_number,
+                gas_used=p.gas_used,
+            ),
+        )
+
+
+class CheckView(BaseModel):
+    patient: str
+    grantee: str
+    category: int
+    purpose: int
+    authorised: bool
+    checked_at: float
+
+
+class RegistryView(BaseModel):
+    """The EIP-712 domain a patient signs for, and the patient's next nonce when asked."""
+
+    name: str = "EHR Ledger ConsentRegistry"
+    version: str = "1"
+    chain_id: int
+    verifying_contract: str
+
+
+class NonceView(BaseModel):
+    patient: str
+    nonce: int

@@ -1,0 +1,291 @@
+"""Use cases: relay grants and revocations, answer checks, list grants, expire, reconcile.
+
+How a revocation becomes effective for every read that starts after it returned:
+``revoke`` relays the message, waits for the receipt (status 1), then, in ONE database
+transaction, updates the projection row and appends the ``revoked`` event to the outbox;
+only after that commit does it return. ``check`` reads the projection in a fresh
+transaction, so every check that starts after the revoke returned sees the revocation.
+Grants and revocations relayed by anyone else reach the projection through
+:meth:`ConsentService.reconcile`, which reads the registry's logs; the relay path records
+the log it applied, so the reconciler never applies a change twice.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from services.consent.domain.errors import (
+    BadSignature,
+    InvalidMessage,
+    MessageExpired,
+    NonceMismatch,
+    NotOwnConsent,
+    RejectedByChain,
+    UnknownAccount,
+)
+from services.consent.domain.events import (
+    SERVICE_ACTOR,
+    Actor,
+    ConsentExpired,
+    ConsentGranted,
+    ConsentRejected,
+    ConsentRevoked,
+    DomainEvent,
+)
+from services.consent.domain.model import (
+    ZERO_ADDRESS,
+    Account,
+    Grant,
+    GrantMessage,
+    RevokeMessage,
+    Role,
+    Signed,
+    grant_id_of,
+)
+from services.consent.domain.ports import (
+    ChainChange,
+    Clock,
+    ConsentRegistryClient,
+    ConsentRepository,
+    SignatureVerifier,
+)
+
+CURSOR_STATE = "reconciled_through_block"
+
+
+class ConsentService:
+    """The consent use cases over the repository, the registry and a clock."""
+
+    def __init__(
+        self,
+        repository: ConsentRepository,
+        registry: ConsentRegistryClient,
+        verifier: SignatureVerifier,
+        clock: Clock,
+    ) -> None:
+        self.repository = repository
+        self.registry = registry
+        self.verifier = verifier
+        self.clock = clock
+
+    # -- who is who -------------------------------------------------------------------
+
+    def account_of(self, account_id: str) -> Account:
+        account = self.repository.account(account_id)
+        if account is None:
+            raise UnknownAccount(f"account {account_id!r} is not registered")
+        return account
+
+    def resolve(self, reference: str) -> Account:
+        """An account by id or by ``0x`` address."""
+        if reference.lower().startswith("0x") and len(reference) == 42:
+            account = self.repository.account_by_address(reference)
+            if account is None:
+                raise UnknownAccount(f"address {reference} is not registered")
+            return account
+        return self.account_of(reference)
+
+    # -- commands ---------------------------------------------------------------------
+
+    def grant(self, signed: Signed, actor: Actor) -> Grant:
+        """Relay a patient-signed grant; returns the projection row once it is stored."""
+        message = signed.message
+        assert isinstance(message, GrantMessage)
+        patient, grantee = self._parties(message.patient, message.grantee, actor)
+        now = self.clock()
+        if message.expires_at <= now:
+            raise MessageExpired("the grant's expiry time has already passed")
+        digest = self._precheck(signed, "grant", actor)
+        change = self._relay(signed, "grant", actor)
+        return self._apply(change, digest, actor, patient.account_id, grantee.account_id)
+
+    def revoke(self, signed: Signed, actor: Actor) -> Grant:
+        """Relay a patient-signed revocation; returns once the projection shows it."""
+        message = signed.message
+        assert isinstance(message, RevokeMessage)
+        patient, grantee = self._parties(message.patient, message.grantee, actor)
+        digest = self._precheck(signed, "revoke", actor)
+        change = self._relay(signed, "revoke", actor)
+        return self._apply(change, digest, actor, patient.account_id, grantee.account_id)
+
+    def _parties(
+        self, patient_address: str, grantee_address: str, actor: Actor
+    ) -> tuple[Account, Account]:
+        if actor.role != Role.PATIENT:
+            raise NotOwnConsent("only the patient may sign grants and revocations")
+        patient = self.account_of(actor.account_id)
+        if patient.address.lower() != patient_address.lower():
+            raise NotOwnConsent("the message names another patient than the caller")
+        if grantee_address.lower() == ZERO_ADDRESS:
+            raise InvalidMessage("the grantee is the zero address")
+        grantee = self.repository.account_by_address(grantee_address)
+        if grantee is None:
+            raise UnknownAccount(f"grantee {grantee_address} is not registered")
+        if grantee.address.lower() == patient.address.lower():
+            raise InvalidMessage("a patient does not grant access to themselves")
+        return patient, grantee
+
+    def _precheck(self, signed: Signed, kind: str, actor: Actor) -> bytes:
+        """The checks the registry makes, done first so a refusal costs no transaction."""
+        message = signed.message
+        chain_id, contract = self.registry.chain_id, self.registry.address
+        if message.deadline < self.clock():
+            self._reject(signed, kind, actor, "ConsentRegistry__SignatureExpired", "deadline")
+            raise MessageExpired("the signed message's deadline has passed")
+        expected = self.registry.next_nonce(message.patient)
+        if message.nonce != expected:
+            self._reject(signed, kind, actor, "ConsentRegistry__InvalidNonce", "nonce")
+            raise NonceMismatch(
+                f"nonce {message.nonce} is not the patient's next nonce ({expected})"
+            )
+        signer = self.verifier.signer(signed, chain_id, contract)
+        if signer is None:
+            self._reject(signed, kind, actor, "ConsentRegistry__MalformedSignature", "signature")
+            raise BadSignature("the signature is malformed")
+        if signer.lower() != message.patient.lower():
+            self._reject(signed, kind, actor, "ConsentRegistry__WrongSigner", "signature")
+            raise BadSignature("the signature was not made by the patient for this message")
+        return self.verifier.digest(signed, chain_id, contract)
+
+    def _relay(self, signed: Signed, kind: str, actor: Actor) -> ChainChange:
+        try:
+            return self.registry.relay(signed)
+        except RejectedByChain as refused:
+            self._reject(signed, kind, actor, refused.error_name or "unknown", str(refused))
+            raise
+
+    def _reject(self, signed: Signed, kind: str, actor: Actor, error: str, detail: str) -> None:
+        message = signed.message
+        self.repository.record_rejection(
+            ConsentRejected(
+                kind=kind,
+                patient=message.patient,
+                grantee=message.grantee,
+                nonce=message.nonce,
+                error_name=error,
+                detail=detail,
+                actor=actor,
+                at=self.clock(),
+            )
+        )
+
+    def _apply(
+        self, change: ChainChange, digest: bytes, actor: Actor, patient_id: str, grantee_id: str
+    ) -> Grant:
+        now = self.clock()
+
+        def project(current: Grant | None) -> tuple[Grant, list[DomainEvent]]:
+            return project_change(current, change, digest, actor, patient_id, grantee_id, now)
+
+        self.repository.apply(
+            change.patient, change.grantee, change.purpose, change.position, project
+        )
+        stored = self.repository.grant(change.patient, change.grantee, change.purpose)
+        assert stored is not None
+        return stored
+
+    # -- queries ----------------------------------------------------------------------
+
+    def check(self, patient: str, grantee: str, category: int, purpose: int) -> bool:
+        """Whether ``grantee`` may read ``patient``'s ``category`` for ``purpose`` now."""
+        row = self.repository.grant(patient, grantee, purpose)
+        return row is not None and row.authorises(category, self.clock())
+
+    def active_grants_of_patient(self, patient: str) -> list[Grant]:
+        now = self.clock()
+        return [g for g in self.repository.grants_of_patient(patient) if g.active(now)]
+
+    def active_grants_of_grantee(self, grantee: str) -> list[Grant]:
+        now = self.clock()
+        return [g for g in self.repository.grants_of_grantee(grantee) if g.active(now)]
+
+    # -- background work --------------------------------------------------------------
+
+    def sweep_expired(self, limit: int = 500) -> int:
+        """Announce every grant whose expiry passed (one ``expired`` event each)."""
+        count = 0
+        for grant in self.repository.unexpired_due(self.clock(), limit):
+            if self.repository.mark_expired(grant, [ConsentExpired(grant, SERVICE_ACTOR)]):
+                count += 1
+        return count
+
+    def reconcile(self, max_blocks: int = 5_000) -> int:
+        """Apply registry logs not yet in the projection; returns how many were new."""
+        done = int(self.repository.get_state(CURSOR_STATE) or "-1")
+        latest = self.registry.latest_block()
+        applied = 0
+        while done < latest:
+            upto = min(latest, done + max_blocks)
+            for change in self.registry.changes(done + 1, upto):
+                applied += self._apply_foreign(change)
+            self.repository.set_state(CURSOR_STATE, str(upto))
+            done = upto
+        return applied
+
+    def _apply_foreign(self, change: ChainChange) -> int:
+        patient = self.repository.account_by_address(change.patient)
+        grantee = self.repository.account_by_address(change.grantee)
+        patient_id = patient.account_id if patient else change.patient
+        grantee_id = grantee.account_id if grantee else change.grantee
+        now = self.clock()
+
+        def project(current: Grant | None) -> tuple[Grant, list[DomainEvent]]:
+            return project_change(current, change, b"", SERVICE_ACTOR, patient_id, grantee_id, now)
+
+        new = self.repository.apply(
+            change.patient, change.grantee, change.purpose, change.position, project
+        )
+        return 1 if new else 0
+
+
+def project_change(
+    current: Grant | None,
+    change: ChainChange,
+    digest: bytes,
+    actor: Actor,
+    patient_id: str,
+    grantee_id: str,
+    now: float,
+) -> tuple[Grant, list[DomainEvent]]:
+    """The projection row after ``change`` and the events announcing it."""
+    if change.kind == "granted":
+        grant = Grant(
+            grant_id=grant_id_of(change.patient, change.grantee, change.purpose, change.nonce),
+            patient=change.patient,
+            grantee=change.grantee,
+            purpose=change.purpose,
+            categories=change.categories,
+            expires_at=change.expires_at,
+            nonce=change.nonce,
+            position=change.position,
+            patient_id=patient_id,
+            grantee_id=grantee_id,
+            updated_at=now,
+        )
+        return grant, [ConsentGranted(grant, digest, actor)]
+    if current is None:
+        current = Grant(
+            grant_id=grant_id_of(change.patient, change.grantee, change.purpose, change.nonce),
+            patient=change.patient,
+            grantee=change.grantee,
+            purpose=change.purpose,
+            categories=0,
+            expires_at=0,
+            nonce=change.nonce,
+            position=change.position,
+            patient_id=patient_id,
+            grantee_id=grantee_id,
+            updated_at=now,
+        )
+    revoked = current.categories & change.categories
+    grant = replace(
+        current,
+        categories=change.remaining,
+        position=change.position,
+        nonce=change.nonce,
+        updated_at=now,
+    )
+    events: list[DomainEvent] = []
+    if revoked:
+        events.append(ConsentRevoked(current, revoked, change.nonce, digest, now, actor))
+    return grant, events

@@ -1,0 +1,269 @@
+"""Composition root of the consent service: settings -> adapters -> app and workers.
+
+The only place that chooses adapters:
+
+- database: ``EHR_DATABASE_URL`` (PostgreSQL, ``postgresql+psycopg://``), else SQLite in
+  ``<data_dir>/consent.sqlite3``;
+- bus: ``EHR_KAFKA_BOOTSTRAP_SERVERS``, else the embedded log in ``<data_dir>/bus``;
+- chain: ``EHR_CHAIN_RPC_URLS`` + ``EHR_CHAIN_ID`` (Geth), else the in-process chain.
+
+The relay account pays the gas: ``EHR_RELAY_PRIVATE_KEY`` (a secret from the
+environment; required with Geth), or in embedded mode a key generated into
+``<data_dir>/relay.key`` (mode 0600) and funded on the in-process chain.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager, suppress
+from pathlib import Path
+
+import sqlalchemy as sa
+import structlog
+from eth_account import Account
+from eth_account.signers.local import LocalAccount
+from fastapi import FastAPI
+from pydantic import Field, SecretStr
+from starlette.concurrency import run_in_threadpool
+
+from services.consent.adapters.eip712 import Eip712SignatureVerifier
+from services.consent.adapters.identity import handle_identity_event
+from services.consent.adapters.registry import (
+    REGISTRY_ADDRESS_STATE,
+    ChainConsentRegistry,
+    deploy_registry,
+    registry_is_deployed,
+)
+from services.consent.adapters.sql import SqlConsentRepository, create_schema
+from services.consent.api.errors import ERROR_MAP
+from services.consent.api.routes import router
+from services.consent.domain.service import ConsentService
+from services.platform.app.factory import create_app, serve
+from services.platform.app.logging import configure_logging
+from services.platform.app.settings import ServiceSettings
+from services.platform.bus.consumer import IdempotentConsumer
+from services.platform.bus.embedded import EmbeddedEventBus
+from services.platform.bus.kafka import KafkaEventBus
+from services.platform.bus.outbox import OutboxPublisher
+from services.platform.bus.port import EventBus, TopicSpec
+from services.platform.chain.geth import GethChain
+from services.platform.chain.inprocess import InProcessChain
+from services.platform.chain.port import Chain
+from services.platform.events.topics import CONSENT_GRANTS, IDENTITY_ACCOUNTS
+
+log = structlog.get_logger(__name__)
+
+RELAY_FUNDING_WEI = 10**21
+
+
+class ConsentSettings(ServiceSettings):
+    """Settings of the consent service (``EHR_`` prefix)."""
+
+    service_name: str = "consent"
+    data_dir: Path = Field(default=Path(".run/consent"), description="embedded state")
+    database_url: str | None = Field(default=None, description="SQLAlchemy URL; else SQLite")
+    kafka_bootstrap_servers: str | None = Field(default=None, description="else embedded log")
+    chain_rpc_urls: list[str] = Field(default_factory=list, description="else in-process chain")
+    chain_id: int | None = None
+    registry_address: str | None = Field(
+        default=None, description="ConsentRegistry address; deployed once when unset"
+    )
+    relay_private_key: SecretStr | None = Field(default=None, description="pays the gas")
+    receipt_timeout_seconds: float = Field(default=60.0, gt=0)
+    topic_partitions: int = Field(default=3, ge=1)
+    publish_interval_seconds: float = Field(default=0.05, gt=0)
+    sweep_interval_seconds: float = Field(default=0.5, gt=0)
+    reconcile_interval_seconds: float = Field(default=2.0, gt=0)
+    identity_consumer_group: str = "consent-identity"
+
+
+def _relay_account(settings: ConsentSettings, embedded_chain: bool) -> LocalAccount:
+    if settings.relay_private_key is not None:
+        account: LocalAccount = Account.from_key(settings.relay_private_key.get_secret_value())
+        return account
+    if not embedded_chain:
+        raise ValueError("EHR_RELAY_PRIVATE_KEY is required with a real chain")
+    key_file = settings.data_dir / "relay.key"
+    if key_file.exists():
+        existing: LocalAccount = Account.from_key(key_file.read_text().strip())
+        return existing
+    created: LocalAccount = Account.create()
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    descriptor = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(descriptor, "w") as handle:
+        handle.write(created.key.hex())
+    return created
+
+
+def ensure_registry(
+    chain: Chain,
+    deployer: LocalAccount,
+    configured: str | None,
+    repository: SqlConsentRepository,
+) -> str:
+    """The registry address: the configured one, else the one this service deployed
+    before (kept in ``consent_state``), else a new deployment. Idempotent.
+
+    When the address differs from the one the projection mirrors (a new registry, or
+    the in-process chain of a restarted embedded process), the projection is reset:
+    it only ever mirrors one registry.
+    """
+    stored = repository.get_state(REGISTRY_ADDRESS_STATE)
+    if configured is not None:
+        address = configured
+    elif stored is not None and registry_is_deployed(chain, stored):
+        address = stored
+    else:
+        address = deploy_registry(chain, deployer)
+        log.info("consent_registry_deployed", address=address)
+    if stored is not None and stored.lower() != address.lower():
+        repository.reset_projection()
+    repository.set_state(REGISTRY_ADDRESS_STATE, address)
+    return address
+
+
+class ConsentRuntime:
+    """Everything the service runs: adapters, use cases, the app and its workers."""
+
+    def __init__(self, settings: ConsentSettings) -> None:
+        self.settings = settings
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        url = settings.database_url or f"sqlite:///{settings.data_dir / 'consent.sqlite3'}"
+        self.engine = sa.create_engine(url, pool_pre_ping=True)
+        create_schema(self.engine)
+        self.repository = SqlConsentRepository(self.engine)
+
+        self.bus: EventBus = (
+            KafkaEventBus(settings.kafka_bootstrap_servers)
+            if settings.kafka_bootstrap_servers
+            else EmbeddedEventBus(settings.data_dir / "bus")
+        )
+
+        embedded_chain = not settings.chain_rpc_urls
+        self.relay_account = _relay_account(settings, embedded_chain)
+        self.chain: Chain
+        if embedded_chain:
+            self.chain = InProcessChain()
+            self.chain.fund(self.relay_account.address, RELAY_FUNDING_WEI)
+        else:
+            if settings.chain_id is None:
+                raise ValueError("EHR_CHAIN_ID is required with EHR_CHAIN_RPC_URLS")
+            self.chain = GethChain(
+                settings.chain_rpc_urls, settings.chain_id, self.relay_account.key.hex()
+            )
+        address = ensure_registry(
+            self.chain, self.relay_account, settings.registry_address, self.repository
+        )
+        self.registry = ChainConsentRegistry(
+            self.chain,
+            address,
+            self.relay_account,
+            receipt_timeout_s=settings.receipt_timeout_seconds,
+        )
+        self.service = ConsentService(
+            self.repository, self.registry, Eip712SignatureVerifier(), time.time
+        )
+        self.publisher = OutboxPublisher(self.engine, self.bus)
+        self._stop = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._consumer: IdempotentConsumer | None = None
+        self.app = self._build_app()
+
+    def _build_app(self) -> FastAPI:
+        async def database() -> None:
+            await run_in_threadpool(self.repository.ping)
+
+        async def chain() -> None:
+            await run_in_threadpool(self.registry.latest_block)
+
+        @asynccontextmanager
+        async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+            await self.start()
+            try:
+                yield
+            finally:
+                await self.stop()
+
+        app = create_app(
+            self.settings,
+            [router],
+            {"database": database, "chain": chain},
+            error_map=ERROR_MAP,
+            lifespan=lifespan,
+        )
+        app.state.consent_service = self.service
+        return app
+
+    async def start(self) -> None:
+        """Starts the bus, catches the projection up with the chain, starts the workers."""
+        self._stop.clear()
+        await self.bus.start()
+        specs = [TopicSpec(t.name, self.settings.topic_partitions) for t in (CONSENT_GRANTS,)]
+        specs.append(TopicSpec(IDENTITY_ACCOUNTS.name, self.settings.topic_partitions))
+        await self.bus.create_topics(specs)
+        await run_in_threadpool(self.service.reconcile)
+        consumer = self.bus.consumer(
+            self.settings.identity_consumer_group, [IDENTITY_ACCOUNTS.name]
+        )
+        await consumer.start()
+        self._consumer = IdempotentConsumer(
+            "consent-identity", consumer, self.engine, handle_identity_event
+        )
+        self._tasks = [
+            asyncio.create_task(
+                self.publisher.run(self._stop, self.settings.publish_interval_seconds)
+            ),
+            asyncio.create_task(self._consumer.run(self._stop)),
+            asyncio.create_task(
+                self._every(self.settings.sweep_interval_seconds, self.service.sweep_expired)
+            ),
+            asyncio.create_task(
+                self._every(self.settings.reconcile_interval_seconds, self.service.reconcile)
+            ),
+        ]
+
+    async def _every(self, interval: float, work: Callable[[], object]) -> None:
+        while not self._stop.is_set():
+            try:
+                await run_in_threadpool(work)
+            except Exception as failure:  # a worker keeps running; the next round retries
+                log.warning("consent_worker_failed", error=repr(failure))
+            with suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), interval)
+
+    async def stop(self) -> None:
+        self._stop.set()
+        for task in self._tasks:
+            with suppress(Exception):
+                await task
+        self._tasks = []
+        if self._consumer is not None:
+            await self._consumer.consumer.close()
+            self._consumer.close()
+            self._consumer = None
+        await self.publisher.publish_pending()
+        await self.bus.close()
+
+    def close(self) -> None:
+        """Releases what ``__init__`` opened (after ``stop``)."""
+        self.publisher.close()
+        self.chain.close()
+        self.engine.dispose()
+
+
+def build_app(settings: ConsentSettings | None = None) -> FastAPI:
+    """The ASGI app (``uvicorn --factory services.consent.main:build_app``)."""
+    return ConsentRuntime(settings or ConsentSettings()).app
+
+
+def main() -> None:
+    settings = ConsentSettings()
+    configure_logging(settings.service_name, settings.log_level)
+    serve(ConsentRuntime(settings).app, settings)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,150 @@
+"""The consent API on the embedded default and on the real stack (same code, same tests).
+
+The expiry test comes first on purpose: the in-process chain's block time runs one
+second ahead per block, so its drift is smallest at the start of the module.
+"""
+
+from __future__ import annotations
+
+import time
+
+from consent.harness import Harness
+from ehr.consent.v1 import consent_pb2
+from ehr.vocabulary.v1 import vocabulary_pb2
+from ehr_client import consent as sdk
+
+GRANTED = "ehr.consent.granted.v1"
+REVOKED = "ehr.consent.revoked.v1"
+EXPIRED = "ehr.consent.expired.v1"
+
+
+async def _check(h: Harness, patient: str, grantee: str, category: int, purpose: int) -> bool:
+    response = await h.client.get(
+        "/consent/check",
+        params={"patient": patient, "grantee": grantee, "category": category, "purpose": purpose},
+        headers=h.headers("record-store", "service"),
+    )
+    assert response.status_code == 200, response.text
+    return bool(response.json()["authorised"])
+
+
+async def test_a_grant_that_expires_stops_authorising_on_time(consent: Harness) -> None:
+    h = consent
+    patient, provider = await h.register("patient"), await h.register("provider")
+    expires_at = int(h.chain_time()) + 4
+    body = h.grant_body(patient, provider.address, expires_at=expires_at)
+    response = await h.client.post("/consent/grants", json=body, headers=h.headers(patient))
+    assert response.status_code == 201, response.text
+    grant_id = response.json()["grant_id"]
+    assert time.time() < expires_at
+    assert await _check(h, patient.account_id, provider.account_id, sdk.LABS, sdk.TREATMENT)
+
+    # Poll until the expiry instant; the first check at or after it must say no.
+    while time.time() < expires_at:
+        before = time.time()
+        allowed = await _check(h, patient.account_id, provider.account_id, sdk.LABS, 1)
+        if before >= expires_at - 0.05:
+            break
+        assert allowed, "the grant stopped authorising before its expiry"
+    while time.time() < expires_at:
+        await _check(h, patient.account_id, provider.account_id, sdk.LABS, 1)
+    assert not await _check(h, patient.account_id, provider.account_id, sdk.LABS, 1)
+
+    expired = await h.wait_event(EXPIRED, grant_id)
+    assert isinstance(expired, consent_pb2.ConsentExpired)
+    assert expired.patient_id == patient.account_id
+    listed = await h.client.get(
+        f"/consent/patients/{patient.account_id}/grants", headers=h.headers(patient)
+    )
+    assert listed.status_code == 200 and listed.json() == []
+
+
+async def test_grant_then_revoke_on_chain_projection_and_bus(consent: Harness) -> None:
+    h = consent
+    patient, provider = await h.register("patient"), await h.register("provider")
+    categories = sdk.LABS | sdk.IMAGING
+    nonce = h.nonce(patient)
+    body = h.grant_body(patient, provider.address, categories=categories)
+    response = await h.client.post("/consent/grants", json=body, headers=h.headers(patient))
+    assert response.status_code == 201, response.text
+    view = response.json()
+    grant_id = view["grant_id"]
+    assert view["categories"] == categories and view["active"] is True
+    assert h.nonce(patient) == nonce + 1
+
+    registry = h.runtime.registry
+    assert registry.is_authorised(patient.address, provider.address, sdk.IMAGING, 1)
+    assert await _check(h, patient.account_id, provider.account_id, sdk.IMAGING, 1)
+    assert await _check(h, patient.address, provider.address, sdk.LABS, 1)
+    assert not await _check(h, patient.account_id, provider.account_id, sdk.NOTES, 1)
+    assert not await _check(h, patient.account_id, provider.account_id, sdk.LABS, sdk.PAYMENT)
+
+    granted = await h.wait_event(GRANTED, grant_id)
+    assert isinstance(granted, consent_pb2.ConsentGranted)
+    assert granted.patient_id == patient.account_id
+    assert granted.scope.grantee_id == provider.account_id
+    assert granted.scope.purpose == vocabulary_pb2.PURPOSE_OF_USE_TREATMENT
+    assert granted.receipt.transaction_hash == view["receipt"]["transaction_hash"]
+    assert granted.nonce == nonce and len(granted.message_digest) == 32
+
+    own = await h.client.get(
+        f"/consent/patients/{patient.account_id}/grants", headers=h.headers(patient)
+    )
+    assert [g["grant_id"] for g in own.json()] == [grant_id]
+    named = await h.client.get(
+        f"/consent/grantees/{provider.account_id}/grants", headers=h.headers(provider)
+    )
+    assert [g["grant_id"] for g in named.json()] == [grant_id]
+
+    body = h.revoke_body(patient, provider.address, categories=categories)
+    response = await h.client.post("/consent/revocations", json=body, headers=h.headers(patient))
+    assert response.status_code == 200, response.text
+    assert response.json()["categories"] == 0
+    assert not registry.is_authorised(patient.address, provider.address, sdk.IMAGING, 1)
+    assert not await _check(h, patient.account_id, provider.account_id, sdk.IMAGING, 1)
+    assert not await _check(h, patient.account_id, provider.account_id, sdk.LABS, 1)
+    revoked = await h.wait_event(REVOKED, grant_id)
+    assert isinstance(revoked, consent_pb2.ConsentRevoked)
+    assert revoked.HasField("effective_at")
+
+
+async def test_revocation_is_effective_for_every_check_started_after_it_returned(
+    consent: Harness,
+) -> None:
+    h = consent
+    patient, provider = await h.register("patient"), await h.register("provider")
+    rounds = 12 if h.name == "embedded" else 6
+    for _ in range(rounds):
+        body = h.grant_body(patient, provider.address)
+        granted = await h.client.post("/consent/grants", json=body, headers=h.headers(patient))
+        assert granted.status_code == 201, granted.text
+        assert await _check(h, patient.account_id, provider.account_id, sdk.LABS, 1)
+        body = h.revoke_body(patient, provider.address)
+        revoked = await h.client.post("/consent/revocations", json=body, headers=h.headers(patient))
+        assert revoked.status_code == 200, revoked.text
+        # Started strictly after the revoke returned: must already be refused.
+        assert not await _check(h, patient.account_id, provider.account_id, sdk.LABS, 1)
+
+
+async def test_a_grant_relayed_by_someone_else_reaches_the_projection(consent: Harness) -> None:
+    h = consent
+    patient, provider = await h.register("patient"), await h.register("provider")
+    body = h.grant_body(patient, provider.address, categories=sdk.NOTES)
+    m = body["message"]
+    other = h.runtime.chain.new_account(10**18)
+    h.runtime.chain.transact(
+        h.runtime.registry._ref,
+        "grant",
+        m["patient"],
+        m["grantee"],
+        m["categories"],
+        m["purpose"],
+        m["expires_at"],
+        m["nonce"],
+        m["deadline"],
+        bytes.fromhex(body["signature"][2:]),
+        sender=other,
+    )
+    deadline = time.monotonic() + 30
+    while not await _check(h, patient.account_id, provider.account_id, sdk.NOTES, 1):
+        assert time.monotonic() < deadline, "the reconciler did not apply the foreign grant"
