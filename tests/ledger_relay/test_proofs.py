@@ -10,7 +10,7 @@ from services.ledger_relay.adapters.sql import SqlLogRepository
 from services.ledger_relay.domain.errors import EventNotFound, ProofInvalid
 from services.ledger_relay.domain.merkle import verify_consistency
 from services.ledger_relay.domain.proofs import ProofService
-from services.ledger_relay.verify import inclusion_to_json, verify_event
+from services.ledger_relay.verify import Web3CheckpointReader, inclusion_to_json, verify_event
 from services.platform.events.envelope import decode
 
 
@@ -33,6 +33,12 @@ async def test_an_event_verifies_with_its_bytes_proof_and_the_chain(relay_env: R
         forged = {**document, "leaf_index": (proof.leaf_index + 1) % proof.checkpoint.tree_size}
         with pytest.raises(ProofInvalid):
             verify_event(raw, forged, relay_env.anchor)
+    if relay_env.name == "real":  # the CLI's reader: plain JSON-RPC, no key
+        reader = Web3CheckpointReader(relay_env.chain.current_url, relay_env.anchor.address)  # type: ignore[attr-defined]
+        document = inclusion_to_json(proofs.inclusion(decode(events[7]).id))
+        assert verify_event(events[7], document, reader).leaf_index == document["leaf_index"]
+        with pytest.raises(ProofInvalid):
+            verify_event(events[8], document, reader)
     with pytest.raises(EventNotFound):
         proofs.inclusion("0190f5d2-0000-7000-8000-000000000000")
     count = relay_env.anchor.count()
