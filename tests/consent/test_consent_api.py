@@ -148,3 +148,19 @@ async def test_a_grant_relayed_by_someone_else_reaches_the_projection(consent: H
     deadline = time.monotonic() + 30
     while not await _check(h, patient.account_id, provider.account_id, sdk.NOTES, 1):
         assert time.monotonic() < deadline, "the reconciler did not apply the foreign grant"
+
+
+async def test_the_openapi_document_describes_every_route(consent: Harness) -> None:
+    response = await consent.client.get("/openapi.json")
+    assert response.status_code == 200
+    paths = response.json()["paths"]
+    for path in (
+        "/consent/grants",
+        "/consent/revocations",
+        "/consent/check",
+        "/consent/registry",
+        "/consent/patients/{patient_id}/grants",
+        "/consent/patients/{patient_id}/nonce",
+        "/consent/grantees/{grantee_id}/grants",
+    ):
+        assert path in paths, path
