@@ -170,4 +170,4 @@ def test_build_refuses_what_the_contract_refuses(kwargs: dict[str, object]) -> N
     base.update(kwargs)
     grantee = base.pop("grantee")
     with pytest.raises(ConsentMessageError):
-        build_grant(Account.create().address, grantee, **base)
+        build_grant(Account.create().address, grantee, **base)  # type: ignore[arg-type]
