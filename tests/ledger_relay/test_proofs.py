@@ -34,7 +34,7 @@ async def test_an_event_verifies_with_its_bytes_proof_and_the_chain(relay_env: R
         with pytest.raises(ProofInvalid):
             verify_event(raw, forged, relay_env.anchor)
     if relay_env.name == "real":  # the CLI's reader: plain JSON-RPC, no key
-        reader = Web3CheckpointReader(relay_env.chain.current_url, relay_env.anchor.address)  # type: ignore[attr-defined]
+        reader = Web3CheckpointReader(relay_env.chain.current_url, relay_env.anchor.address)
         document = inclusion_to_json(proofs.inclusion(decode(events[7]).id))
         assert verify_event(events[7], document, reader).leaf_index == document["leaf_index"]
         with pytest.raises(ProofInvalid):

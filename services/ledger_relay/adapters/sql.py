@@ -2,7 +2,8 @@
 
 Tables: ``ledger_leaves`` (one row per leaf with its bus position),
 ``ledger_nodes`` (perfect subtrees of level >= 1, keyed by ``level << 48 | index``
-so a proof's hashes come back in one ``IN`` query) and ``ledger_checkpoints``.
+so a proof's hashes come back in one ``IN`` query), ``ledger_checkpoints`` and
+``ledger_state`` (key/value, e.g. the anchor contract's address).
 The checkpoint-anchored event is written to the shared outbox (``bus_outbox``)
 in the transaction that marks the checkpoint anchored.
 """
@@ -62,6 +63,13 @@ checkpoints_table = sa.Table(
     sa.Column("gas_used", sa.BigInteger, nullable=True),
     sa.Column("cut_at_ms", sa.BigInteger, nullable=False),
     sa.Column("anchored_at_ms", sa.BigInteger, nullable=True),
+)
+
+state_table = sa.Table(
+    "ledger_state",
+    metadata,
+    sa.Column("key", sa.String(64), primary_key=True),
+    sa.Column("value", sa.String(256), nullable=False),
 )
 
 _LEVEL_SHIFT = 48
@@ -297,3 +305,29 @@ class SqlLogRepository(LogRepository):
             limit=1,
         )
         return found[0] if found else None
+
+    def anchored_checkpoints(self, from_index: int, limit: int) -> list[Checkpoint]:
+        return self._checkpoints(
+            checkpoints_table.c.status == CheckpointStatus.ANCHORED.value,
+            checkpoints_table.c.checkpoint_index >= from_index,
+            limit=limit,
+        )
+
+    def reset_checkpoints(self) -> int:
+        with self._engine.begin() as conn:
+            return int(conn.execute(checkpoints_table.delete()).rowcount)
+
+    def get_state(self, key: str) -> str | None:
+        with self._engine.connect() as conn:
+            value = conn.execute(
+                sa.select(state_table.c.value).where(state_table.c.key == key)
+            ).scalar()
+        return None if value is None else str(value)
+
+    def set_state(self, key: str, value: str) -> None:
+        with self._engine.begin() as conn:
+            updated = conn.execute(
+                state_table.update().where(state_table.c.key == key).values(value=value)
+            )
+            if updated.rowcount == 0:
+                conn.execute(state_table.insert().values(key=key, value=value))

@@ -139,6 +139,21 @@ class LogRepository(ABC):
     def checkpoint_of_size(self, tree_size: int) -> Checkpoint | None:
         """The anchored checkpoint of this tree size."""
 
+    @abstractmethod
+    def anchored_checkpoints(self, from_index: int, limit: int) -> list[Checkpoint]:
+        """Up to ``limit`` anchored checkpoints with index >= ``from_index``, in index order."""
+
+    @abstractmethod
+    def reset_checkpoints(self) -> int:
+        """Forgets every checkpoint (the log was moved to a new anchor contract)."""
+
+    @abstractmethod
+    def get_state(self, key: str) -> str | None:
+        """A value the relay keeps between runs (e.g. the anchor contract's address)."""
+
+    @abstractmethod
+    def set_state(self, key: str, value: str) -> None: ...
+
 
 @dataclass(frozen=True, slots=True)
 class ChainCheckpoint:

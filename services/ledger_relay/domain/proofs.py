@@ -10,7 +10,7 @@ from services.ledger_relay.domain.errors import (
     InvalidRange,
     NotYetAnchored,
 )
-from services.ledger_relay.domain.merkle import consistency_proof, inclusion_proof
+from services.ledger_relay.domain.merkle import consistency_proof, inclusion_proof, root_of
 from services.ledger_relay.domain.model import Checkpoint, CheckpointStatus, LogRepository
 
 
@@ -36,6 +36,16 @@ class InclusionProof:
 class ConsistencyProof:
     first: AnchoredCheckpoint
     second: AnchoredCheckpoint
+    proof: list[bytes]
+
+
+@dataclass(frozen=True, slots=True)
+class SizeConsistencyProof:
+    """Consistency of the tree of ``from_size`` leaves with an anchored checkpoint."""
+
+    from_size: int
+    from_root: bytes
+    checkpoint: AnchoredCheckpoint
     proof: list[bytes]
 
 
@@ -84,3 +94,23 @@ class ProofService:
             raise InvalidRange(f"checkpoint {first} is newer than checkpoint {newer.index}")
         proof = consistency_proof(older.tree_size, newer.tree_size, self._repo.nodes)
         return ConsistencyProof(_anchored(older), _anchored(newer), proof)
+
+    def consistency_between_sizes(self, from_size: int, to_size: int) -> SizeConsistencyProof:
+        """Proof that the tree of ``from_size`` leaves is a prefix of anchored ``to_size``."""
+        if from_size < 1 or from_size > to_size:
+            raise InvalidRange(f"from_size must be in 1..to_size, got {from_size}..{to_size}")
+        checkpoint = self._repo.checkpoint_of_size(to_size)
+        if checkpoint is None:
+            raise CheckpointNotFound(f"no anchored checkpoint of size {to_size}")
+        proof = consistency_proof(from_size, to_size, self._repo.nodes)
+        return SizeConsistencyProof(
+            from_size, root_of(from_size, self._repo.nodes), _anchored(checkpoint), proof
+        )
+
+    def latest(self) -> AnchoredCheckpoint:
+        return _anchored(self._checkpoint(None))
+
+    def checkpoints(self, from_index: int, limit: int) -> list[AnchoredCheckpoint]:
+        if from_index < 0 or limit < 1:
+            raise InvalidRange("from_index must be >= 0 and limit >= 1")
+        return [_anchored(c) for c in self._repo.anchored_checkpoints(from_index, limit)]

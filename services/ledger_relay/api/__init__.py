@@ -1,0 +1,1 @@
+"""HTTP API of the ledger relay: proofs and checkpoints (thin routers over ``ProofService``)."""

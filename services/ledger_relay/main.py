@@ -1,0 +1,310 @@
+"""Composition root of the ledger relay: settings -> adapters -> relay loop and proofs API.
+
+The only place that chooses adapters:
+
+- database: ``EHR_DATABASE_URL`` (PostgreSQL, ``postgresql+psycopg://``), else SQLite in
+  ``<data_dir>/ledger.sqlite3``;
+- bus: ``EHR_KAFKA_BOOTSTRAP_SERVERS``, else the embedded log in ``<data_dir>/bus``;
+- chain: ``EHR_CHAIN_RPC_URLS`` + ``EHR_CHAIN_ID`` (Geth), else the in-process chain.
+
+The relay account signs the anchoring transactions. Its key is read from
+``EHR_RELAY_KEY_FILE`` (required with Geth; the account must be funded). In
+embedded mode it defaults to ``<data_dir>/relay.key``, generated on first start
+(mode 0600) and funded on the in-process chain.
+
+``AuditAnchor``: ``EHR_ANCHOR_ADDRESS``, else the contract this relay deployed
+before (kept in ``ledger_state``), else a new deployment, recorded there. When the
+contract changes (e.g. the in-process chain of a restarted embedded process), the
+local checkpoints are forgotten and the whole log is anchored again on the new one.
+
+Run: ``python -m services.ledger_relay`` (uvicorn; SIGTERM stops consuming, waits for
+the loop and closes the bus).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Literal
+
+import sqlalchemy as sa
+import structlog
+from eth_account import Account
+from eth_account.signers.local import LocalAccount
+from fastapi import FastAPI
+from prometheus_client import CollectorRegistry
+from pydantic import Field
+from starlette.concurrency import run_in_threadpool
+
+from services.ledger_relay.adapters.anchor import ARTIFACT_NAME, AuditAnchorLedger
+from services.ledger_relay.adapters.sql import SqlLogRepository
+from services.ledger_relay.api.errors import ERROR_MAP
+from services.ledger_relay.api.routes import proofs_router
+from services.ledger_relay.api.schemas import AnchorContract
+from services.ledger_relay.domain.policy import CheckpointPolicy
+from services.ledger_relay.domain.proofs import ProofService
+from services.ledger_relay.metrics import RelayMetrics
+from services.ledger_relay.relay import DOMAIN_TOPICS, CrashHook, LedgerRelay, RelayConfig
+from services.platform.app.factory import create_app, serve
+from services.platform.app.logging import configure_logging
+from services.platform.app.settings import ServiceSettings
+from services.platform.bus.embedded import EmbeddedEventBus
+from services.platform.bus.kafka import KafkaEventBus
+from services.platform.bus.outbox import OutboxPublisher
+from services.platform.bus.port import EventBus
+from services.platform.chain.geth import GethChain
+from services.platform.chain.inprocess import InProcessChain
+from services.platform.chain.port import Chain, load_artifact
+
+log = structlog.get_logger(__name__)
+
+ANCHOR_ADDRESS_STATE = "anchor_address"
+RELAY_FUNDING_WEI = 10**21
+
+
+class LedgerRelaySettings(ServiceSettings):
+    """Settings of the ledger relay (``EHR_`` prefix)."""
+
+    service_name: str = "ledger-relay"
+    data_dir: Path = Field(default=Path(".run/ledger-relay"), description="embedded state")
+    database_url: str | None = Field(default=None, description="SQLAlchemy URL; else SQLite")
+    kafka_bootstrap_servers: str | None = Field(default=None, description="else embedded log")
+    chain_rpc_urls: list[str] = Field(default_factory=list, description="else in-process chain")
+    chain_id: int | None = None
+    relay_key_file: Path | None = Field(
+        default=None,
+        description="hex private key of the relay account; <data_dir>/relay.key when embedded",
+    )
+    anchor_address: str | None = Field(
+        default=None, description="AuditAnchor address; deployed once and recorded when unset"
+    )
+    mode: Literal["checkpoint", "baseline"] = Field(
+        default="checkpoint", description="baseline: one anchoring transaction per event"
+    )
+    checkpoint_events: int = Field(default=1000, ge=1, description="N: cut every N events")
+    checkpoint_interval_ms: int = Field(default=1000, ge=0, description="T: or every T ms")
+    max_in_flight: int = Field(default=8, ge=1, description="anchoring transactions at once")
+    settle_blocks: int | None = Field(
+        default=None, ge=0, description="blocks to wait on start for in-flight transactions"
+    )
+    fetch_max_records: int = Field(default=2000, ge=1)
+    consumer_group: str = "ledger-relay"
+    topics: list[str] = Field(default_factory=lambda: list(DOMAIN_TOPICS))
+    topic_partitions: int = Field(default=3, ge=1)
+    log_id: str = "ehr-audit-log"
+    publish_interval_seconds: float = Field(default=0.2, gt=0)
+
+    def policy(self) -> CheckpointPolicy:
+        if self.mode == "baseline":
+            return CheckpointPolicy(max_events=1, max_delay_ms=0)
+        return CheckpointPolicy(self.checkpoint_events, self.checkpoint_interval_ms)
+
+
+def relay_account(settings: LedgerRelaySettings, embedded_chain: bool) -> LocalAccount:
+    """The key from ``relay_key_file``; generated into the data dir in embedded mode."""
+    key_file = settings.relay_key_file
+    if key_file is None:
+        if not embedded_chain:
+            raise ValueError("EHR_RELAY_KEY_FILE is required with a real chain")
+        key_file = settings.data_dir / "relay.key"
+        if not key_file.exists():
+            created: LocalAccount = Account.create()
+            key_file.parent.mkdir(parents=True, exist_ok=True)
+            descriptor = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(descriptor, "w") as handle:
+                handle.write(created.key.hex())
+            return created
+    account: LocalAccount = Account.from_key(key_file.read_text().strip())
+    return account
+
+
+def anchor_is_deployed(chain: Chain, address: str) -> bool:
+    """Whether an ``AuditAnchor`` answers at ``address`` on this chain."""
+    try:
+        chain.call(chain.contract(load_artifact(ARTIFACT_NAME), address), "checkpointCount")
+    except Exception:  # no code there, another contract, or no chain
+        return False
+    return True
+
+
+def ensure_anchor(
+    chain: Chain, account: LocalAccount, configured: str | None, repository: SqlLogRepository
+) -> AuditAnchorLedger:
+    """The anchor contract: configured, else recorded and still deployed, else new.
+
+    Idempotent. A contract other than the recorded one holds none of the local
+    checkpoints, so they are forgotten (the log itself is kept and anchored anew).
+    """
+    stored = repository.get_state(ANCHOR_ADDRESS_STATE)
+    deployed = False
+    if configured is not None:
+        ledger = AuditAnchorLedger(chain, configured, account)
+    elif stored is not None and anchor_is_deployed(chain, stored):
+        ledger = AuditAnchorLedger(chain, stored, account)
+    else:
+        # A fresh chain may give the new contract the recorded address (same deployer
+        # and nonce), so a deployment always means a contract without our checkpoints.
+        ledger = AuditAnchorLedger.deploy(chain, account, account)
+        deployed = True
+        log.info("audit_anchor_deployed", address=ledger.address)
+    if stored is not None and (deployed or stored.lower() != ledger.address.lower()):
+        forgotten = repository.reset_checkpoints()
+        log.warning("anchor_contract_changed", previous=stored, checkpoints_forgotten=forgotten)
+    repository.set_state(ANCHOR_ADDRESS_STATE, ledger.address)
+    return ledger
+
+
+class LedgerRelayRuntime:
+    """Everything the relay runs: adapters, the relay loop, the outbox, the app."""
+
+    def __init__(
+        self, settings: LedgerRelaySettings, *, crash_hook: CrashHook | None = None
+    ) -> None:
+        self.settings = settings
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        url = settings.database_url or f"sqlite:///{settings.data_dir / 'ledger.sqlite3'}"
+        self.engine = sa.create_engine(url, pool_pre_ping=True)
+        self.repository = SqlLogRepository(self.engine)
+        self.repository.create_schema()
+
+        self.bus: EventBus = (
+            KafkaEventBus(settings.kafka_bootstrap_servers)
+            if settings.kafka_bootstrap_servers
+            else EmbeddedEventBus(settings.data_dir / "bus")
+        )
+        embedded_chain = not settings.chain_rpc_urls
+        self.account = relay_account(settings, embedded_chain)
+        self.chain: Chain
+        if embedded_chain:
+            self.chain = InProcessChain()
+            self.chain.fund(self.account.address, RELAY_FUNDING_WEI)
+        else:
+            if settings.chain_id is None:
+                raise ValueError("EHR_CHAIN_ID is required with EHR_CHAIN_RPC_URLS")
+            self.chain = GethChain(
+                settings.chain_rpc_urls, settings.chain_id, "0x" + bytes(self.account.key).hex()
+            )
+        self.anchor = ensure_anchor(
+            self.chain, self.account, settings.anchor_address, self.repository
+        )
+        settle = settings.settle_blocks
+        if settle is None:
+            settle = 0 if embedded_chain else 2
+        self.config = RelayConfig(
+            log_id=settings.log_id,
+            group=settings.consumer_group,
+            topics=tuple(settings.topics),
+            partitions=settings.topic_partitions,
+            policy=settings.policy(),
+            max_in_flight=settings.max_in_flight,
+            fetch_max_records=settings.fetch_max_records,
+            settle_blocks=settle,
+        )
+        self.registry = CollectorRegistry()
+        self.metrics = RelayMetrics(self.registry)
+        self.publisher = OutboxPublisher(self.engine, self.bus)
+        self.relay = LedgerRelay(
+            self.repository,
+            self.anchor,
+            self.bus,
+            self.config,
+            self.metrics,
+            self.publisher.publish_pending,
+            crash_hook,
+        )
+        self.proofs = ProofService(self.repository)
+        self.contract = AnchorContract(chain_id=self.anchor.chain_id, address=self.anchor.address)
+        self._stop = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self.app = self._build_app()
+
+    def _build_app(self) -> FastAPI:
+        async def database() -> None:
+            await run_in_threadpool(self.repository.ping)
+
+        async def chain() -> None:
+            await run_in_threadpool(self.anchor.block_number)
+
+        async def relay_loop() -> None:
+            failed = [t for t in self._tasks if t.done() and not t.cancelled() and t.exception()]
+            if failed or not self._tasks:
+                raise RuntimeError("the relay loop is not running")
+
+        @asynccontextmanager
+        async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+            await self.start()
+            try:
+                yield
+            finally:
+                await self.stop()
+
+        return create_app(
+            self.settings,
+            [proofs_router(self.proofs, self.contract)],
+            {"database": database, "chain": chain, "relay": relay_loop},
+            registry=self.registry,
+            error_map=ERROR_MAP,
+            lifespan=lifespan,
+        )
+
+    async def start(self) -> None:
+        """Starts the bus, reconciles the log with the chain, starts the loops."""
+        self._stop.clear()
+        await self.bus.start()
+        await self.relay.open()
+        self._tasks = [
+            asyncio.create_task(self._run_relay()),
+            asyncio.create_task(
+                self.publisher.run(self._stop, self.settings.publish_interval_seconds)
+            ),
+        ]
+
+    async def _run_relay(self) -> None:
+        try:
+            await self.relay.run(self._stop)
+        except Exception:
+            log.exception("relay_loop_failed")
+            raise
+
+    async def wait(self) -> None:
+        """Returns when a loop ends (it only does on ``stop`` or a fatal error)."""
+        await asyncio.wait(self._tasks, return_when=asyncio.FIRST_COMPLETED)
+
+    async def stop(self) -> None:
+        self._stop.set()
+        for task in self._tasks:
+            with contextlib.suppress(Exception):
+                await task
+        self._tasks = []
+        with contextlib.suppress(Exception):
+            await self.publisher.publish_pending()
+        await self.bus.close()
+
+    def close(self) -> None:
+        """Releases what ``__init__`` opened (after ``stop``)."""
+        self.publisher.close()
+        self.chain.close()
+        self.engine.dispose()
+
+
+def build_app(settings: LedgerRelaySettings | None = None) -> FastAPI:
+    """The ASGI app (``uvicorn --factory services.ledger_relay.main:build_app``)."""
+    return LedgerRelayRuntime(settings or LedgerRelaySettings()).app
+
+
+def main(crash_hook: CrashHook | None = None) -> None:
+    settings = LedgerRelaySettings()
+    configure_logging(settings.service_name, settings.log_level)
+    runtime = LedgerRelayRuntime(settings, crash_hook=crash_hook)
+    try:
+        serve(runtime.app, settings)
+    finally:
+        runtime.close()
+
+
+if __name__ == "__main__":
+    main()
