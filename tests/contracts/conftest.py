@@ -9,9 +9,12 @@ no test depends on another's state; the funded accounts are made once per module
 
 from __future__ import annotations
 
+import time
+
 import pytest
 from contracts.roles import REGISTRAR_ROLE, RELAY_ROLE
 from eth_account.signers.local import LocalAccount
+from web3.exceptions import TransactionIndexingInProgress
 
 from services.platform.chain.artifacts import Artifact, load_artifact
 from services.platform.chain.port import Chain, DeployedContract
@@ -32,26 +35,39 @@ def audit_anchor_artifact() -> Artifact:
     return load_artifact("AuditAnchor")
 
 
+def _new_account(chain: Chain, timeout_s: float = 120) -> LocalAccount:
+    """``chain.new_account()``, polled while a freshly started Geth node still
+    answers receipt queries with "transaction indexing is in progress" (the port
+    does not yet treat that answer as "no receipt yet")."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            return chain.new_account()
+        except TransactionIndexingInProgress:
+            if time.monotonic() > deadline:
+                raise
+
+
 @pytest.fixture(scope="module")
 def admin(chain: Chain) -> LocalAccount:
     """Deployer and first DEFAULT_ADMIN_ROLE holder (funded once per module)."""
-    return chain.new_account()
+    return _new_account(chain)
 
 
 @pytest.fixture(scope="module")
 def registrar(chain: Chain) -> LocalAccount:
-    return chain.new_account()
+    return _new_account(chain)
 
 
 @pytest.fixture(scope="module")
 def relay(chain: Chain) -> LocalAccount:
-    return chain.new_account()
+    return _new_account(chain)
 
 
 @pytest.fixture(scope="module")
 def outsider(chain: Chain) -> LocalAccount:
     """A funded account holding no role."""
-    return chain.new_account()
+    return _new_account(chain)
 
 
 @pytest.fixture
