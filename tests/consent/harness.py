@@ -10,6 +10,7 @@ import asyncio
 import base64
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -207,6 +208,14 @@ class Harness:
 
     async def wait_event(self, event_type: str, grant_id: str, timeout_s: float = 30) -> Any:
         """The payload of the first ``event_type`` event about ``grant_id`` on the bus."""
+        return await self.wait_matching(
+            event_type, lambda p: getattr(p, "grant_id", None) == grant_id, timeout_s
+        )
+
+    async def wait_matching(
+        self, event_type: str, match: Callable[[Any], bool], timeout_s: float = 30
+    ) -> Any:
+        """The payload of the first ``event_type`` event on the bus for which ``match`` holds."""
         if self._events is None:
             group = f"consent-test-{uuid.uuid4().hex[:8]}"
             self._events = self.runtime.bus.consumer(group, [CONSENT_GRANTS.name])
@@ -216,11 +225,16 @@ class Harness:
             for envelope in self.seen:
                 if envelope.type == event_type:
                     payload = codec.unpack_payload(envelope)
-                    if getattr(payload, "grant_id", None) == grant_id:
+                    if match(payload):
                         return payload
-            assert time.monotonic() < deadline, f"no {event_type} event for {grant_id}"
+            assert time.monotonic() < deadline, f"no matching {event_type} event"
             records: list[Record] = await self._events.fetch(timeout_s=0.5)
             self.seen.extend(codec.decode(r.value) for r in records)
+
+    def payloads_seen(self, event_type: str, match: Callable[[Any], bool]) -> list[Any]:
+        """Payloads of the ``event_type`` events read so far for which ``match`` holds."""
+        found = (codec.unpack_payload(e) for e in self.seen if e.type == event_type)
+        return [p for p in found if match(p)]
 
     async def close(self) -> None:
         if self._events is not None:

@@ -83,6 +83,10 @@ async def test_grant_then_revoke_on_chain_projection_and_bus(consent: Harness) -
     assert isinstance(granted, consent_pb2.ConsentGranted)
     assert granted.patient_id == patient.account_id
     assert granted.scope.grantee_id == provider.account_id
+    assert list(granted.scope.categories) == [
+        vocabulary_pb2.RECORD_CATEGORY_LABORATORY,
+        vocabulary_pb2.RECORD_CATEGORY_IMAGING,
+    ]
     assert granted.scope.purpose == vocabulary_pb2.PURPOSE_OF_USE_TREATMENT
     assert granted.receipt.transaction_hash == view["receipt"]["transaction_hash"]
     assert granted.nonce == nonce and len(granted.message_digest) == 32
@@ -106,6 +110,50 @@ async def test_grant_then_revoke_on_chain_projection_and_bus(consent: Harness) -
     revoked = await h.wait_event(REVOKED, grant_id)
     assert isinstance(revoked, consent_pb2.ConsentRevoked)
     assert revoked.HasField("effective_at")
+    assert list(revoked.scope.categories) == list(granted.scope.categories)
+    assert list(revoked.remaining_categories) == []
+    # One event per change, whatever the number of categories (same partition: in order).
+    about = lambda p: p.grant_id == grant_id  # noqa: E731
+    assert len(h.payloads_seen(GRANTED, about)) == 1
+    assert len(h.payloads_seen(REVOKED, about)) == 1
+
+
+async def test_one_event_per_change_carries_every_category_and_the_contract_purpose(
+    consent: Harness,
+) -> None:
+    h = consent
+    patient, researcher = await h.register("patient"), await h.register("provider")
+    categories = sdk.LABS | sdk.NOTES | sdk.MENTAL_HEALTH
+    body = h.grant_body(patient, researcher.address, categories=categories, purpose=4)
+    response = await h.client.post("/consent/grants", json=body, headers=h.headers(patient))
+    assert response.status_code == 201, response.text
+    grant_id = response.json()["grant_id"]
+    # Purpose id 4 on chain is research, in the contract and in the event.
+    assert h.runtime.registry.is_authorised(patient.address, researcher.address, sdk.NOTES, 4)
+    granted = await h.wait_event(GRANTED, grant_id)
+    assert granted.scope.purpose == vocabulary_pb2.PURPOSE_OF_USE_RESEARCH == 4
+    assert list(granted.scope.categories) == [
+        vocabulary_pb2.RECORD_CATEGORY_LABORATORY,
+        vocabulary_pb2.RECORD_CATEGORY_NOTES,
+        vocabulary_pb2.RECORD_CATEGORY_MENTAL_HEALTH,
+    ]
+
+    body = h.revoke_body(
+        patient, researcher.address, categories=sdk.NOTES | sdk.MENTAL_HEALTH, purpose=4
+    )
+    response = await h.client.post("/consent/revocations", json=body, headers=h.headers(patient))
+    assert response.status_code == 200, response.text
+    assert response.json()["categories"] == sdk.LABS
+    revoked = await h.wait_event(REVOKED, grant_id)
+    assert list(revoked.scope.categories) == [
+        vocabulary_pb2.RECORD_CATEGORY_NOTES,
+        vocabulary_pb2.RECORD_CATEGORY_MENTAL_HEALTH,
+    ]
+    assert list(revoked.remaining_categories) == [vocabulary_pb2.RECORD_CATEGORY_LABORATORY]
+    assert revoked.scope.purpose == vocabulary_pb2.PURPOSE_OF_USE_RESEARCH
+    about = lambda p: p.grant_id == grant_id  # noqa: E731
+    assert len(h.payloads_seen(GRANTED, about)) == 1
+    assert len(h.payloads_seen(REVOKED, about)) == 1
 
 
 async def test_revocation_is_effective_for_every_check_started_after_it_returned(

@@ -1,8 +1,11 @@
-"""Bad input gets a clear 4xx JSON error and writes nothing: no projection row, no outbox
-event, and the patient's nonce on chain is unchanged. One table, both backends."""
+"""Bad input gets a clear 4xx JSON error and changes nothing: no projection row, and the
+patient's nonce on chain is unchanged. A signed message refused for a rule of the registry
+(signature, nonce, deadline, expiry) is announced as one ``ehr.consent.rejected.v1``
+event; any other refusal writes nothing at all. One table, both backends."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import time
@@ -13,9 +16,24 @@ from typing import Any
 import httpx
 import pytest
 from consent.harness import Harness, Party, TokenKey
+from ehr.consent.v1 import consent_pb2
+from ehr.vocabulary.v1 import vocabulary_pb2
 from eth_account import Account
 
+from services.consent.adapters.eip712 import Eip712SignatureVerifier
+from services.consent.domain.errors import RejectedByChain
+from services.consent.domain.events import Actor as ConsentActor
+from services.consent.domain.model import GrantMessage, Signed
+from services.consent.domain.service import ConsentService
+from services.platform.events.vocabulary import mask_of
+
 Request = Callable[[Harness, Party, Party], Awaitable[httpx.Response]]
+
+
+WRONG_SIGNER = "ConsentRegistry__WrongSigner"
+MALFORMED = "ConsentRegistry__MalformedSignature"
+INVALID_NONCE = "ConsentRegistry__InvalidNonce"
+REJECTED = "ehr.consent.rejected.v1"
 
 
 @dataclass(frozen=True)
@@ -24,6 +42,11 @@ class Case:
     status: int
     code: str
     send: Request
+    # The registry error names a ConsentRejected event may carry; () = no event.
+    announced: tuple[str, ...] = ()
+    kind: int = consent_pb2.CONSENT_MESSAGE_KIND_GRANT
+    # The categories mask of the message as sent.
+    categories: int = 1
 
 
 async def _grant(h: Harness, body: Any, headers: dict[str, str]) -> httpx.Response:
@@ -182,13 +205,38 @@ CASES = [
     Case("missing field", 422, "validation_failed", missing_field),
     Case("undefined category bit", 422, "validation_failed", undefined_category),
     Case("signature of 64 bytes", 422, "validation_failed", short_signature),
-    Case("message changed after signing", 422, "bad_signature", tampered_message),
-    Case("signature that does not recover", 422, "bad_signature", garbage_signature),
-    Case("signature by another key", 422, "bad_signature", signed_by_another_key),
-    Case("replayed nonce", 409, "nonce_mismatch", replayed_nonce),
-    Case("nonce from the future", 409, "nonce_mismatch", future_nonce),
-    Case("expired deadline", 422, "message_expired", expired_deadline),
-    Case("expiry in the past", 422, "message_expired", expiry_in_the_past),
+    Case(
+        "message changed after signing",
+        422,
+        "bad_signature",
+        tampered_message,
+        (WRONG_SIGNER,),
+        categories=31,
+    ),
+    Case(
+        "signature that does not recover",
+        422,
+        "bad_signature",
+        garbage_signature,
+        (MALFORMED, WRONG_SIGNER),
+    ),
+    Case("signature by another key", 422, "bad_signature", signed_by_another_key, (WRONG_SIGNER,)),
+    Case("replayed nonce", 409, "nonce_mismatch", replayed_nonce, (INVALID_NONCE,)),
+    Case("nonce from the future", 409, "nonce_mismatch", future_nonce, (INVALID_NONCE,)),
+    Case(
+        "expired deadline",
+        422,
+        "message_expired",
+        expired_deadline,
+        ("ConsentRegistry__SignatureExpired",),
+    ),
+    Case(
+        "expiry in the past",
+        422,
+        "message_expired",
+        expiry_in_the_past,
+        ("ConsentRegistry__InvalidExpiry",),
+    ),
     Case("unknown grantee", 404, "unknown_account", unknown_grantee),
     Case("zero grantee", 422, "invalid_message", zero_grantee),
     Case("caller is no known account", 404, "unknown_account", unknown_patient_account),
@@ -203,7 +251,14 @@ CASES = [
     Case("token signed by another key", 401, "invalid_token", wrong_key_token),
     Case("expired token", 401, "token_expired", expired_token),
     Case("token for another audience", 401, "invalid_token", wrong_audience_token),
-    Case("revocation signed by another key", 422, "bad_signature", revoke_signed_by_another_key),
+    Case(
+        "revocation signed by another key",
+        422,
+        "bad_signature",
+        revoke_signed_by_another_key,
+        (WRONG_SIGNER,),
+        consent_pb2.CONSENT_MESSAGE_KIND_REVOKE,
+    ),
 ]
 
 
@@ -225,8 +280,23 @@ async def test_refused_with_a_clear_error_and_nothing_written(consent: Harness, 
     error = response.json()["error"]
     assert error["code"] == case.code
     assert error["message"] and error["request_id"]
-    assert h.written() == written, "a refused request wrote to the projection or outbox"
+    rows, outbox = h.written()
+    announced = 1 if case.announced else 0
+    assert (rows, outbox) == (written[0], written[1] + announced), "unexpected writes"
     assert h.nonce(patient) == nonce, "a refused request consumed the patient's nonce"
+    if case.announced:
+        rejected = await h.wait_matching(REJECTED, lambda r: r.patient_id == patient.account_id)
+        assert isinstance(rejected, consent_pb2.ConsentRejected)
+        assert rejected.error_name in case.announced
+        assert rejected.refusal_code == case.code
+        assert rejected.refused_by == consent_pb2.REFUSED_BY_SERVICE
+        assert rejected.kind == case.kind
+        assert rejected.patient_address == patient.address
+        assert rejected.scope.grantee_address == provider.address
+        assert rejected.scope.grantee_id == provider.account_id
+        assert mask_of(rejected.scope.categories) == case.categories
+        assert rejected.scope.purpose == vocabulary_pb2.PURPOSE_OF_USE_TREATMENT
+        assert len(rejected.message_digest) == 32
 
 
 async def test_refused_signatures_are_recorded_as_rejections(consent: Harness) -> None:
@@ -239,6 +309,50 @@ async def test_refused_signatures_are_recorded_as_rejections(consent: Harness) -
     response = await h.client.post("/consent/grants", json=replay, headers=h.headers(patient))
     assert response.status_code == 409
     assert h.runtime.repository.rejections(patient.address) == [
-        ("grant", "ConsentRegistry__WrongSigner"),
-        ("grant", "ConsentRegistry__InvalidNonce"),
+        ("grant", WRONG_SIGNER),
+        ("grant", INVALID_NONCE),
     ]
+    await h.wait_matching(
+        REJECTED, lambda r: r.patient_id == patient.account_id and r.error_name == INVALID_NONCE
+    )
+    announced = h.payloads_seen(REJECTED, lambda r: r.patient_id == patient.account_id)
+    assert [(r.error_name, r.nonce) for r in announced] == [
+        (WRONG_SIGNER, replay["message"]["nonce"] - 1),
+        (INVALID_NONCE, replay["message"]["nonce"]),
+    ]
+
+
+class _TrustingVerifier:
+    """A verifier that takes every signature for the patient's, so that a forged
+    signature passes the service's pre-check and reaches the registry itself."""
+
+    def digest(self, signed: Signed, chain_id: int, contract: str) -> bytes:
+        return Eip712SignatureVerifier().digest(signed, chain_id, contract)
+
+    def signer(self, signed: Signed, chain_id: int, contract: str) -> str | None:
+        return signed.message.patient
+
+
+async def test_a_signature_the_registry_refused_is_announced(consent: Harness) -> None:
+    h = consent
+    patient, provider = await h.register("patient"), await h.register("provider")
+    body = h.grant_body(patient, provider.address, signer=Account.create())
+    service = ConsentService(
+        h.runtime.repository, h.runtime.registry, _TrustingVerifier(), time.time
+    )
+    signed = Signed(GrantMessage(**body["message"]), bytes.fromhex(body["signature"][2:]))
+    actor = ConsentActor(patient.account_id, "patient", "token-1")
+    nonce = h.nonce(patient)
+    with pytest.raises(RejectedByChain) as refused:
+        await asyncio.to_thread(service.grant, signed, actor)
+    assert refused.value.error_name == WRONG_SIGNER
+    assert h.nonce(patient) == nonce
+
+    rejected = await h.wait_matching(REJECTED, lambda r: r.patient_id == patient.account_id)
+    assert rejected.refused_by == consent_pb2.REFUSED_BY_REGISTRY
+    assert rejected.error_name == WRONG_SIGNER
+    assert rejected.refusal_code == "rejected_by_chain"
+    assert rejected.kind == consent_pb2.CONSENT_MESSAGE_KIND_GRANT
+    assert rejected.nonce == nonce
+    assert rejected.scope.HasField("expires_at")
+    assert h.runtime.repository.rejections(patient.address) == [("grant", WRONG_SIGNER)]

@@ -6,6 +6,7 @@ import hashlib
 
 import pytest
 from ehr.identity.v1 import identity_pb2
+from ehr.vocabulary.v1 import vocabulary_pb2
 from ehr_client.identity import IdentityClientError
 from ehr_client.keys import UserKeys
 from identity.conftest import Served
@@ -49,8 +50,11 @@ def test_register_login_verify_suspend_reinstate(served: Served) -> None:
         "ehr.identity.account_registered.v1",
         "ehr.identity.provider_verified.v1",
         "ehr.identity.provider_suspended.v1",
-        "ehr.identity.provider_verified.v1",
+        "ehr.identity.provider_reinstated.v1",
     ]
+    registered = events.payload(provider_events[0], identity_pb2.AccountRegistered)
+    assert registered.role == vocabulary_pb2.ROLE_PROVIDER
+    assert registered.registered_by == ""  # self-service
     proof = events.payload(provider_events[1], identity_pb2.ProviderVerified)
     assert proof.licence_sha256.hex() == LICENCE[2:]
     assert proof.receipt.contract_address == registry.contract.address
@@ -58,6 +62,16 @@ def test_register_login_verify_suspend_reinstate(served: Served) -> None:
     assert provider_events[1].actor.id == served.admin_session.account_id
     suspended = events.payload(provider_events[2], identity_pb2.ProviderSuspended)
     assert suspended.reason_code == "licence_expired"
+    reinstated = events.payload(provider_events[3], identity_pb2.ProviderReinstated)
+    assert reinstated.account_id == provider_id
+    assert reinstated.provider_address == provider.address
+    assert reinstated.licence_sha256.hex() == LICENCE[2:]
+    assert reinstated.receipt.contract_address == registry.contract.address
+    assert reinstated.receipt.transaction_hash not in {
+        proof.receipt.transaction_hash,
+        suspended.receipt.transaction_hash,
+    }
+    assert provider_events[3].actor.id == served.admin_session.account_id
 
     patient_events = served.bus_events(patient_account["account_id"], lambda seen: len(seen) >= 2)
     # two topics (accounts, sessions): no order between them
@@ -94,3 +108,28 @@ def test_only_admin_registers_auditors(served: Served) -> None:
     )
     assert created["role"] == "auditor"
     assert client.login(auditor).role == "auditor"
+
+    # The event shows who registered the auditor, in the payload and as the actor.
+    admin_id = served.admin_session.account_id
+    seen = served.bus_events(
+        created["account_id"],
+        lambda s: any(e.type == "ehr.identity.account_registered.v1" for e in s),
+    )
+    envelope = next(e for e in seen if e.type == "ehr.identity.account_registered.v1")
+    registered = events.payload(envelope, identity_pb2.AccountRegistered)
+    assert registered.role == vocabulary_pb2.ROLE_AUDITOR
+    assert registered.registered_by == admin_id
+    assert envelope.actor.id == admin_id
+    assert envelope.actor.role == vocabulary_pb2.ROLE_ADMINISTRATOR
+
+
+def test_the_bootstrap_admin_registered_itself(served: Served) -> None:
+    admin_id = served.admin_session.account_id
+    seen = served.bus_events(
+        admin_id, lambda s: any(e.type == "ehr.identity.account_registered.v1" for e in s)
+    )
+    envelope = next(e for e in seen if e.type == "ehr.identity.account_registered.v1")
+    registered = events.payload(envelope, identity_pb2.AccountRegistered)
+    assert registered.role == vocabulary_pb2.ROLE_ADMINISTRATOR
+    assert registered.registered_by == ""
+    assert envelope.actor.id == admin_id

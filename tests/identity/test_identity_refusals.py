@@ -14,10 +14,13 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
+from ehr.identity.v1 import identity_pb2
 from ehr_client.identity import registration_text
 from ehr_client.keys import UserKeys
 from identity.conftest import Served
 from jose import jwt
+
+from services.platform.events import envelope as events
 
 
 @dataclass
@@ -299,7 +302,14 @@ def test_refused_with_4xx_json_and_nothing_written(served: Served, case: str) ->
         failed = served.bus_events(
             found[0].account_id, lambda seen: any(e.type.endswith("login_failed.v1") for e in seen)
         )
-        assert any(e.type == "ehr.identity.login_failed.v1" for e in failed)
+        reasons = [
+            events.payload(e, identity_pb2.LoginFailed).reason
+            for e in failed
+            if e.type == "ehr.identity.login_failed.v1"
+        ]
+        assert reasons, "no login_failed event on the bus"
+        if case == "replayed challenge":
+            assert identity_pb2.LOGIN_FAILURE_REASON_REPLAYED_CHALLENGE in reasons
 
 
 def test_expired_challenge_is_refused(served: Served) -> None:
@@ -320,6 +330,18 @@ def test_expired_challenge_is_refused(served: Served) -> None:
     assert response.json()["error"]["code"] == "expired_challenge"
     after = served.counts()
     assert after == {**before, "bus_outbox": before["bus_outbox"] + 1}
+    found = served.runtime.store.challenge(challenge["nonce"])
+    assert found is not None
+    failed = served.bus_events(
+        found[0].account_id,
+        lambda seen: any(e.type == "ehr.identity.login_failed.v1" for e in seen),
+    )
+    reasons = [
+        events.payload(e, identity_pb2.LoginFailed).reason
+        for e in failed
+        if e.type == "ehr.identity.login_failed.v1"
+    ]
+    assert reasons == [identity_pb2.LOGIN_FAILURE_REASON_EXPIRED_CHALLENGE]
 
 
 def test_openapi_is_published(served: Served) -> None:

@@ -1,9 +1,9 @@
 """Domain events -> bus messages (``ehr.consent.v1`` payloads in the shared envelope).
 
-The proto's ``GrantScope`` holds ONE category, with the vocabulary's own codes, so one
-grant or revocation over several category bits is announced as one event per bit, all
-with the same ``grant_id``. Category and purpose codes are mapped below; the registry's
-NOTES bit has no vocabulary code of its own and is announced as GENERAL.
+One grant, revocation, expiry or refusal is one event: ``GrantScope.categories`` holds
+every category of the contract's mask. Category and purpose codes come from the one
+mapping in ``services.platform.events.vocabulary`` (the vocabulary is numbered like the
+contract: purpose codes are the purpose ids, category code n is bit 1 << (n - 1)).
 """
 
 from __future__ import annotations
@@ -19,48 +19,55 @@ from services.consent.domain.events import (
     Actor,
     ConsentExpired,
     ConsentGranted,
+    ConsentRejected,
     ConsentRevoked,
     DomainEvent,
 )
-from services.consent.domain.model import Category, Grant, Purpose, Role, category_bits
+from services.consent.domain.model import Grant, Role
 from services.platform.bus.port import Message
 from services.platform.events import envelope as codec
+from services.platform.events import vocabulary
 from services.platform.events.topics import topic_for
 
 SOURCE = "consent"
 
-CATEGORY_CODES: dict[Category, int] = {
-    Category.LABS: vocabulary_pb2.RECORD_CATEGORY_LABORATORY,
-    Category.IMAGING: vocabulary_pb2.RECORD_CATEGORY_IMAGING,
-    Category.MEDICATIONS: vocabulary_pb2.RECORD_CATEGORY_MEDICATION,
-    Category.NOTES: vocabulary_pb2.RECORD_CATEGORY_GENERAL,
-    Category.MENTAL_HEALTH: vocabulary_pb2.RECORD_CATEGORY_MENTAL_HEALTH,
-}
-PURPOSE_CODES: dict[Purpose, int] = {
-    Purpose.TREATMENT: vocabulary_pb2.PURPOSE_OF_USE_TREATMENT,
-    Purpose.PAYMENT: vocabulary_pb2.PURPOSE_OF_USE_PAYMENT,
-    Purpose.OPERATIONS: vocabulary_pb2.PURPOSE_OF_USE_OPERATIONS,
-    Purpose.RESEARCH: vocabulary_pb2.PURPOSE_OF_USE_RESEARCH,
-    Purpose.EMERGENCY: vocabulary_pb2.PURPOSE_OF_USE_EMERGENCY,
-}
-ROLE_CODES: dict[str, int] = {
+ROLE_CODES: dict[str, vocabulary_pb2.Role.ValueType] = {
     Role.PATIENT: vocabulary_pb2.ROLE_PATIENT,
     Role.PROVIDER: vocabulary_pb2.ROLE_PROVIDER,
     Role.AUDITOR: vocabulary_pb2.ROLE_AUDITOR,
     Role.ADMINISTRATOR: vocabulary_pb2.ROLE_ADMINISTRATOR,
     Role.SERVICE: vocabulary_pb2.ROLE_SERVICE,
 }
+MESSAGE_KINDS: dict[str, consent_pb2.ConsentMessageKind.ValueType] = {
+    "grant": consent_pb2.CONSENT_MESSAGE_KIND_GRANT,
+    "revoke": consent_pb2.CONSENT_MESSAGE_KIND_REVOKE,
+}
+REFUSERS: dict[str, consent_pb2.RefusedBy.ValueType] = {
+    "service": consent_pb2.REFUSED_BY_SERVICE,
+    "registry": consent_pb2.REFUSED_BY_REGISTRY,
+}
 
 
-def _scope(grant: Grant, category: Category) -> consent_pb2.GrantScope:
+def _timestamp(seconds: float) -> datetime:
+    return datetime.fromtimestamp(seconds, UTC)
+
+
+def _scope(
+    grantee_id: str, grantee: str, categories: int, purpose: int, expires_at: int
+) -> consent_pb2.GrantScope:
     scope = consent_pb2.GrantScope(
-        grantee_id=grant.grantee_id,
-        grantee_address=grant.grantee,
-        category=CATEGORY_CODES[category],  # type: ignore[arg-type]
-        purpose=PURPOSE_CODES[Purpose(grant.purpose)],  # type: ignore[arg-type]
+        grantee_id=grantee_id,
+        grantee_address=grantee,
+        categories=vocabulary.categories_of(categories),
+        purpose=vocabulary.purpose_of(purpose),
     )
-    scope.expires_at.FromDatetime(datetime.fromtimestamp(grant.expires_at, UTC))
+    if expires_at:
+        scope.expires_at.FromDatetime(_timestamp(expires_at))
     return scope
+
+
+def _grant_scope(grant: Grant, categories: int) -> consent_pb2.GrantScope:
+    return _scope(grant.grantee_id, grant.grantee, categories, grant.purpose, grant.expires_at)
 
 
 def _receipt(grant: Grant) -> vocabulary_pb2.ChainReceipt:
@@ -74,71 +81,75 @@ def _receipt(grant: Grant) -> vocabulary_pb2.ChainReceipt:
     )
 
 
-def payloads(event: DomainEvent) -> list[ProtoMessage]:
-    """The proto payloads announcing one domain event (one per category bit)."""
-    out: list[ProtoMessage] = []
+def payload_of(event: DomainEvent) -> ProtoMessage:
+    """The proto payload announcing one domain event."""
     if isinstance(event, ConsentGranted):
         g = event.grant
-        for category in category_bits(g.categories):
-            out.append(
-                consent_pb2.ConsentGranted(
-                    grant_id=g.grant_id,
-                    patient_id=g.patient_id,
-                    patient_address=g.patient,
-                    scope=_scope(g, category),
-                    nonce=g.nonce,
-                    message_digest=event.message_digest,
-                    receipt=_receipt(g),
-                )
-            )
-    elif isinstance(event, ConsentRevoked):
+        return consent_pb2.ConsentGranted(
+            grant_id=g.grant_id,
+            patient_id=g.patient_id,
+            patient_address=g.patient,
+            scope=_grant_scope(g, g.categories),
+            nonce=g.nonce,
+            message_digest=event.message_digest,
+            receipt=_receipt(g),
+        )
+    if isinstance(event, ConsentRevoked):
         g = event.grant
-        for category in category_bits(event.revoked):
-            revoked = consent_pb2.ConsentRevoked(
-                grant_id=g.grant_id,
-                patient_id=g.patient_id,
-                patient_address=g.patient,
-                scope=_scope(g, category),
-                nonce=event.nonce,
-                message_digest=event.message_digest,
-                receipt=_receipt(g),
-            )
-            revoked.effective_at.FromDatetime(datetime.fromtimestamp(event.effective_at, UTC))
-            out.append(revoked)
-    elif isinstance(event, ConsentExpired):
+        revoked = consent_pb2.ConsentRevoked(
+            grant_id=g.grant_id,
+            patient_id=g.patient_id,
+            patient_address=g.patient,
+            scope=_grant_scope(g, event.revoked),
+            nonce=event.nonce,
+            message_digest=event.message_digest,
+            receipt=_receipt(g),
+            remaining_categories=vocabulary.categories_of(g.categories & ~event.revoked),
+        )
+        revoked.effective_at.FromDatetime(_timestamp(event.effective_at))
+        return revoked
+    if isinstance(event, ConsentExpired):
         g = event.grant
-        for category in category_bits(g.categories):
-            out.append(
-                consent_pb2.ConsentExpired(
-                    grant_id=g.grant_id, patient_id=g.patient_id, scope=_scope(g, category)
-                )
-            )
-    return out
+        return consent_pb2.ConsentExpired(
+            grant_id=g.grant_id, patient_id=g.patient_id, scope=_grant_scope(g, g.categories)
+        )
+    assert isinstance(event, ConsentRejected)
+    return consent_pb2.ConsentRejected(
+        patient_id=event.patient_id,
+        patient_address=event.patient,
+        kind=MESSAGE_KINDS[event.kind],
+        scope=_scope(
+            event.grantee_id, event.grantee, event.categories, event.purpose, event.expires_at
+        ),
+        nonce=event.nonce,
+        message_digest=event.message_digest,
+        refused_by=REFUSERS[event.refused_by],
+        error_name=event.error_name,
+        refusal_code=event.refusal_code,
+        outcome=vocabulary_pb2.OUTCOME_MINOR_FAILURE,
+    )
 
 
 def _actor(actor: Actor) -> envelope_pb2.Actor:
     return envelope_pb2.Actor(
         id=actor.account_id,
-        role=ROLE_CODES.get(actor.role, vocabulary_pb2.ROLE_SERVICE),  # type: ignore[arg-type]
+        role=ROLE_CODES.get(actor.role, vocabulary_pb2.ROLE_SERVICE),
         token_id=actor.token_id,
     )
 
 
 def to_messages(event: DomainEvent) -> list[Message]:
-    """Bus messages (topic, key = patient id, envelope bytes) for one domain event."""
-    messages: list[Message] = []
-    for payload in payloads(event):
-        envelope = codec.new_envelope(
-            payload,
-            source=SOURCE,
-            actor=_actor(event.actor),
-            correlation_id=event.actor.correlation_id or None,
+    """The bus message (topic, key = patient id, envelope bytes) of one domain event."""
+    envelope = codec.new_envelope(
+        payload_of(event),
+        source=SOURCE,
+        actor=_actor(event.actor),
+        correlation_id=event.actor.correlation_id or None,
+    )
+    return [
+        Message(
+            topic=topic_for(envelope.type).name,
+            key=codec.partition_key(envelope),
+            value=codec.encode(envelope),
         )
-        messages.append(
-            Message(
-                topic=topic_for(envelope.type).name,
-                key=codec.partition_key(envelope),
-                value=codec.encode(envelope),
-            )
-        )
-    return messages
+    ]

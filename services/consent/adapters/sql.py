@@ -310,6 +310,7 @@ class SqlConsentRepository:
     # -- rejections and state ---------------------------------------------------------
 
     def record_rejection(self, rejection: ConsentRejected) -> None:
+        """The refusal row and its ``rejected`` event in the outbox, in one transaction."""
         with self.engine.begin() as connection:
             connection.execute(
                 rejections.insert().values(
@@ -318,11 +319,12 @@ class SqlConsentRepository:
                     grantee=rejection.grantee[:64],
                     nonce=str(rejection.nonce)[:80],
                     error_name=rejection.error_name[:100],
-                    detail=rejection.detail[:500],
+                    detail=f"{rejection.refusal_code}: {rejection.detail}"[:500],
                     actor_id=rejection.actor.account_id[:200],
                     at=datetime.fromtimestamp(rejection.at, UTC),
                 )
             )
+            self._append(connection, [rejection])
 
     def rejections(self, patient: str) -> list[tuple[str, str]]:
         """(kind, error name) of the refused messages naming ``patient``, oldest first."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 from services.consent.domain.model import Grant
 
@@ -51,16 +52,29 @@ class ConsentExpired:
 
 @dataclass(frozen=True, slots=True)
 class ConsentRejected:
-    """A signed message was refused (``error_name``: the registry's custom error)."""
+    """A patient-signed message was refused, by the service's pre-check of a registry
+    rule (``refused_by="service"``) or by the registry itself (``"registry"``).
 
-    kind: str
+    ``error_name`` is the registry's custom error for the rule, ``refusal_code`` the
+    service's error code returned to the caller. ``expires_at`` is 0 for a revocation.
+    """
+
+    kind: Literal["grant", "revoke"]
     patient: str
+    patient_id: str
     grantee: str
+    grantee_id: str
+    categories: int
+    purpose: int
+    expires_at: int
     nonce: int
+    message_digest: bytes
+    refused_by: Literal["service", "registry"]
     error_name: str
+    refusal_code: str
     detail: str
     actor: Actor
     at: float
 
 
-DomainEvent = ConsentGranted | ConsentRevoked | ConsentExpired
+DomainEvent = ConsentGranted | ConsentRevoked | ConsentExpired | ConsentRejected

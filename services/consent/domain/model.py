@@ -38,11 +38,6 @@ class Purpose(IntEnum):
     EMERGENCY = 5
 
 
-def category_bits(mask: int) -> list[Category]:
-    """The single categories of a mask, lowest bit first."""
-    return [c for c in Category if mask & c.value]
-
-
 class Role:
     """Role names carried by access tokens (the JWT ``role`` claim)."""
 

@@ -13,9 +13,11 @@ the log it applied, so the reconciler never applies a change twice.
 from __future__ import annotations
 
 from dataclasses import replace
+from typing import Literal
 
 from services.consent.domain.errors import (
     BadSignature,
+    ConsentError,
     InvalidMessage,
     MessageExpired,
     NonceMismatch,
@@ -92,11 +94,14 @@ class ConsentService:
         message = signed.message
         assert isinstance(message, GrantMessage)
         patient, grantee = self._parties(message.patient, message.grantee, actor)
-        now = self.clock()
-        if message.expires_at <= now:
-            raise MessageExpired("the grant's expiry time has already passed")
-        digest = self._precheck(signed, "grant", actor)
-        change = self._relay(signed, "grant", actor)
+        refusal = _Refusal(self, signed, "grant", actor, patient, grantee)
+        if message.expires_at <= self.clock():
+            raise refusal(
+                "ConsentRegistry__InvalidExpiry",
+                MessageExpired("the grant's expiry time has already passed"),
+            )
+        digest = self._precheck(refusal)
+        change = self._relay(refusal)
         return self._apply(change, digest, actor, patient.account_id, grantee.account_id)
 
     def revoke(self, signed: Signed, actor: Actor) -> Grant:
@@ -104,8 +109,9 @@ class ConsentService:
         message = signed.message
         assert isinstance(message, RevokeMessage)
         patient, grantee = self._parties(message.patient, message.grantee, actor)
-        digest = self._precheck(signed, "revoke", actor)
-        change = self._relay(signed, "revoke", actor)
+        refusal = _Refusal(self, signed, "revoke", actor, patient, grantee)
+        digest = self._precheck(refusal)
+        change = self._relay(refusal)
         return self._apply(change, digest, actor, patient.account_id, grantee.account_id)
 
     def _parties(
@@ -125,49 +131,45 @@ class ConsentService:
             raise InvalidMessage("a patient does not grant access to themselves")
         return patient, grantee
 
-    def _precheck(self, signed: Signed, kind: str, actor: Actor) -> bytes:
-        """The checks the registry makes, done first so a refusal costs no transaction."""
+    def _precheck(self, refusal: _Refusal) -> bytes:
+        """The checks the registry makes, done first so a refusal costs no transaction.
+
+        Each refusal here is announced (``ConsentRejected``) with the registry's error
+        name for the same rule, like a refusal by the registry itself.
+        """
+        signed = refusal.signed
         message = signed.message
         chain_id, contract = self.registry.chain_id, self.registry.address
         if message.deadline < self.clock():
-            self._reject(signed, kind, actor, "ConsentRegistry__SignatureExpired", "deadline")
-            raise MessageExpired("the signed message's deadline has passed")
+            raise refusal(
+                "ConsentRegistry__SignatureExpired",
+                MessageExpired("the signed message's deadline has passed"),
+            )
         expected = self.registry.next_nonce(message.patient)
         if message.nonce != expected:
-            self._reject(signed, kind, actor, "ConsentRegistry__InvalidNonce", "nonce")
-            raise NonceMismatch(
-                f"nonce {message.nonce} is not the patient's next nonce ({expected})"
+            raise refusal(
+                "ConsentRegistry__InvalidNonce",
+                NonceMismatch(
+                    f"nonce {message.nonce} is not the patient's next nonce ({expected})"
+                ),
             )
         signer = self.verifier.signer(signed, chain_id, contract)
         if signer is None:
-            self._reject(signed, kind, actor, "ConsentRegistry__MalformedSignature", "signature")
-            raise BadSignature("the signature is malformed")
+            raise refusal(
+                "ConsentRegistry__MalformedSignature", BadSignature("the signature is malformed")
+            )
         if signer.lower() != message.patient.lower():
-            self._reject(signed, kind, actor, "ConsentRegistry__WrongSigner", "signature")
-            raise BadSignature("the signature was not made by the patient for this message")
+            raise refusal(
+                "ConsentRegistry__WrongSigner",
+                BadSignature("the signature was not made by the patient for this message"),
+            )
         return self.verifier.digest(signed, chain_id, contract)
 
-    def _relay(self, signed: Signed, kind: str, actor: Actor) -> ChainChange:
+    def _relay(self, refusal: _Refusal) -> ChainChange:
         try:
-            return self.registry.relay(signed)
+            return self.registry.relay(refusal.signed)
         except RejectedByChain as refused:
-            self._reject(signed, kind, actor, refused.error_name or "unknown", str(refused))
-            raise
-
-    def _reject(self, signed: Signed, kind: str, actor: Actor, error: str, detail: str) -> None:
-        message = signed.message
-        self.repository.record_rejection(
-            ConsentRejected(
-                kind=kind,
-                patient=message.patient,
-                grantee=message.grantee,
-                nonce=message.nonce,
-                error_name=error,
-                detail=detail,
-                actor=actor,
-                at=self.clock(),
-            )
-        )
+            raise refusal(refused.error_name or "unknown", refused, by="registry") from None
 
     def _apply(
         self, change: ChainChange, digest: bytes, actor: Actor, patient_id: str, grantee_id: str
@@ -236,6 +238,59 @@ class ConsentService:
             change.patient, change.grantee, change.purpose, change.position, project
         )
         return 1 if new else 0
+
+
+class _Refusal:
+    """Records a refused signed message as a ``ConsentRejected`` event (table and outbox,
+    one transaction) and hands back the error to raise."""
+
+    def __init__(
+        self,
+        service: ConsentService,
+        signed: Signed,
+        kind: Literal["grant", "revoke"],
+        actor: Actor,
+        patient: Account,
+        grantee: Account,
+    ) -> None:
+        self.service = service
+        self.signed = signed
+        self.kind: Literal["grant", "revoke"] = kind
+        self.actor = actor
+        self.patient = patient
+        self.grantee = grantee
+
+    def __call__(
+        self,
+        error_name: str,
+        error: ConsentError,
+        by: Literal["service", "registry"] = "service",
+    ) -> ConsentError:
+        message = self.signed.message
+        service = self.service
+        registry = service.registry
+        digest = service.verifier.digest(self.signed, registry.chain_id, registry.address)
+        service.repository.record_rejection(
+            ConsentRejected(
+                kind=self.kind,
+                patient=message.patient,
+                patient_id=self.patient.account_id,
+                grantee=message.grantee,
+                grantee_id=self.grantee.account_id,
+                categories=message.categories,
+                purpose=message.purpose,
+                expires_at=message.expires_at if isinstance(message, GrantMessage) else 0,
+                nonce=message.nonce,
+                message_digest=digest,
+                refused_by=by,
+                error_name=error_name,
+                refusal_code=error.code,
+                detail=str(error),
+                actor=self.actor,
+                at=service.clock(),
+            )
+        )
+        return error
 
 
 def project_change(

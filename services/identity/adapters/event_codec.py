@@ -34,8 +34,7 @@ FAILURE_CODES = {
     LoginFailure.UNKNOWN_ACCOUNT: identity_pb2.LOGIN_FAILURE_REASON_UNKNOWN_ACCOUNT,
     LoginFailure.BAD_SIGNATURE: identity_pb2.LOGIN_FAILURE_REASON_BAD_SIGNATURE,
     LoginFailure.EXPIRED_CHALLENGE: identity_pb2.LOGIN_FAILURE_REASON_EXPIRED_CHALLENGE,
-    # The schema has no "replayed" reason yet: a used challenge is no longer valid.
-    LoginFailure.REPLAYED_CHALLENGE: identity_pb2.LOGIN_FAILURE_REASON_EXPIRED_CHALLENGE,
+    LoginFailure.REPLAYED_CHALLENGE: identity_pb2.LOGIN_FAILURE_REASON_REPLAYED_CHALLENGE,
 }
 
 
@@ -58,6 +57,7 @@ def payload_of(recorded: Recorded) -> ProtoMessage:
                 role=ROLE_CODES[event.role],
                 signing_address=event.signing_address,
                 encryption_key_sha256=hashlib.sha256(bytes.fromhex(event.encryption_key)).digest(),
+                registered_by=event.registered_by or "",
             )
         case ProviderVerified():
             return identity_pb2.ProviderVerified(
@@ -67,11 +67,10 @@ def payload_of(recorded: Recorded) -> ProtoMessage:
                 receipt=_receipt(event.receipt),
             )
         case ProviderReinstated():
-            # No ProviderReinstated payload in the schema yet: a reinstatement is a
-            # renewed verification (licence hash left empty: it is unchanged on chain).
-            return identity_pb2.ProviderVerified(
+            return identity_pb2.ProviderReinstated(
                 account_id=event.account_id,
                 provider_address=event.provider_address,
+                licence_sha256=event.licence_hash,
                 receipt=_receipt(event.receipt),
             )
         case ProviderSuspended():

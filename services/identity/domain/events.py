@@ -32,6 +32,8 @@ class AccountRegistered:
     role: Role
     signing_address: str
     encryption_key: str
+    # The signed-in account that registered this one; None when it registered itself.
+    registered_by: str | None = None
 
 
 @dataclass(frozen=True)
@@ -54,6 +56,7 @@ class ProviderSuspended:
 class ProviderReinstated:
     account_id: str
     provider_address: str
+    licence_hash: bytes
     receipt: ChainReceipt
 
 

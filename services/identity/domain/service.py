@@ -157,7 +157,13 @@ class IdentityService:
             if caller is not None
             else Actor(account.account_id, role, None, correlation_id)
         )
-        event = AccountRegistered(account.account_id, role, address, encryption_key)
+        event = AccountRegistered(
+            account.account_id,
+            role,
+            address,
+            encryption_key,
+            registered_by=caller.account_id if caller is not None else None,
+        )
         self.store.add_account(account, [Recorded(event, actor)])
         return account
 
@@ -329,6 +335,7 @@ class IdentityService:
             raise ProviderStateConflict(f"provider is {account.provider_status}")
         receipt = self.registry.reinstate(account.signing_address)
         updated = account.with_provider_status(ProviderStatus.VERIFIED)
-        event = ProviderReinstated(account_id, account.signing_address, receipt)
+        licence = bytes.fromhex(account.licence_hash[2:]) if account.licence_hash else b""
+        event = ProviderReinstated(account_id, account.signing_address, licence, receipt)
         self.store.update_account(updated, [Recorded(event, self._actor(caller, correlation_id))])
         return updated

@@ -27,7 +27,7 @@ from ehr.envelope.v1 import options_pb2 as ehr_dot_envelope_dot_v1_dot_options__
 from ehr.vocabulary.v1 import vocabulary_pb2 as ehr_dot_vocabulary_dot_v1_dot_vocabulary__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1c\x65hr/consent/v1/consent.proto\x12\x0e\x65hr.consent.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1d\x65hr/envelope/v1/options.proto\x1a\"ehr/vocabulary/v1/vocabulary.proto\"\xd0\x01\n\nGrantScope\x12\x12\n\ngrantee_id\x18\x01 \x01(\t\x12\x17\n\x0fgrantee_address\x18\x02 \x01(\t\x12\x33\n\x08\x63\x61tegory\x18\x03 \x01(\x0e\x32!.ehr.vocabulary.v1.RecordCategory\x12\x30\n\x07purpose\x18\x04 \x01(\x0e\x32\x1f.ehr.vocabulary.v1.PurposeOfUse\x12.\n\nexpires_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xef\x01\n\x0e\x43onsentGranted\x12\x10\n\x08grant_id\x18\x01 \x01(\t\x12\x12\n\npatient_id\x18\x02 \x01(\t\x12\x17\n\x0fpatient_address\x18\x03 \x01(\t\x12)\n\x05scope\x18\x04 \x01(\x0b\x32\x1a.ehr.consent.v1.GrantScope\x12\r\n\x05nonce\x18\x05 \x01(\x04\x12\x16\n\x0emessage_digest\x18\x06 \x01(\x0c\x12\x30\n\x07receipt\x18\x07 \x01(\x0b\x32\x1f.ehr.vocabulary.v1.ChainReceipt:\x1a\x8a\xb5\x18\x16\x65hr.consent.granted.v1\"\xa1\x02\n\x0e\x43onsentRevoked\x12\x10\n\x08grant_id\x18\x01 \x01(\t\x12\x12\n\npatient_id\x18\x02 \x01(\t\x12\x17\n\x0fpatient_address\x18\x03 \x01(\t\x12)\n\x05scope\x18\x04 \x01(\x0b\x32\x1a.ehr.consent.v1.GrantScope\x12\r\n\x05nonce\x18\x05 \x01(\x04\x12\x16\n\x0emessage_digest\x18\x06 \x01(\x0c\x12\x30\n\x07receipt\x18\x07 \x01(\x0b\x32\x1f.ehr.vocabulary.v1.ChainReceipt\x12\x30\n\x0c\x65\x66\x66\x65\x63tive_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp:\x1a\x8a\xb5\x18\x16\x65hr.consent.revoked.v1\"}\n\x0e\x43onsentExpired\x12\x10\n\x08grant_id\x18\x01 \x01(\t\x12\x12\n\npatient_id\x18\x02 \x01(\t\x12)\n\x05scope\x18\x03 \x01(\x0b\x32\x1a.ehr.consent.v1.GrantScope:\x1a\x8a\xb5\x18\x16\x65hr.consent.expired.v1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1c\x65hr/consent/v1/consent.proto\x12\x0e\x65hr.consent.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1d\x65hr/envelope/v1/options.proto\x1a\"ehr/vocabulary/v1/vocabulary.proto\"\xd2\x01\n\nGrantScope\x12\x12\n\ngrantee_id\x18\x01 \x01(\t\x12\x17\n\x0fgrantee_address\x18\x02 \x01(\t\x12\x35\n\ncategories\x18\x03 \x03(\x0e\x32!.ehr.vocabulary.v1.RecordCategory\x12\x30\n\x07purpose\x18\x04 \x01(\x0e\x32\x1f.ehr.vocabulary.v1.PurposeOfUse\x12.\n\nexpires_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xef\x01\n\x0e\x43onsentGranted\x12\x10\n\x08grant_id\x18\x01 \x01(\t\x12\x12\n\npatient_id\x18\x02 \x01(\t\x12\x17\n\x0fpatient_address\x18\x03 \x01(\t\x12)\n\x05scope\x18\x04 \x01(\x0b\x32\x1a.ehr.consent.v1.GrantScope\x12\r\n\x05nonce\x18\x05 \x01(\x04\x12\x16\n\x0emessage_digest\x18\x06 \x01(\x0c\x12\x30\n\x07receipt\x18\x07 \x01(\x0b\x32\x1f.ehr.vocabulary.v1.ChainReceipt:\x1a\x8a\xb5\x18\x16\x65hr.consent.granted.v1\"\xe2\x02\n\x0e\x43onsentRevoked\x12\x10\n\x08grant_id\x18\x01 \x01(\t\x12\x12\n\npatient_id\x18\x02 \x01(\t\x12\x17\n\x0fpatient_address\x18\x03 \x01(\t\x12)\n\x05scope\x18\x04 \x01(\x0b\x32\x1a.ehr.consent.v1.GrantScope\x12\r\n\x05nonce\x18\x05 \x01(\x04\x12\x16\n\x0emessage_digest\x18\x06 \x01(\x0c\x12\x30\n\x07receipt\x18\x07 \x01(\x0b\x32\x1f.ehr.vocabulary.v1.ChainReceipt\x12\x30\n\x0c\x65\x66\x66\x65\x63tive_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12?\n\x14remaining_categories\x18\t \x03(\x0e\x32!.ehr.vocabulary.v1.RecordCategory:\x1a\x8a\xb5\x18\x16\x65hr.consent.revoked.v1\"}\n\x0e\x43onsentExpired\x12\x10\n\x08grant_id\x18\x01 \x01(\t\x12\x12\n\npatient_id\x18\x02 \x01(\t\x12)\n\x05scope\x18\x03 \x01(\x0b\x32\x1a.ehr.consent.v1.GrantScope:\x1a\x8a\xb5\x18\x16\x65hr.consent.expired.v1\"\xe5\x02\n\x0f\x43onsentRejected\x12\x12\n\npatient_id\x18\x01 \x01(\t\x12\x17\n\x0fpatient_address\x18\x02 \x01(\t\x12\x30\n\x04kind\x18\x03 \x01(\x0e\x32\".ehr.consent.v1.ConsentMessageKind\x12)\n\x05scope\x18\x04 \x01(\x0b\x32\x1a.ehr.consent.v1.GrantScope\x12\r\n\x05nonce\x18\x05 \x01(\x04\x12\x16\n\x0emessage_digest\x18\x06 \x01(\x0c\x12-\n\nrefused_by\x18\x07 \x01(\x0e\x32\x19.ehr.consent.v1.RefusedBy\x12\x12\n\nerror_name\x18\x08 \x01(\t\x12\x14\n\x0crefusal_code\x18\t \x01(\t\x12+\n\x07outcome\x18\n \x01(\x0e\x32\x1a.ehr.vocabulary.v1.Outcome:\x1b\x8a\xb5\x18\x17\x65hr.consent.rejected.v1*{\n\x12\x43onsentMessageKind\x12$\n CONSENT_MESSAGE_KIND_UNSPECIFIED\x10\x00\x12\x1e\n\x1a\x43ONSENT_MESSAGE_KIND_GRANT\x10\x01\x12\x1f\n\x1b\x43ONSENT_MESSAGE_KIND_REVOKE\x10\x02*X\n\tRefusedBy\x12\x1a\n\x16REFUSED_BY_UNSPECIFIED\x10\x00\x12\x16\n\x12REFUSED_BY_SERVICE\x10\x01\x12\x17\n\x13REFUSED_BY_REGISTRY\x10\x02\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -40,12 +40,20 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_CONSENTREVOKED']._serialized_options = b'\212\265\030\026ehr.consent.revoked.v1'
   _globals['_CONSENTEXPIRED']._loaded_options = None
   _globals['_CONSENTEXPIRED']._serialized_options = b'\212\265\030\026ehr.consent.expired.v1'
+  _globals['_CONSENTREJECTED']._loaded_options = None
+  _globals['_CONSENTREJECTED']._serialized_options = b'\212\265\030\027ehr.consent.rejected.v1'
+  _globals['_CONSENTMESSAGEKIND']._serialized_start=1447
+  _globals['_CONSENTMESSAGEKIND']._serialized_end=1570
+  _globals['_REFUSEDBY']._serialized_start=1572
+  _globals['_REFUSEDBY']._serialized_end=1660
   _globals['_GRANTSCOPE']._serialized_start=149
-  _globals['_GRANTSCOPE']._serialized_end=357
-  _globals['_CONSENTGRANTED']._serialized_start=360
-  _globals['_CONSENTGRANTED']._serialized_end=599
-  _globals['_CONSENTREVOKED']._serialized_start=602
-  _globals['_CONSENTREVOKED']._serialized_end=891
-  _globals['_CONSENTEXPIRED']._serialized_start=893
-  _globals['_CONSENTEXPIRED']._serialized_end=1018
+  _globals['_GRANTSCOPE']._serialized_end=359
+  _globals['_CONSENTGRANTED']._serialized_start=362
+  _globals['_CONSENTGRANTED']._serialized_end=601
+  _globals['_CONSENTREVOKED']._serialized_start=604
+  _globals['_CONSENTREVOKED']._serialized_end=958
+  _globals['_CONSENTEXPIRED']._serialized_start=960
+  _globals['_CONSENTEXPIRED']._serialized_end=1085
+  _globals['_CONSENTREJECTED']._serialized_start=1088
+  _globals['_CONSENTREJECTED']._serialized_end=1445
 # @@protoc_insertion_point(module_scope)

@@ -27,7 +27,7 @@ from ehr.envelope.v1 import options_pb2 as ehr_dot_envelope_dot_v1_dot_options__
 from ehr.vocabulary.v1 import vocabulary_pb2 as ehr_dot_vocabulary_dot_v1_dot_vocabulary__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1e\x65hr/identity/v1/identity.proto\x12\x0f\x65hr.identity.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1d\x65hr/envelope/v1/options.proto\x1a\"ehr/vocabulary/v1/vocabulary.proto\"\xae\x01\n\x11\x41\x63\x63ountRegistered\x12\x12\n\naccount_id\x18\x01 \x01(\t\x12%\n\x04role\x18\x02 \x01(\x0e\x32\x17.ehr.vocabulary.v1.Role\x12\x17\n\x0fsigning_address\x18\x03 \x01(\t\x12\x1d\n\x15\x65ncryption_key_sha256\x18\x04 \x01(\x0c:&\x8a\xb5\x18\"ehr.identity.account_registered.v1\"\xb1\x01\n\x10ProviderVerified\x12\x12\n\naccount_id\x18\x01 \x01(\t\x12\x18\n\x10provider_address\x18\x02 \x01(\t\x12\x16\n\x0elicence_sha256\x18\x03 \x01(\x0c\x12\x30\n\x07receipt\x18\x04 \x01(\x0b\x32\x1f.ehr.vocabulary.v1.ChainReceipt:%\x8a\xb5\x18!ehr.identity.provider_verified.v1\"\xb0\x01\n\x11ProviderSuspended\x12\x12\n\naccount_id\x18\x01 \x01(\t\x12\x18\n\x10provider_address\x18\x02 \x01(\t\x12\x13\n\x0breason_code\x18\x03 \x01(\t\x12\x30\n\x07receipt\x18\x04 \x01(\x0b\x32\x1f.ehr.vocabulary.v1.ChainReceipt:&\x8a\xb5\x18\"ehr.identity.provider_suspended.v1\"\xcc\x01\n\x0eLoginSucceeded\x12\x12\n\naccount_id\x18\x01 \x01(\t\x12%\n\x04role\x18\x02 \x01(\x0e\x32\x17.ehr.vocabulary.v1.Role\x12\x12\n\nsession_id\x18\x03 \x01(\t\x12\x10\n\x08token_id\x18\x04 \x01(\t\x12\x34\n\x10token_expires_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp:#\x8a\xb5\x18\x1f\x65hr.identity.login_succeeded.v1\"\xc3\x01\n\x0bLoginFailed\x12\x12\n\naccount_id\x18\x01 \x01(\t\x12\x33\n\x06reason\x18\x02 \x01(\x0e\x32#.ehr.identity.v1.LoginFailureReason\x12+\n\x07outcome\x18\x03 \x01(\x0e\x32\x1a.ehr.vocabulary.v1.Outcome\x12\x1c\n\x14\x63onsecutive_failures\x18\x04 \x01(\r: \x8a\xb5\x18\x1c\x65hr.identity.login_failed.v1\"\x92\x01\n\rAccountLocked\x12\x12\n\naccount_id\x18\x01 \x01(\t\x12\x17\n\x0f\x66\x61iled_attempts\x18\x02 \x01(\r\x12\x30\n\x0clocked_until\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp:\"\x8a\xb5\x18\x1e\x65hr.identity.account_locked.v1*\x8d\x02\n\x12LoginFailureReason\x12$\n LOGIN_FAILURE_REASON_UNSPECIFIED\x10\x00\x12(\n$LOGIN_FAILURE_REASON_UNKNOWN_ACCOUNT\x10\x01\x12&\n\"LOGIN_FAILURE_REASON_BAD_SIGNATURE\x10\x02\x12*\n&LOGIN_FAILURE_REASON_EXPIRED_CHALLENGE\x10\x03\x12*\n&LOGIN_FAILURE_REASON_ACCOUNT_SUSPENDED\x10\x04\x12\'\n#LOGIN_FAILURE_REASON_ACCOUNT_LOCKED\x10\x05\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1e\x65hr/identity/v1/identity.proto\x12\x0f\x65hr.identity.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1d\x65hr/envelope/v1/options.proto\x1a\"ehr/vocabulary/v1/vocabulary.proto\"\xc5\x01\n\x11\x41\x63\x63ountRegistered\x12\x12\n\naccount_id\x18\x01 \x01(\t\x12%\n\x04role\x18\x02 \x01(\x0e\x32\x17.ehr.vocabulary.v1.Role\x12\x17\n\x0fsigning_address\x18\x03 \x01(\t\x12\x1d\n\x15\x65ncryption_key_sha256\x18\x04 \x01(\x0c\x12\x15\n\rregistered_by\x18\x05 \x01(\t:&\x8a\xb5\x18\"ehr.identity.account_registered.v1\"\xb1\x01\n\x10ProviderVerified\x12\x12\n\naccount_id\x18\x01 \x01(\t\x12\x18\n\x10provider_address\x18\x02 \x01(\t\x12\x16\n\x0elicence_sha256\x18\x03 \x01(\x0c\x12\x30\n\x07receipt\x18\x04 \x01(\x0b\x32\x1f.ehr.vocabulary.v1.ChainReceipt:%\x8a\xb5\x18!ehr.identity.provider_verified.v1\"\xb0\x01\n\x11ProviderSuspended\x12\x12\n\naccount_id\x18\x01 \x01(\t\x12\x18\n\x10provider_address\x18\x02 \x01(\t\x12\x13\n\x0breason_code\x18\x03 \x01(\t\x12\x30\n\x07receipt\x18\x04 \x01(\x0b\x32\x1f.ehr.vocabulary.v1.ChainReceipt:&\x8a\xb5\x18\"ehr.identity.provider_suspended.v1\"\xb5\x01\n\x12ProviderReinstated\x12\x12\n\naccount_id\x18\x01 \x01(\t\x12\x18\n\x10provider_address\x18\x02 \x01(\t\x12\x16\n\x0elicence_sha256\x18\x03 \x01(\x0c\x12\x30\n\x07receipt\x18\x04 \x01(\x0b\x32\x1f.ehr.vocabulary.v1.ChainReceipt:\'\x8a\xb5\x18#ehr.identity.provider_reinstated.v1\"\xcc\x01\n\x0eLoginSucceeded\x12\x12\n\naccount_id\x18\x01 \x01(\t\x12%\n\x04role\x18\x02 \x01(\x0e\x32\x17.ehr.vocabulary.v1.Role\x12\x12\n\nsession_id\x18\x03 \x01(\t\x12\x10\n\x08token_id\x18\x04 \x01(\t\x12\x34\n\x10token_expires_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp:#\x8a\xb5\x18\x1f\x65hr.identity.login_succeeded.v1\"\xc3\x01\n\x0bLoginFailed\x12\x12\n\naccount_id\x18\x01 \x01(\t\x12\x33\n\x06reason\x18\x02 \x01(\x0e\x32#.ehr.identity.v1.LoginFailureReason\x12+\n\x07outcome\x18\x03 \x01(\x0e\x32\x1a.ehr.vocabulary.v1.Outcome\x12\x1c\n\x14\x63onsecutive_failures\x18\x04 \x01(\r: \x8a\xb5\x18\x1c\x65hr.identity.login_failed.v1\"\x92\x01\n\rAccountLocked\x12\x12\n\naccount_id\x18\x01 \x01(\t\x12\x17\n\x0f\x66\x61iled_attempts\x18\x02 \x01(\r\x12\x30\n\x0clocked_until\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp:\"\x8a\xb5\x18\x1e\x65hr.identity.account_locked.v1*\xba\x02\n\x12LoginFailureReason\x12$\n LOGIN_FAILURE_REASON_UNSPECIFIED\x10\x00\x12(\n$LOGIN_FAILURE_REASON_UNKNOWN_ACCOUNT\x10\x01\x12&\n\"LOGIN_FAILURE_REASON_BAD_SIGNATURE\x10\x02\x12*\n&LOGIN_FAILURE_REASON_EXPIRED_CHALLENGE\x10\x03\x12*\n&LOGIN_FAILURE_REASON_ACCOUNT_SUSPENDED\x10\x04\x12\'\n#LOGIN_FAILURE_REASON_ACCOUNT_LOCKED\x10\x05\x12+\n\'LOGIN_FAILURE_REASON_REPLAYED_CHALLENGE\x10\x06\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -40,24 +40,28 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_PROVIDERVERIFIED']._serialized_options = b'\212\265\030!ehr.identity.provider_verified.v1'
   _globals['_PROVIDERSUSPENDED']._loaded_options = None
   _globals['_PROVIDERSUSPENDED']._serialized_options = b'\212\265\030\"ehr.identity.provider_suspended.v1'
+  _globals['_PROVIDERREINSTATED']._loaded_options = None
+  _globals['_PROVIDERREINSTATED']._serialized_options = b'\212\265\030#ehr.identity.provider_reinstated.v1'
   _globals['_LOGINSUCCEEDED']._loaded_options = None
   _globals['_LOGINSUCCEEDED']._serialized_options = b'\212\265\030\037ehr.identity.login_succeeded.v1'
   _globals['_LOGINFAILED']._loaded_options = None
   _globals['_LOGINFAILED']._serialized_options = b'\212\265\030\034ehr.identity.login_failed.v1'
   _globals['_ACCOUNTLOCKED']._loaded_options = None
   _globals['_ACCOUNTLOCKED']._serialized_options = b'\212\265\030\036ehr.identity.account_locked.v1'
-  _globals['_LOGINFAILUREREASON']._serialized_start=1242
-  _globals['_LOGINFAILUREREASON']._serialized_end=1511
+  _globals['_LOGINFAILUREREASON']._serialized_start=1449
+  _globals['_LOGINFAILUREREASON']._serialized_end=1763
   _globals['_ACCOUNTREGISTERED']._serialized_start=152
-  _globals['_ACCOUNTREGISTERED']._serialized_end=326
-  _globals['_PROVIDERVERIFIED']._serialized_start=329
-  _globals['_PROVIDERVERIFIED']._serialized_end=506
-  _globals['_PROVIDERSUSPENDED']._serialized_start=509
-  _globals['_PROVIDERSUSPENDED']._serialized_end=685
-  _globals['_LOGINSUCCEEDED']._serialized_start=688
-  _globals['_LOGINSUCCEEDED']._serialized_end=892
-  _globals['_LOGINFAILED']._serialized_start=895
-  _globals['_LOGINFAILED']._serialized_end=1090
-  _globals['_ACCOUNTLOCKED']._serialized_start=1093
-  _globals['_ACCOUNTLOCKED']._serialized_end=1239
+  _globals['_ACCOUNTREGISTERED']._serialized_end=349
+  _globals['_PROVIDERVERIFIED']._serialized_start=352
+  _globals['_PROVIDERVERIFIED']._serialized_end=529
+  _globals['_PROVIDERSUSPENDED']._serialized_start=532
+  _globals['_PROVIDERSUSPENDED']._serialized_end=708
+  _globals['_PROVIDERREINSTATED']._serialized_start=711
+  _globals['_PROVIDERREINSTATED']._serialized_end=892
+  _globals['_LOGINSUCCEEDED']._serialized_start=895
+  _globals['_LOGINSUCCEEDED']._serialized_end=1099
+  _globals['_LOGINFAILED']._serialized_start=1102
+  _globals['_LOGINFAILED']._serialized_end=1297
+  _globals['_ACCOUNTLOCKED']._serialized_start=1300
+  _globals['_ACCOUNTLOCKED']._serialized_end=1446
 # @@protoc_insertion_point(module_scope)

@@ -33,6 +33,8 @@ class _LoginFailureReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Lo
     LOGIN_FAILURE_REASON_EXPIRED_CHALLENGE: _LoginFailureReason.ValueType  # 3
     LOGIN_FAILURE_REASON_ACCOUNT_SUSPENDED: _LoginFailureReason.ValueType  # 4
     LOGIN_FAILURE_REASON_ACCOUNT_LOCKED: _LoginFailureReason.ValueType  # 5
+    LOGIN_FAILURE_REASON_REPLAYED_CHALLENGE: _LoginFailureReason.ValueType  # 6
+    """The challenge was already used by a login (a replay)."""
 
 class LoginFailureReason(_LoginFailureReason, metaclass=_LoginFailureReasonEnumTypeWrapper): ...
 
@@ -42,6 +44,8 @@ LOGIN_FAILURE_REASON_BAD_SIGNATURE: LoginFailureReason.ValueType  # 2
 LOGIN_FAILURE_REASON_EXPIRED_CHALLENGE: LoginFailureReason.ValueType  # 3
 LOGIN_FAILURE_REASON_ACCOUNT_SUSPENDED: LoginFailureReason.ValueType  # 4
 LOGIN_FAILURE_REASON_ACCOUNT_LOCKED: LoginFailureReason.ValueType  # 5
+LOGIN_FAILURE_REASON_REPLAYED_CHALLENGE: LoginFailureReason.ValueType  # 6
+"""The challenge was already used by a login (a replay)."""
 Global___LoginFailureReason: _TypeAlias = LoginFailureReason  # noqa: Y015
 
 @_typing.final
@@ -52,12 +56,18 @@ class AccountRegistered(_message.Message):
     ROLE_FIELD_NUMBER: _builtins.int
     SIGNING_ADDRESS_FIELD_NUMBER: _builtins.int
     ENCRYPTION_KEY_SHA256_FIELD_NUMBER: _builtins.int
+    REGISTERED_BY_FIELD_NUMBER: _builtins.int
     account_id: _builtins.str
     role: _vocabulary_pb2.Role.ValueType
     signing_address: _builtins.str
     """0x-prefixed address of the account's signing key."""
     encryption_key_sha256: _builtins.bytes
     """SHA-256 of the account's encryption public key (the key itself is served by identity)."""
+    registered_by: _builtins.str
+    """Account id of the signed-in account that registered this one (an administrator,
+    for auditor and administrator accounts); empty when the account registered itself
+    (self-service patients and providers, and the configured bootstrap administrator).
+    """
     def __init__(
         self,
         *,
@@ -65,10 +75,11 @@ class AccountRegistered(_message.Message):
         role: _vocabulary_pb2.Role.ValueType = ...,
         signing_address: _builtins.str = ...,
         encryption_key_sha256: _builtins.bytes = ...,
+        registered_by: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "encryption_key_sha256", b"encryption_key_sha256", "role", b"role", "signing_address", b"signing_address"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "encryption_key_sha256", b"encryption_key_sha256", "registered_by", b"registered_by", "role", b"role", "signing_address", b"signing_address"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -133,6 +144,38 @@ class ProviderSuspended(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ProviderSuspended: _TypeAlias = ProviderSuspended  # noqa: Y015
+
+@_typing.final
+class ProviderReinstated(_message.Message):
+    """A suspended provider was reinstated in ProviderRegistry (its licence is unchanged)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ACCOUNT_ID_FIELD_NUMBER: _builtins.int
+    PROVIDER_ADDRESS_FIELD_NUMBER: _builtins.int
+    LICENCE_SHA256_FIELD_NUMBER: _builtins.int
+    RECEIPT_FIELD_NUMBER: _builtins.int
+    account_id: _builtins.str
+    provider_address: _builtins.str
+    licence_sha256: _builtins.bytes
+    """SHA-256 of the licence document still registered for the provider."""
+    @_builtins.property
+    def receipt(self) -> _vocabulary_pb2.ChainReceipt: ...
+    def __init__(
+        self,
+        *,
+        account_id: _builtins.str = ...,
+        provider_address: _builtins.str = ...,
+        licence_sha256: _builtins.bytes = ...,
+        receipt: _vocabulary_pb2.ChainReceipt | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["receipt", b"receipt"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "licence_sha256", b"licence_sha256", "provider_address", b"provider_address", "receipt", b"receipt"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ProviderReinstated: _TypeAlias = ProviderReinstated  # noqa: Y015
 
 @_typing.final
 class LoginSucceeded(_message.Message):

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"ehr/vocabulary/v1/vocabulary.proto\x12\x11\x65hr.vocabulary.v1\"|\n\x0c\x43hainReceipt\x12\x10\n\x08\x63hain_id\x18\x01 \x01(\x04\x12\x18\n\x10transaction_hash\x18\x02 \x01(\t\x12\x14\n\x0c\x62lock_number\x18\x03 \x01(\x04\x12\x18\n\x10\x63ontract_address\x18\x04 \x01(\t\x12\x10\n\x08gas_used\x18\x05 \x01(\x04*}\n\x04Role\x12\x14\n\x10ROLE_UNSPECIFIED\x10\x00\x12\x10\n\x0cROLE_PATIENT\x10\x01\x12\x11\n\rROLE_PROVIDER\x10\x02\x12\x10\n\x0cROLE_AUDITOR\x10\x03\x12\x16\n\x12ROLE_ADMINISTRATOR\x10\x04\x12\x10\n\x0cROLE_SERVICE\x10\x05*\xe6\x01\n\x0cPurposeOfUse\x12\x1e\n\x1aPURPOSE_OF_USE_UNSPECIFIED\x10\x00\x12\x1c\n\x18PURPOSE_OF_USE_TREATMENT\x10\x01\x12\x1a\n\x16PURPOSE_OF_USE_PAYMENT\x10\x02\x12\x1d\n\x19PURPOSE_OF_USE_OPERATIONS\x10\x03\x12\x1c\n\x18PURPOSE_OF_USE_EMERGENCY\x10\x04\x12\x1b\n\x17PURPOSE_OF_USE_RESEARCH\x10\x05\x12\"\n\x1ePURPOSE_OF_USE_PATIENT_REQUEST\x10\x06*\xb1\x02\n\x0eRecordCategory\x12\x1f\n\x1bRECORD_CATEGORY_UNSPECIFIED\x10\x00\x12\x1b\n\x17RECORD_CATEGORY_GENERAL\x10\x01\x12\x1e\n\x1aRECORD_CATEGORY_LABORATORY\x10\x02\x12\x1b\n\x17RECORD_CATEGORY_IMAGING\x10\x03\x12\x1e\n\x1aRECORD_CATEGORY_MEDICATION\x10\x04\x12!\n\x1dRECORD_CATEGORY_MENTAL_HEALTH\x10\x05\x12!\n\x1dRECORD_CATEGORY_SEXUAL_HEALTH\x10\x06\x12\x1b\n\x17RECORD_CATEGORY_GENETIC\x10\x07\x12!\n\x1dRECORD_CATEGORY_SUBSTANCE_USE\x10\x08*\x8a\x01\n\x07Outcome\x12\x17\n\x13OUTCOME_UNSPECIFIED\x10\x00\x12\x13\n\x0fOUTCOME_SUCCESS\x10\x01\x12\x19\n\x15OUTCOME_MINOR_FAILURE\x10\x02\x12\x1b\n\x17OUTCOME_SERIOUS_FAILURE\x10\x03\x12\x19\n\x15OUTCOME_MAJOR_FAILURE\x10\x04\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"ehr/vocabulary/v1/vocabulary.proto\x12\x11\x65hr.vocabulary.v1\"|\n\x0c\x43hainReceipt\x12\x10\n\x08\x63hain_id\x18\x01 \x01(\x04\x12\x18\n\x10transaction_hash\x18\x02 \x01(\t\x12\x14\n\x0c\x62lock_number\x18\x03 \x01(\x04\x12\x18\n\x10\x63ontract_address\x18\x04 \x01(\t\x12\x10\n\x08gas_used\x18\x05 \x01(\x04*}\n\x04Role\x12\x14\n\x10ROLE_UNSPECIFIED\x10\x00\x12\x10\n\x0cROLE_PATIENT\x10\x01\x12\x11\n\rROLE_PROVIDER\x10\x02\x12\x10\n\x0cROLE_AUDITOR\x10\x03\x12\x16\n\x12ROLE_ADMINISTRATOR\x10\x04\x12\x10\n\x0cROLE_SERVICE\x10\x05*\xe6\x01\n\x0cPurposeOfUse\x12\x1e\n\x1aPURPOSE_OF_USE_UNSPECIFIED\x10\x00\x12\x1c\n\x18PURPOSE_OF_USE_TREATMENT\x10\x01\x12\x1a\n\x16PURPOSE_OF_USE_PAYMENT\x10\x02\x12\x1d\n\x19PURPOSE_OF_USE_OPERATIONS\x10\x03\x12\x1b\n\x17PURPOSE_OF_USE_RESEARCH\x10\x04\x12\x1c\n\x18PURPOSE_OF_USE_EMERGENCY\x10\x05\x12\"\n\x1ePURPOSE_OF_USE_PATIENT_REQUEST\x10\x06*\xcc\x01\n\x0eRecordCategory\x12\x1f\n\x1bRECORD_CATEGORY_UNSPECIFIED\x10\x00\x12\x1e\n\x1aRECORD_CATEGORY_LABORATORY\x10\x01\x12\x1b\n\x17RECORD_CATEGORY_IMAGING\x10\x02\x12\x1e\n\x1aRECORD_CATEGORY_MEDICATION\x10\x03\x12\x19\n\x15RECORD_CATEGORY_NOTES\x10\x04\x12!\n\x1dRECORD_CATEGORY_MENTAL_HEALTH\x10\x05*\x8a\x01\n\x07Outcome\x12\x17\n\x13OUTCOME_UNSPECIFIED\x10\x00\x12\x13\n\x0fOUTCOME_SUCCESS\x10\x01\x12\x19\n\x15OUTCOME_MINOR_FAILURE\x10\x02\x12\x1b\n\x17OUTCOME_SERIOUS_FAILURE\x10\x03\x12\x19\n\x15OUTCOME_MAJOR_FAILURE\x10\x04\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,9 +36,9 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_PURPOSEOFUSE']._serialized_start=311
   _globals['_PURPOSEOFUSE']._serialized_end=541
   _globals['_RECORDCATEGORY']._serialized_start=544
-  _globals['_RECORDCATEGORY']._serialized_end=849
-  _globals['_OUTCOME']._serialized_start=852
-  _globals['_OUTCOME']._serialized_end=990
+  _globals['_RECORDCATEGORY']._serialized_end=748
+  _globals['_OUTCOME']._serialized_start=751
+  _globals['_OUTCOME']._serialized_end=889
   _globals['_CHAINRECEIPT']._serialized_start=57
   _globals['_CHAINRECEIPT']._serialized_end=181
 # @@protoc_insertion_point(module_scope)

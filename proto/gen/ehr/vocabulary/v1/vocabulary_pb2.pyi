@@ -51,24 +51,27 @@ class _PurposeOfUseEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_PurposeO
     PURPOSE_OF_USE_TREATMENT: _PurposeOfUse.ValueType  # 1
     PURPOSE_OF_USE_PAYMENT: _PurposeOfUse.ValueType  # 2
     PURPOSE_OF_USE_OPERATIONS: _PurposeOfUse.ValueType  # 3
-    PURPOSE_OF_USE_EMERGENCY: _PurposeOfUse.ValueType  # 4
+    PURPOSE_OF_USE_RESEARCH: _PurposeOfUse.ValueType  # 4
+    PURPOSE_OF_USE_EMERGENCY: _PurposeOfUse.ValueType  # 5
     """Emergency access: break-glass."""
-    PURPOSE_OF_USE_RESEARCH: _PurposeOfUse.ValueType  # 5
     PURPOSE_OF_USE_PATIENT_REQUEST: _PurposeOfUse.ValueType  # 6
-    """The patient accessing their own records."""
+    """The patient accessing their own records (needs no grant: never on chain)."""
 
 class PurposeOfUse(_PurposeOfUse, metaclass=_PurposeOfUseEnumTypeWrapper):
-    """Why data is accessed (after the HL7 PurposeOfUse codes)."""
+    """Why data is accessed (after the HL7 PurposeOfUse codes). Codes 1 to 5 are the
+    purpose ids of the ConsentRegistry contract (`uint8 purpose`), so a code means the
+    same on chain, in events and in APIs.
+    """
 
 PURPOSE_OF_USE_UNSPECIFIED: PurposeOfUse.ValueType  # 0
 PURPOSE_OF_USE_TREATMENT: PurposeOfUse.ValueType  # 1
 PURPOSE_OF_USE_PAYMENT: PurposeOfUse.ValueType  # 2
 PURPOSE_OF_USE_OPERATIONS: PurposeOfUse.ValueType  # 3
-PURPOSE_OF_USE_EMERGENCY: PurposeOfUse.ValueType  # 4
+PURPOSE_OF_USE_RESEARCH: PurposeOfUse.ValueType  # 4
+PURPOSE_OF_USE_EMERGENCY: PurposeOfUse.ValueType  # 5
 """Emergency access: break-glass."""
-PURPOSE_OF_USE_RESEARCH: PurposeOfUse.ValueType  # 5
 PURPOSE_OF_USE_PATIENT_REQUEST: PurposeOfUse.ValueType  # 6
-"""The patient accessing their own records."""
+"""The patient accessing their own records (needs no grant: never on chain)."""
 Global___PurposeOfUse: _TypeAlias = PurposeOfUse  # noqa: Y015
 
 class _RecordCategory:
@@ -78,27 +81,27 @@ class _RecordCategory:
 class _RecordCategoryEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_RecordCategory.ValueType], _builtins.type):
     DESCRIPTOR: _descriptor.EnumDescriptor
     RECORD_CATEGORY_UNSPECIFIED: _RecordCategory.ValueType  # 0
-    RECORD_CATEGORY_GENERAL: _RecordCategory.ValueType  # 1
-    RECORD_CATEGORY_LABORATORY: _RecordCategory.ValueType  # 2
-    RECORD_CATEGORY_IMAGING: _RecordCategory.ValueType  # 3
-    RECORD_CATEGORY_MEDICATION: _RecordCategory.ValueType  # 4
+    RECORD_CATEGORY_LABORATORY: _RecordCategory.ValueType  # 1
+    RECORD_CATEGORY_IMAGING: _RecordCategory.ValueType  # 2
+    RECORD_CATEGORY_MEDICATION: _RecordCategory.ValueType  # 3
+    RECORD_CATEGORY_NOTES: _RecordCategory.ValueType  # 4
+    """Clinical notes and letters."""
     RECORD_CATEGORY_MENTAL_HEALTH: _RecordCategory.ValueType  # 5
-    RECORD_CATEGORY_SEXUAL_HEALTH: _RecordCategory.ValueType  # 6
-    RECORD_CATEGORY_GENETIC: _RecordCategory.ValueType  # 7
-    RECORD_CATEGORY_SUBSTANCE_USE: _RecordCategory.ValueType  # 8
 
 class RecordCategory(_RecordCategory, metaclass=_RecordCategoryEnumTypeWrapper):
-    """Category of a record; grants are scoped by category."""
+    """Category of a record; grants are scoped by category. Code n is bit 1 << (n - 1) of
+    the ConsentRegistry contract's `uint32 categories` mask (LABORATORY = 1 is bit 1,
+    IMAGING = 2 is bit 2, MEDICATION = 3 is bit 4, NOTES = 4 is bit 8,
+    MENTAL_HEALTH = 5 is bit 16): every category can be granted on chain.
+    """
 
 RECORD_CATEGORY_UNSPECIFIED: RecordCategory.ValueType  # 0
-RECORD_CATEGORY_GENERAL: RecordCategory.ValueType  # 1
-RECORD_CATEGORY_LABORATORY: RecordCategory.ValueType  # 2
-RECORD_CATEGORY_IMAGING: RecordCategory.ValueType  # 3
-RECORD_CATEGORY_MEDICATION: RecordCategory.ValueType  # 4
+RECORD_CATEGORY_LABORATORY: RecordCategory.ValueType  # 1
+RECORD_CATEGORY_IMAGING: RecordCategory.ValueType  # 2
+RECORD_CATEGORY_MEDICATION: RecordCategory.ValueType  # 3
+RECORD_CATEGORY_NOTES: RecordCategory.ValueType  # 4
+"""Clinical notes and letters."""
 RECORD_CATEGORY_MENTAL_HEALTH: RecordCategory.ValueType  # 5
-RECORD_CATEGORY_SEXUAL_HEALTH: RecordCategory.ValueType  # 6
-RECORD_CATEGORY_GENETIC: RecordCategory.ValueType  # 7
-RECORD_CATEGORY_SUBSTANCE_USE: RecordCategory.ValueType  # 8
 Global___RecordCategory: _TypeAlias = RecordCategory  # noqa: Y015
 
 class _Outcome:
