@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ehr_client import consent as sdk
+import ehr_client.consent as sdk
 from eth_utils.crypto import keccak
 
 from services.consent.domain.model import GrantMessage, Signed

@@ -193,6 +193,11 @@ class Chain(ABC):
         """Height of the latest block."""
 
     @abstractmethod
+    def block_timestamp(self, block: int | None = None) -> int:
+        """Timestamp (Unix seconds) of ``block`` (``None``: the latest). Contracts judge
+        deadlines and expiries by this clock, not by the caller's."""
+
+    @abstractmethod
     def balance(self, address: str) -> int:
         """Balance in wei."""
 
@@ -202,7 +207,8 @@ class Chain(ABC):
 
     @abstractmethod
     def new_account(self, wei: int = 10**20) -> LocalAccount:
-        """A fresh key, funded with ``wei``; the key never leaves the process."""
+        """A fresh key, funded with ``wei`` (no transaction when 0); the key never
+        leaves the process."""
 
     @abstractmethod
     def new_client(self) -> Chain:

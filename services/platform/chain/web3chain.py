@@ -28,6 +28,7 @@ from web3.exceptions import (
     ABIFunctionNotFound,
     ContractLogicError,
     MismatchedABI,
+    TransactionIndexingInProgress,
     TransactionNotFound,
     Web3RPCError,
     Web3ValidationError,
@@ -200,6 +201,10 @@ class Web3Chain(Chain):
     def block_number(self) -> int:
         return int(self._run(lambda w3: w3.eth.block_number))
 
+    def block_timestamp(self, block: int | None = None) -> int:
+        number: Any = "latest" if block is None else block
+        return int(self._run(lambda w3: w3.eth.get_block(number)["timestamp"]))
+
     def balance(self, address: str) -> int:
         return int(self._run(lambda w3: w3.eth.get_balance(to_checksum_address(address))))
 
@@ -211,7 +216,8 @@ class Web3Chain(Chain):
 
     def new_account(self, wei: int = 10**20) -> LocalAccount:
         account: LocalAccount = Account.create()
-        self.fund(account.address, wei)
+        if wei > 0:
+            self.fund(account.address, wei)
         return account
 
     # -- transactions --------------------------------------------------------------
@@ -293,7 +299,8 @@ class Web3Chain(Chain):
         def fetch(w3: Web3) -> Any:
             try:
                 return w3.eth.get_transaction_receipt(cast(Any, tx_hash))
-            except TransactionNotFound:
+            except (TransactionNotFound, TransactionIndexingInProgress):
+                # A node that has just started may still be indexing: not mined yet, for us.
                 return None
 
         while (raw := self._run(fetch)) is None:

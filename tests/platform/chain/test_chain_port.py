@@ -9,6 +9,7 @@ from eth_account import Account
 from eth_account.signers.local import LocalAccount
 
 from services.platform.chain.artifacts import Artifact, ArtifactNotFound, load_artifact
+from services.platform.chain.inprocess import InProcessChain
 from services.platform.chain.port import (
     Chain,
     DeployedContract,
@@ -220,3 +221,18 @@ def test_fund_transfers_from_the_funder(chain: Chain) -> None:
     receipt = chain.fund(target, 12345)
     assert receipt.status == 1
     assert chain.balance(target) == 12345
+
+
+def test_block_timestamps_follow_block_order(chain: Chain, probe: DeployedContract) -> None:
+    receipt = chain.transact(probe, "store", 5, sender=chain.new_account())
+    mined_at = chain.block_timestamp(receipt.block_number)
+    assert chain.block_timestamp(receipt.block_number - 1) < mined_at
+    assert chain.block_timestamp() >= mined_at
+
+
+def test_new_account_without_funds_sends_no_transaction(chain: Chain) -> None:
+    before = chain.block_number()
+    account = chain.new_account(0)
+    assert chain.balance(account.address) == 0
+    if isinstance(chain, InProcessChain):  # Geth seals on its own; in-process mines per tx
+        assert chain.block_number() == before
