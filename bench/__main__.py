@@ -14,15 +14,23 @@ import sys
 import time
 from pathlib import Path
 
-BENCHMARKS = ("bus", "chain", "gas")
-RESULTS_DIR = Path(__file__).resolve().parent / "results"
+BENCH_DIR = Path(__file__).resolve().parent
+RESULTS_DIR = BENCH_DIR / "results"
+# Every bench/<name>.py is a benchmark; this order runs the platform first.
+ORDER = ("bus", "chain", "gas", "ledger", "identity_consent", "records")
+
+
+def available() -> list[str]:
+    names = {p.stem for p in BENCH_DIR.glob("*.py") if not p.stem.startswith("_")}
+    return sorted(names, key=lambda n: (ORDER.index(n) if n in ORDER else len(ORDER), n))
 
 
 def main(selected: list[str]) -> int:
-    names = selected or [n for n in BENCHMARKS if (Path(__file__).parent / f"{n}.py").exists()]
-    unknown = [n for n in names if n not in BENCHMARKS]
+    known = available()
+    names = selected or known
+    unknown = [n for n in names if n not in known]
     if unknown:
-        print(f"unknown benchmark(s) {unknown}; choose from {list(BENCHMARKS)}", file=sys.stderr)
+        print(f"unknown benchmark(s) {unknown}; choose from {known}", file=sys.stderr)
         return 2
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
     summary: dict[str, object] = {
