@@ -1,6 +1,7 @@
 """The ``ehr`` command line: keys stay in the local keystore; readable output by
 default, JSON with ``--json``. The identity URL comes from ``--url`` or
-``EHR_IDENTITY_URL``; the passphrase from ``EHR_PASSPHRASE`` or a prompt."""
+``EHR_IDENTITY_URL`` (``ehr consent ...``: ``--url`` or ``EHR_CONSENT_URL``); the
+passphrase from ``EHR_PASSPHRASE`` or a prompt."""
 
 from __future__ import annotations
 
@@ -11,6 +12,16 @@ from typing import Annotated, Any
 
 import typer
 
+from ehr_client.consent_client import (
+    ConsentClient,
+    ConsentClientError,
+    ConsentInputError,
+    category_names,
+    parse_categories,
+    parse_duration,
+    parse_purpose,
+    purpose_name,
+)
 from ehr_client.identity import IdentityClient, IdentityClientError
 from ehr_client.keystore import Keystore, KeystoreError
 
@@ -192,3 +203,198 @@ def provider_suspend(
 @provider_app.command("reinstate")
 def provider_reinstate(account_id: str, url: UrlOpt = None, as_json: JsonOpt = False) -> None:
     _provider_action("reinstate", account_id, url, as_json)
+
+
+# -- consent ----------------------------------------------------------------------------
+consent_app = typer.Typer(
+    help="grants and revocations (signed with your key)", no_args_is_help=True
+)
+app.add_typer(consent_app, name="consent")
+
+ConsentUrlOpt = Annotated[
+    str | None, typer.Option("--url", envvar="EHR_CONSENT_URL", help="consent service URL")
+]
+IdentityUrlOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--identity-url",
+        envvar="EHR_IDENTITY_URL",
+        help="identity service URL (to look up a grantee given by account id)",
+    ),
+]
+ToOpt = Annotated[str, typer.Option("--to", help="grantee: account id or 0x signing address")]
+CategoryOpt = Annotated[
+    list[str],
+    typer.Option(
+        "--category", "-c", help="labs, imaging, medications, notes, mental-health (repeat or ,)"
+    ),
+]
+PurposeOpt = Annotated[
+    str,
+    typer.Option("--purpose", "-p", help="treatment, payment, operations, research or emergency"),
+]
+
+
+def _consent_client(url: str | None) -> ConsentClient:
+    if not url:
+        raise typer.BadParameter("set --url or EHR_CONSENT_URL")
+    return ConsentClient(url)
+
+
+def _session_account() -> str:
+    try:
+        return str(json.loads(SESSION_FILE.read_text())["account_id"])
+    except (OSError, KeyError, ValueError) as exc:
+        raise typer.BadParameter("not logged in: run `ehr login`") from exc
+
+
+def _grantee_address(grantee: str, identity_url: str | None) -> str:
+    """A grantee given as an address is used as is; an account id is looked up."""
+    if grantee.startswith("0x") and len(grantee) == 42:
+        return grantee
+    with _client(identity_url) as client:
+        return str(client.account(_token(), grantee)["signing_address"])
+
+
+def _grant_row(grant: dict[str, Any]) -> dict[str, Any]:
+    return {
+        **grant,
+        "category_names": ",".join(category_names(int(grant["categories"]))),
+        "purpose_name": purpose_name(int(grant["purpose"])),
+    }
+
+
+ConsentErrors = (KeystoreError, IdentityClientError, ConsentClientError, ConsentInputError)
+
+
+def _fail_consent(exc: Exception, as_json: bool) -> None:
+    if isinstance(exc, ConsentClientError):
+        body = {"error": exc.code, "message": exc.message, "status": str(exc.status)}
+        typer.echo(json.dumps(body) if as_json else f"error: {body}", err=True)
+        raise typer.Exit(1)
+    _fail(exc, as_json)
+
+
+@consent_app.command("grant")
+def consent_grant(
+    to: ToOpt,
+    category: CategoryOpt,
+    purpose: PurposeOpt = "treatment",
+    expires: Annotated[
+        str, typer.Option("--expires", help="lifetime: 30d, 12h, 15m, 90s or 2w")
+    ] = "30d",
+    url: ConsentUrlOpt = None,
+    identity_url: IdentityUrlOpt = None,
+    keystore: KeystoreOpt = DEFAULT_KEYSTORE,
+    as_json: JsonOpt = False,
+) -> None:
+    """Sign a grant with your key and have it recorded on chain."""
+    try:
+        categories, purpose_id = parse_categories(category), parse_purpose(purpose)
+        lifetime = parse_duration(expires)
+        grantee = _grantee_address(to, identity_url)
+        keys = Keystore(keystore).unlock(_passphrase())
+        with _consent_client(url) as client:
+            grant = client.grant(
+                keys,
+                _token("consent"),
+                patient_id=_session_account(),
+                grantee=grantee,
+                categories=categories,
+                purpose=purpose_id,
+                expires_in=lifetime,
+            )
+    except ConsentErrors as exc:
+        _fail_consent(exc, as_json)
+        return
+    _out(_grant_row(grant), as_json)
+
+
+@consent_app.command("revoke")
+def consent_revoke(
+    to: ToOpt,
+    category: CategoryOpt,
+    purpose: PurposeOpt = "treatment",
+    url: ConsentUrlOpt = None,
+    identity_url: IdentityUrlOpt = None,
+    keystore: KeystoreOpt = DEFAULT_KEYSTORE,
+    as_json: JsonOpt = False,
+) -> None:
+    """Sign a revocation with your key; effective for every read that starts after it."""
+    try:
+        categories, purpose_id = parse_categories(category), parse_purpose(purpose)
+        grantee = _grantee_address(to, identity_url)
+        keys = Keystore(keystore).unlock(_passphrase())
+        with _consent_client(url) as client:
+            grant = client.revoke(
+                keys,
+                _token("consent"),
+                patient_id=_session_account(),
+                grantee=grantee,
+                categories=categories,
+                purpose=purpose_id,
+            )
+    except ConsentErrors as exc:
+        _fail_consent(exc, as_json)
+        return
+    _out(_grant_row(grant), as_json)
+
+
+@consent_app.command("list")
+def consent_list(
+    received: Annotated[
+        bool, typer.Option("--received", help="grants naming me instead of grants I gave")
+    ] = False,
+    url: ConsentUrlOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Your active grants (or, with --received, the active grants naming you)."""
+    try:
+        with _consent_client(url) as client:
+            token, me = _token("consent"), _session_account()
+            found = client.grants_naming(token, me) if received else client.my_grants(token, me)
+    except ConsentErrors as exc:
+        _fail_consent(exc, as_json)
+        return
+    rows = [_grant_row(g) for g in found]
+    if as_json:
+        typer.echo(json.dumps(rows, indent=2, default=str))
+        return
+    if not rows:
+        typer.echo("no active grants")
+    for row in rows:
+        other = row["patient_id"] if received else row["grantee_id"]
+        typer.echo(
+            f"{row['grant_id']}  {other}  {row['category_names']}  {row['purpose_name']}"
+            f"  expires {row['expires_at']}"
+        )
+
+
+@consent_app.command("check")
+def consent_check(
+    grantee: Annotated[str, typer.Option("--grantee", help="account id or 0x address")],
+    category: Annotated[str, typer.Option("--category", "-c", help="one category name")],
+    purpose: PurposeOpt = "treatment",
+    patient: Annotated[
+        str | None, typer.Option("--patient", help="default: the logged-in account")
+    ] = None,
+    url: ConsentUrlOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """May GRANTEE read the patient's CATEGORY records for PURPOSE now? (exit 0 either way)"""
+    try:
+        mask, purpose_id = parse_categories([category]), parse_purpose(purpose)
+        if bin(mask).count("1") != 1:
+            raise ConsentInputError("check one category at a time")
+        with _consent_client(url) as client:
+            answer = client.check_detail(
+                _token("consent"),
+                patient=patient or _session_account(),
+                grantee=grantee,
+                category=mask,
+                purpose=purpose_id,
+            )
+    except ConsentErrors as exc:
+        _fail_consent(exc, as_json)
+        return
+    _out(answer, as_json)

@@ -1,0 +1,604 @@
+"""Client of the record store: FHIR validation, encryption and key wrapping on the client.
+
+    records = RecordsClient(base_url, token=session.token("records"), keys=my_keys)
+    stored = records.upload(resource, patient=patient_recipient, category="labs",
+                            extra_holders=[grantee_recipient])
+    opened = records.read(stored.record_id, purpose=TREATMENT)   # decrypted + verified
+
+A record version is encrypted with a fresh data key (AES-256-GCM, additional data =
+record id, version and patient). The data key is wrapped for the patient, for every
+recipient named, and for the record store's escrow key (break-glass). The author signs
+the provenance statement (record id, version, patient, category, resource type, SHA-256
+of the canonical FHIR JSON, time) with their signing key (EIP-191); a reader verifies
+it after decrypting. The server receives ciphertext, hashes and wrapped keys only.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Literal, Protocol
+
+import httpx
+from eth_account import Account
+from eth_account.messages import encode_defunct
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from ehr_client import crypto
+from ehr_client.keys import UserKeys
+
+ESCROW_HOLDER = "escrow:record-store"
+CATEGORIES = ("labs", "imaging", "medications", "notes", "mental-health")
+CATEGORY_BITS = {name: 1 << i for i, name in enumerate(CATEGORIES)}
+TREATMENT, PAYMENT, OPERATIONS, RESEARCH, EMERGENCY = 1, 2, 3, 4, 5
+
+
+class RecordsClientError(Exception):
+    """The service answered with an error (status, code, message)."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(f"{status} {code}: {message}")
+        self.status = status
+        self.code = code
+        self.message = message
+
+
+class InvalidFhirResource(ValueError):
+    """The resource is not an acceptable FHIR R4 resource."""
+
+
+class ProvenanceMismatch(Exception):
+    """The decrypted content does not match its signed hash, or the signer is not the author."""
+
+
+# -- FHIR validation (one port; a full FHIR model library can replace the models) ------
+
+
+class FhirValidator(Protocol):
+    def validate(self, resource: Mapping[str, Any]) -> str:
+        """The resource type; raises ``InvalidFhirResource``."""
+        ...
+
+
+class _Reference(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    reference: str = Field(min_length=1, pattern=r"^[A-Za-z]+/[A-Za-z0-9\-.]{1,64}$")
+
+
+class _Coding(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    system: str | None = None
+    code: str | None = None
+    display: str | None = None
+
+
+class _CodeableConcept(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    coding: list[_Coding] | None = None
+    text: str | None = None
+
+
+_ID = r"^[A-Za-z0-9\-.]{1,64}$"
+_DATE = r"^\d{4}(-\d{2}(-\d{2}(T\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:\d{2})?)?)?)?$"
+
+
+class _Resource(BaseModel):
+    model_config = ConfigDict(extra="allow", populate_by_name=True)
+    id: str | None = Field(default=None, pattern=_ID)
+
+
+class _Observation(_Resource):
+    resourceType: Literal["Observation"]
+    status: Literal[
+        "registered",
+        "preliminary",
+        "final",
+        "amended",
+        "corrected",
+        "cancelled",
+        "entered-in-error",
+        "unknown",
+    ]
+    code: _CodeableConcept
+    subject: _Reference
+    effectiveDateTime: str | None = Field(default=None, pattern=_DATE)
+    issued: str | None = Field(default=None, pattern=_DATE)
+
+
+class _DiagnosticReport(_Resource):
+    resourceType: Literal["DiagnosticReport"]
+    status: Literal[
+        "registered",
+        "partial",
+        "preliminary",
+        "final",
+        "amended",
+        "corrected",
+        "appended",
+        "cancelled",
+        "entered-in-error",
+        "unknown",
+    ]
+    code: _CodeableConcept
+    subject: _Reference
+    effectiveDateTime: str | None = Field(default=None, pattern=_DATE)
+    issued: str | None = Field(default=None, pattern=_DATE)
+
+
+class _MedicationStatement(_Resource):
+    resourceType: Literal["MedicationStatement"]
+    status: Literal[
+        "active",
+        "completed",
+        "entered-in-error",
+        "intended",
+        "stopped",
+        "on-hold",
+        "unknown",
+        "not-taken",
+    ]
+    medicationCodeableConcept: _CodeableConcept | None = None
+    subject: _Reference
+    effectiveDateTime: str | None = Field(default=None, pattern=_DATE)
+
+
+class _DocumentReference(_Resource):
+    resourceType: Literal["DocumentReference"]
+    status: Literal["current", "superseded", "entered-in-error"]
+    type: _CodeableConcept | None = None
+    subject: _Reference
+    date: str | None = None
+    content: list[dict[str, Any]] = Field(min_length=1)
+
+
+class _Condition(_Resource):
+    resourceType: Literal["Condition"]
+    clinicalStatus: _CodeableConcept | None = None
+    code: _CodeableConcept
+    subject: _Reference
+    onsetDateTime: str | None = Field(default=None, pattern=_DATE)
+    recordedDate: str | None = Field(default=None, pattern=_DATE)
+
+
+_MODELS: dict[str, type[_Resource]] = {
+    "Observation": _Observation,
+    "DiagnosticReport": _DiagnosticReport,
+    "MedicationStatement": _MedicationStatement,
+    "DocumentReference": _DocumentReference,
+    "Condition": _Condition,
+}
+
+
+class StructuralFhirValidator:
+    """Structure checks of the accepted FHIR R4 resource types (resourceType, id, status,
+    code, subject reference, dates). Stands in until a FHIR model library is a dependency."""
+
+    def validate(self, resource: Mapping[str, Any]) -> str:
+        kind = resource.get("resourceType") if isinstance(resource, Mapping) else None
+        model = _MODELS.get(kind) if isinstance(kind, str) else None
+        if model is None or kind is None:
+            raise InvalidFhirResource(f"resourceType {kind!r} is not accepted")
+        try:
+            model.model_validate(dict(resource))
+        except ValidationError as exc:
+            raise InvalidFhirResource(f"invalid {kind}: {exc.errors()[0]['msg']}") from exc
+        return str(kind)
+
+
+# -- the formats both sides agree on ----------------------------------------------------
+
+
+def wrap_context(record_id: str, version: int) -> bytes:
+    """The context a version's data key is wrapped under."""
+    return f"ehr-record:{record_id}:v{version}".encode()
+
+
+def record_aad(record_id: str, version: int, patient_id: str) -> bytes:
+    """The additional authenticated data of a version's ciphertext."""
+    return f"ehr-record:{record_id}:v{version}:patient:{patient_id}".encode()
+
+
+def canonical_json(resource: Mapping[str, Any]) -> bytes:
+    return json.dumps(resource, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def provenance_text(
+    record_id: str,
+    version: int,
+    patient_id: str,
+    category: str,
+    resource_type: str,
+    content_sha256: bytes,
+    author_id: str,
+    signed_at: str,
+) -> str:
+    """The statement an author signs for one version (EIP-191 ``personal_sign``)."""
+    return (
+        "EHR Ledger record provenance\n"
+        f"Record: {record_id}\n"
+        f"Version: {version}\n"
+        f"Patient: {patient_id}\n"
+        f"Category: {category}\n"
+        f"Resource type: {resource_type}\n"
+        f"Content SHA-256: {content_sha256.hex()}\n"
+        f"Author: {author_id}\n"
+        f"Signed at: {signed_at}"
+    )
+
+
+def provenance_signer(text: str, signature: bytes) -> str | None:
+    """The address that signed ``text``, or None for a malformed signature."""
+    try:
+        return str(Account.recover_message(encode_defunct(text=text), signature=signature))
+    except Exception:
+        return None
+
+
+@dataclass(frozen=True)
+class Recipient:
+    """An account a data key is wrapped for: its id and X25519 public key (hex)."""
+
+    account_id: str
+    encryption_key: str
+
+
+@dataclass(frozen=True)
+class StoredVersion:
+    record_id: str
+    version: int
+    body: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class OpenedRecord:
+    record_id: str
+    version: int
+    resource: dict[str, Any]
+    author_id: str
+    author_address: str
+    basis: str
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+class RecordsClient:
+    """Talks to the record store as one user (their ``records`` token and keys)."""
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        token: str,
+        keys: UserKeys,
+        account_id: str,
+        validator: FhirValidator | None = None,
+        timeout: float = 60.0,
+        http: httpx.Client | None = None,
+    ) -> None:
+        self.http = http or httpx.Client(base_url=base_url.rstrip("/"), timeout=timeout)
+        self.token = token
+        self.keys = keys
+        self.account_id = account_id
+        self.validator = validator or StructuralFhirValidator()
+        self._escrow: str | None = None
+
+    def close(self) -> None:
+        self.http.close()
+
+    def __enter__(self) -> RecordsClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def call(self, method: str, path: str, *, json_body: Any = None, params: Any = None) -> Any:
+        response = self.http.request(
+            method,
+            path,
+            json=json_body,
+            params=params,
+            headers={"Authorization": f"Bearer {self.token}"},
+        )
+        if response.status_code >= 400:
+            try:
+                error = response.json().get("error", {})
+            except ValueError:
+                error = {}
+            raise RecordsClientError(
+                response.status_code,
+                str(error.get("code", "http_error")),
+                str(error.get("message", response.text[:200])),
+            )
+        return response.json() if response.content else None
+
+    def escrow_key(self) -> str:
+        if self._escrow is None:
+            self._escrow = str(self.call("GET", "/records/escrow-key")["encryption_key"])
+        return self._escrow
+
+    # -- upload and amend -------------------------------------------------------------
+
+    def build_version(
+        self,
+        resource: Mapping[str, Any],
+        *,
+        record_id: str,
+        version: int,
+        patient: Recipient,
+        category: str,
+        extra_holders: Sequence[Recipient] = (),
+    ) -> dict[str, Any]:
+        """The request body of one version: validated, encrypted, wrapped and signed."""
+        if category not in CATEGORY_BITS:
+            raise ValueError(f"unknown category {category!r}")
+        resource_type = self.validator.validate(resource)
+        plaintext = canonical_json(resource)
+        content_sha256 = hashlib.sha256(plaintext).digest()
+        data_key = crypto.new_data_key()
+        ciphertext = crypto.encrypt_record(
+            plaintext, data_key, aad=record_aad(record_id, version, patient.account_id)
+        )
+        context = wrap_context(record_id, version)
+        holders = {patient.account_id: patient.encryption_key, ESCROW_HOLDER: self.escrow_key()}
+        holders.update({r.account_id: r.encryption_key for r in extra_holders})
+        wrapped = [
+            {
+                "holder_id": holder,
+                "wrapped_key": _b64(crypto.wrap_key(data_key, key, context=context)),
+            }
+            for holder, key in holders.items()
+        ]
+        signed_at = datetime.now(UTC).isoformat(timespec="seconds")
+        text = provenance_text(
+            record_id,
+            version,
+            patient.account_id,
+            category,
+            resource_type,
+            content_sha256,
+            self.account_id,
+            signed_at,
+        )
+        return {
+            "record_id": record_id,
+            "version": version,
+            "patient_id": patient.account_id,
+            "category": category,
+            "resource_type": resource_type,
+            "content_sha256": content_sha256.hex(),
+            "ciphertext": _b64(ciphertext),
+            "ciphertext_sha256": hashlib.sha256(ciphertext).hexdigest(),
+            "plaintext_size": len(plaintext),
+            "wrapped_keys": wrapped,
+            "provenance": {
+                "author_id": self.account_id,
+                "author_address": self.keys.address,
+                "signed_at": signed_at,
+                "signature": "0x" + self.keys.sign_text(text).hex(),
+            },
+        }
+
+    def send_version(self, body: Mapping[str, Any]) -> StoredVersion:
+        if int(body["version"]) == 1:
+            answer = self.call("POST", "/records", json_body=body)
+        else:
+            answer = self.call("POST", f"/records/{body['record_id']}/versions", json_body=body)
+        return StoredVersion(str(body["record_id"]), int(body["version"]), dict(answer))
+
+    def upload(
+        self,
+        resource: Mapping[str, Any],
+        *,
+        patient: Recipient,
+        category: str,
+        extra_holders: Sequence[Recipient] = (),
+        record_id: str | None = None,
+    ) -> StoredVersion:
+        """Creates a record (version 1)."""
+        body = self.build_version(
+            resource,
+            record_id=record_id or str(uuid.uuid4()),
+            version=1,
+            patient=patient,
+            category=category,
+            extra_holders=extra_holders,
+        )
+        return self.send_version(body)
+
+    def amend(
+        self,
+        record_id: str,
+        resource: Mapping[str, Any],
+        *,
+        patient: Recipient,
+        category: str,
+        extra_holders: Sequence[Recipient] = (),
+    ) -> StoredVersion:
+        """Adds the next version of a record."""
+        latest = int(self.history(record_id)["record"]["latest_version"])
+        body = self.build_version(
+            resource,
+            record_id=record_id,
+            version=latest + 1,
+            patient=patient,
+            category=category,
+            extra_holders=extra_holders,
+        )
+        return self.send_version(body)
+
+    # -- reads ------------------------------------------------------------------------
+
+    def fetch(self, record_id: str, *, purpose: int, version: int | None = None) -> dict[str, Any]:
+        params: dict[str, Any] = {"purpose": purpose}
+        if version is not None:
+            params["version"] = version
+        answer: dict[str, Any] = self.call("GET", f"/records/{record_id}", params=params)
+        return answer
+
+    def open(self, answer: Mapping[str, Any]) -> OpenedRecord:
+        """Unwraps, decrypts and verifies a fetched version (content hash and signature)."""
+        record, version = answer["record"], answer["version"]
+        number = int(version["version"])
+        data_key = crypto.unwrap_key(
+            base64.b64decode(answer["wrapped_key"]),
+            self.keys.encryption_private_key,
+            context=wrap_context(record["record_id"], number),
+        )
+        plaintext = crypto.decrypt_record(
+            base64.b64decode(answer["ciphertext"]),
+            data_key,
+            aad=record_aad(record["record_id"], number, record["patient_id"]),
+        )
+        verify_provenance(record, version, plaintext)
+        return OpenedRecord(
+            record["record_id"],
+            number,
+            json.loads(plaintext),
+            version["provenance"]["author_id"],
+            version["provenance"]["author_address"],
+            str(answer["basis"]),
+        )
+
+    def read(self, record_id: str, *, purpose: int, version: int | None = None) -> OpenedRecord:
+        return self.open(self.fetch(record_id, purpose=purpose, version=version))
+
+    def history(self, record_id: str) -> dict[str, Any]:
+        answer: dict[str, Any] = self.call("GET", f"/records/{record_id}/versions")
+        return answer
+
+    def records_of(self, patient_id: str) -> list[dict[str, Any]]:
+        answer: list[dict[str, Any]] = self.call(
+            "GET", "/records", params={"patient_id": patient_id}
+        )
+        return answer
+
+    # -- the patient's key management ---------------------------------------------------
+
+    def _data_key(self, answer: Mapping[str, Any]) -> bytes:
+        record, number = answer["record"], int(answer["version"]["version"])
+        return crypto.unwrap_key(
+            base64.b64decode(answer["wrapped_key"]),
+            self.keys.encryption_private_key,
+            context=wrap_context(record["record_id"], number),
+        )
+
+    def share(self, grantee: Recipient, *, categories: int) -> int:
+        """After a grant: wraps the data key of every own record version in ``categories``
+        for the grantee. Returns the number of keys sent."""
+        entries = []
+        for record in self.records_of(self.account_id):
+            if record["shredded"] or not CATEGORY_BITS[record["category"]] & categories:
+                continue
+            for number in range(1, int(record["latest_version"]) + 1):
+                answer = self.fetch(record["record_id"], purpose=6, version=number)
+                data_key = self._data_key(answer)
+                wrapped = crypto.wrap_key(
+                    data_key,
+                    grantee.encryption_key,
+                    context=wrap_context(record["record_id"], number),
+                )
+                entries.append(
+                    {
+                        "record_id": record["record_id"],
+                        "version": number,
+                        "holder_id": grantee.account_id,
+                        "wrapped_key": _b64(wrapped),
+                    }
+                )
+        if not entries:
+            return 0
+        self.call("POST", "/records/keys", json_body={"keys": entries})
+        return len(entries)
+
+    def unshare(self, grantee_id: str, *, categories: int) -> int:
+        """After a revocation: removes the grantee's wrapped keys in ``categories``."""
+        answer = self.call(
+            "DELETE", f"/records/keys/{grantee_id}", params={"categories": categories}
+        )
+        return int(answer["deleted"])
+
+    def rotate(self, record_id: str, version: int, *, holders: Sequence[Recipient] = ()) -> int:
+        """Re-encrypts a version under a new data key, wrapped for the patient, the escrow
+        key and ``holders`` only: every key released before becomes useless."""
+        answer = self.fetch(record_id, purpose=6, version=version)
+        plaintext = crypto.decrypt_record(
+            base64.b64decode(answer["ciphertext"]),
+            self._data_key(answer),
+            aad=record_aad(record_id, version, self.account_id),
+        )
+        data_key = crypto.new_data_key()
+        ciphertext = crypto.encrypt_record(
+            plaintext, data_key, aad=record_aad(record_id, version, self.account_id)
+        )
+        context = wrap_context(record_id, version)
+        recipients = {
+            self.account_id: self.keys.public().encryption_key,
+            ESCROW_HOLDER: self.escrow_key(),
+        }
+        recipients.update({r.account_id: r.encryption_key for r in holders})
+        body = {
+            "ciphertext": _b64(ciphertext),
+            "ciphertext_sha256": hashlib.sha256(ciphertext).hexdigest(),
+            "wrapped_keys": [
+                {"holder_id": h, "wrapped_key": _b64(crypto.wrap_key(data_key, k, context=context))}
+                for h, k in recipients.items()
+            ],
+        }
+        result = self.call(
+            "POST", f"/records/{record_id}/versions/{version}/rotation", json_body=body
+        )
+        return int(result["key_generation"])
+
+    def shred(self, record_id: str) -> None:
+        """Right to erasure: every ciphertext and wrapped key of the record is destroyed."""
+        self.call("DELETE", f"/records/{record_id}")
+
+    # -- break-glass (providers) ----------------------------------------------------------
+
+    def break_glass(
+        self, patient_id: str, justification: str, categories: Sequence[str] = ()
+    ) -> dict[str, Any]:
+        answer: dict[str, Any] = self.call(
+            "POST",
+            "/records/break-glass",
+            json_body={
+                "patient_id": patient_id,
+                "justification": justification,
+                "categories": list(categories),
+                "encryption_key": self.keys.public().encryption_key,
+            },
+        )
+        return answer
+
+
+def verify_provenance(
+    record: Mapping[str, Any], version: Mapping[str, Any], plaintext: bytes
+) -> None:
+    """Raises ``ProvenanceMismatch`` unless the content hash and the author's signature hold."""
+    digest = hashlib.sha256(plaintext).digest()
+    if digest.hex() != version["content_sha256"]:
+        raise ProvenanceMismatch("decrypted content does not match its signed hash")
+    prov = version["provenance"]
+    text = provenance_text(
+        record["record_id"],
+        int(version["version"]),
+        record["patient_id"],
+        record["category"],
+        version["resource_type"],
+        digest,
+        prov["author_id"],
+        prov["signed_at"],
+    )
+    signer = provenance_signer(text, bytes.fromhex(prov["signature"].removeprefix("0x")))
+    if signer is None or signer.lower() != str(prov["author_address"]).lower():
+        raise ProvenanceMismatch("the provenance signature is not the author's")
+
+
+LABS_BIT, IMAGING_BIT, MEDICATIONS_BIT, NOTES_BIT, MENTAL_HEALTH_BIT = CATEGORY_BITS.values()
