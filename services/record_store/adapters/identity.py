@@ -1,0 +1,34 @@
+"""Accounts from identity's ``account_registered`` events (consumer handler)."""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from ehr.identity.v1 import identity_pb2
+from eth_utils.address import to_checksum_address
+
+from services.platform.bus.port import Record
+from services.platform.events import envelope as codec
+from services.platform.events.catalogue import event_type_of
+from services.record_store.adapters.events import ROLE_CODES
+from services.record_store.adapters.sql import save_account_on
+from services.record_store.domain.model import Account
+
+ACCOUNT_REGISTERED = event_type_of(identity_pb2.AccountRegistered)
+ROLE_NAMES = {code: str(name) for name, code in ROLE_CODES.items()}
+
+
+def handle_identity_event(connection: sa.Connection, record: Record) -> None:
+    """Stores the account of an ``account_registered`` event; other events are ignored."""
+    envelope = codec.decode(record.value)
+    if envelope.type != ACCOUNT_REGISTERED:
+        return
+    registered = codec.payload(envelope, identity_pb2.AccountRegistered)
+    save_account_on(
+        connection,
+        Account(
+            registered.account_id,
+            ROLE_NAMES.get(registered.role, "unknown"),
+            str(to_checksum_address(registered.signing_address)),
+            bytes(registered.encryption_key_sha256),
+        ),
+    )

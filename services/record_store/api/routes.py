@@ -1,0 +1,241 @@
+"""The record store HTTP API (thin: authentication, body decoding, then a use case).
+
+Who may call what (the use cases enforce role and ownership):
+
+- upload and amend: a verified provider;
+- read (ciphertext + own wrapped key): the patient (own records), a provider with active
+  consent or break-glass; auditors never;
+- history and listing (metadata only): the patient, auditors, a provider (author/consent);
+- wrapping for a grantee, dropping a grantee's keys, rotation, shredding: the patient;
+- break-glass: a verified provider; the escrow public key: any authenticated caller.
+"""
+
+from __future__ import annotations
+
+import base64
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Query, Request
+from starlette.concurrency import run_in_threadpool
+
+from services.platform.app.auth import AuthenticatedPrincipal, Principal, require_role
+from services.record_store.api.schemas import (
+    BreakGlassIn,
+    KeysIn,
+    RotationIn,
+    VersionIn,
+    decode_b64,
+    record_view,
+    version_view,
+)
+from services.record_store.domain.errors import InvalidUpload
+from services.record_store.domain.events import Actor
+from services.record_store.domain.model import (
+    ESCROW_HOLDER,
+    Provenance,
+    Role,
+    VersionUpload,
+    WrappedKey,
+)
+from services.record_store.domain.service import RecordService
+
+PREFIX = "/records"
+router = APIRouter(prefix=PREFIX, tags=["records"])
+
+Provider = Annotated[Principal, Depends(require_role(Role.PROVIDER))]
+Patient = Annotated[Principal, Depends(require_role(Role.PATIENT))]
+Reader = Annotated[
+    Principal, Depends(require_role(Role.PATIENT, Role.PROVIDER, Role.AUDITOR, Role.ADMIN))
+]
+
+
+def record_service(request: Request) -> RecordService:
+    service: RecordService = request.app.state.record_service
+    return service
+
+
+Service = Annotated[RecordService, Depends(record_service)]
+
+
+def _actor(principal: Principal, request: Request) -> Actor:
+    return Actor(
+        account_id=principal.account_id,
+        role=principal.role,
+        token_id=principal.token_id or "",
+        correlation_id=getattr(request.state, "request_id", "") or "",
+    )
+
+
+def _upload(body: VersionIn) -> VersionUpload:
+    p = body.provenance
+    return VersionUpload(
+        record_id=body.record_id,
+        version=body.version,
+        patient_id=body.patient_id,
+        category=body.category,
+        resource_type=body.resource_type,
+        content_sha256=bytes.fromhex(body.content_sha256),
+        ciphertext=decode_b64(body.ciphertext, "ciphertext"),
+        ciphertext_sha256=bytes.fromhex(body.ciphertext_sha256),
+        plaintext_size=body.plaintext_size,
+        wrapped_keys=tuple(k.domain() for k in body.wrapped_keys),
+        provenance=Provenance(
+            p.author_id, p.author_address, p.signed_at, bytes.fromhex(p.signature[2:])
+        ),
+    )
+
+
+@router.get("/escrow-key")
+async def escrow_key(service: Service, principal: AuthenticatedPrincipal) -> dict[str, str]:
+    """The X25519 public key every data key is also wrapped for (break-glass escrow)."""
+    return {"holder_id": ESCROW_HOLDER, "encryption_key": service.escrow.public_key_hex}
+
+
+@router.post("", status_code=201)
+async def create(
+    body: VersionIn, request: Request, service: Service, principal: Provider
+) -> dict[str, Any]:
+    """Upload a new record (version 1): ciphertext, wrapped keys, signed provenance."""
+    if body.version != 1:
+        raise InvalidUpload("a new record starts at version 1", code="invalid_version")
+    stored = await run_in_threadpool(service.upload, _actor(principal, request), _upload(body))
+    return version_view(stored)
+
+
+@router.post("/{record_id}/versions", status_code=201)
+async def amend(
+    record_id: str, body: VersionIn, request: Request, service: Service, principal: Provider
+) -> dict[str, Any]:
+    """Upload the next version of a record (an amendment)."""
+    if body.record_id != record_id or body.version < 2:
+        raise InvalidUpload(
+            "an amendment names this record and a version above 1", code="invalid_version"
+        )
+    stored = await run_in_threadpool(service.upload, _actor(principal, request), _upload(body))
+    return version_view(stored)
+
+
+@router.get("")
+async def list_records(
+    service: Service,
+    principal: Reader,
+    request: Request,
+    patient_id: Annotated[str, Query(min_length=1, max_length=200)],
+) -> list[dict[str, Any]]:
+    """A patient's records (metadata only)."""
+    found = await run_in_threadpool(service.records_of, _actor(principal, request), patient_id)
+    return [record_view(r) for r in found]
+
+
+@router.get("/{record_id}")
+async def read(
+    record_id: str,
+    request: Request,
+    service: Service,
+    principal: Reader,
+    purpose: Annotated[int, Query(ge=1, le=6)],
+    version: Annotated[int | None, Query(ge=1)] = None,
+) -> dict[str, Any]:
+    """Ciphertext and the caller's own wrapped key, if the caller may read now."""
+    result = await run_in_threadpool(
+        service.read, _actor(principal, request), record_id, version, purpose
+    )
+    return {
+        "record": record_view(result.record),
+        "version": version_view(result.version),
+        "ciphertext": base64.b64encode(result.ciphertext).decode(),
+        "wrapped_key": base64.b64encode(result.wrapped_key).decode(),
+        "basis": result.basis.name.lower(),
+    }
+
+
+@router.get("/{record_id}/versions")
+async def history(
+    record_id: str, request: Request, service: Service, principal: Reader
+) -> dict[str, Any]:
+    """Every version's metadata and provenance (never ciphertext or keys)."""
+    record, versions = await run_in_threadpool(
+        service.history, _actor(principal, request), record_id
+    )
+    return {"record": record_view(record), "versions": [version_view(v) for v in versions]}
+
+
+@router.post("/keys", status_code=201)
+async def add_keys(
+    body: KeysIn, request: Request, service: Service, principal: Patient
+) -> dict[str, int]:
+    """The patient wraps data keys for a grantee (after a grant)."""
+    entries = [
+        (k.record_id, k.version, WrappedKey(k.holder_id, decode_b64(k.wrapped_key, "wrapped_key")))
+        for k in body.keys
+    ]
+    count = await run_in_threadpool(service.wrap_for, _actor(principal, request), entries)
+    return {"stored": count}
+
+
+@router.delete("/keys/{holder_id}")
+async def drop_keys(
+    holder_id: str,
+    request: Request,
+    service: Service,
+    principal: Patient,
+    categories: Annotated[int, Query(ge=1, le=0x1F)] = 0x1F,
+) -> dict[str, int]:
+    """The patient removes every key wrapped for ``holder_id`` (after a revocation)."""
+    count = await run_in_threadpool(
+        service.drop_keys, _actor(principal, request), holder_id, categories
+    )
+    return {"deleted": count}
+
+
+@router.post("/{record_id}/versions/{version}/rotation")
+async def rotate(
+    record_id: str,
+    version: int,
+    body: RotationIn,
+    request: Request,
+    service: Service,
+    principal: Patient,
+) -> dict[str, int]:
+    """The patient re-encrypts a version under a new data key."""
+    generation = await run_in_threadpool(
+        service.rotate,
+        _actor(principal, request),
+        record_id,
+        version,
+        decode_b64(body.ciphertext, "ciphertext"),
+        bytes.fromhex(body.ciphertext_sha256),
+        [k.domain() for k in body.wrapped_keys],
+    )
+    return {"key_generation": generation}
+
+
+@router.delete("/{record_id}")
+async def shred(
+    record_id: str, request: Request, service: Service, principal: Patient
+) -> dict[str, Any]:
+    """Crypto-shredding: ciphertext and every wrapped key destroyed; hashes remain."""
+    await run_in_threadpool(service.shred, _actor(principal, request), record_id)
+    return {"record_id": record_id, "shredded": True}
+
+
+@router.post("/break-glass", status_code=201)
+async def break_glass(
+    body: BreakGlassIn, request: Request, service: Service, principal: Provider
+) -> dict[str, Any]:
+    """Emergency access for a verified provider, with a written justification."""
+    grant = await run_in_threadpool(
+        service.break_glass,
+        _actor(principal, request),
+        body.patient_id,
+        body.justification,
+        body.categories,
+        body.encryption_key,
+    )
+    return {
+        "break_glass_id": grant.break_glass_id,
+        "patient_id": grant.patient_id,
+        "categories": [c.value for c in grant.categories],
+        "expires_at": grant.expires_at,
+        "keys_released": grant.keys_released,
+    }

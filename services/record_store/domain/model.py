@@ -1,0 +1,163 @@
+"""Records, versions, wrapped keys and break-glass grants (pure Python).
+
+A record belongs to one patient and one category; each version has its own data key,
+ciphertext and author signature (provenance). The service stores only ciphertext, its
+hashes and data keys wrapped for named holders; it never sees plaintext.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+ESCROW_HOLDER = "escrow:record-store"
+"""The holder id of the data key copy wrapped for the service's break-glass escrow key."""
+
+WRAPPED_KEY_BYTES = 93
+"""``ehr_client.crypto`` wrapped key: version(1) || eph_pub(32) || nonce(12) || sealed(48)."""
+
+
+class Role(enum.StrEnum):
+    PATIENT = "patient"
+    PROVIDER = "provider"
+    AUDITOR = "auditor"
+    ADMIN = "admin"
+    SERVICE = "service"
+
+
+class Category(enum.StrEnum):
+    """Record categories; ``bit`` is the ConsentRegistry mask bit, ``code`` the vocabulary
+    code (``services.platform.events.vocabulary``)."""
+
+    LABS = "labs"
+    IMAGING = "imaging"
+    MEDICATIONS = "medications"
+    NOTES = "notes"
+    MENTAL_HEALTH = "mental-health"
+
+    @property
+    def bit(self) -> int:
+        return 1 << list(Category).index(self)
+
+    @property
+    def code(self) -> int:
+        return list(Category).index(self) + 1
+
+
+class Purpose(enum.IntEnum):
+    """Purpose-of-use ids (the contract's; PATIENT_REQUEST only for a patient's own reads)."""
+
+    TREATMENT = 1
+    PAYMENT = 2
+    OPERATIONS = 3
+    RESEARCH = 4
+    EMERGENCY = 5
+    PATIENT_REQUEST = 6
+
+
+class Basis(enum.IntEnum):
+    """What allowed a read (``ehr.access.v1.AccessBasis``)."""
+
+    OWNER = 1
+    CONSENT = 2
+    BREAK_GLASS = 3
+
+
+class Denial(enum.IntEnum):
+    """Why a read was refused (``ehr.access.v1.DenialReason``)."""
+
+    NO_GRANT = 1
+    PROVIDER_NOT_VERIFIED = 6
+    ROLE_NOT_ALLOWED = 8
+
+
+@dataclass(frozen=True, slots=True)
+class Account:
+    """What the record store knows of an account (from identity's events)."""
+
+    account_id: str
+    role: str
+    address: str
+    encryption_key_sha256: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class WrappedKey:
+    holder_id: str
+    wrapped: bytes
+    expires_at: float | None = None  # set for break-glass copies
+
+
+@dataclass(frozen=True, slots=True)
+class Provenance:
+    """Who wrote a version and their signature over its content hash (EIP-191)."""
+
+    author_id: str
+    author_address: str
+    signed_at: str  # ISO 8601, part of the signed text
+    signature: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class VersionUpload:
+    """One version as the client sends it: ciphertext, hashes, wrapped keys, provenance."""
+
+    record_id: str
+    version: int
+    patient_id: str
+    category: Category
+    resource_type: str
+    content_sha256: bytes
+    ciphertext: bytes
+    ciphertext_sha256: bytes
+    plaintext_size: int
+    wrapped_keys: tuple[WrappedKey, ...]
+    provenance: Provenance
+
+
+@dataclass(frozen=True, slots=True)
+class VersionMeta:
+    record_id: str
+    version: int
+    resource_type: str
+    content_sha256: bytes
+    ciphertext_sha256: bytes
+    ciphertext_size: int
+    plaintext_size: int
+    provenance: Provenance
+    created_at: float
+    key_generation: int
+    shredded: bool
+
+
+@dataclass(frozen=True, slots=True)
+class RecordMeta:
+    record_id: str
+    patient_id: str
+    category: Category
+    resource_type: str
+    created_by: str
+    created_at: float
+    latest_version: int
+    shredded_at: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class ReadResult:
+    record: RecordMeta
+    version: VersionMeta
+    ciphertext: bytes
+    wrapped_key: bytes
+    basis: Basis
+
+
+@dataclass(frozen=True, slots=True)
+class BreakGlass:
+    break_glass_id: str
+    provider_id: str
+    patient_id: str
+    justification: str
+    categories: tuple[Category, ...]
+    created_at: float
+    expires_at: float
+    keys_released: int

@@ -1,0 +1,215 @@
+"""Composition root of the record store: settings -> adapters -> app and workers.
+
+The only place that chooses adapters:
+
+- database: ``EHR_DATABASE_URL`` (PostgreSQL, ``postgresql+psycopg://``), else SQLite in
+  ``<data_dir>/records.sqlite3``;
+- bus: ``EHR_KAFKA_BOOTSTRAP_SERVERS``, else the embedded log in ``<data_dir>/bus``;
+- chain: ``EHR_CHAIN_RPC_URLS`` + ``EHR_CHAIN_ID`` (Geth), else a chain passed in by the
+  process that embeds the services (the in-process chain identity deployed to);
+- consent: ``EHR_CONSENT_URL`` (the consent service's base URL).
+
+Secrets: ``EHR_ESCROW_PRIVATE_KEY`` (X25519, hex) and ``EHR_SERVICE_KEY_PEM`` (EC P-256
+service token key) come from the environment, else are generated at run time into the
+data dir (mode 0600).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager, suppress
+from pathlib import Path
+
+import sqlalchemy as sa
+from fastapi import FastAPI
+from pydantic import Field, SecretStr
+from starlette.concurrency import run_in_threadpool
+
+from services.platform.app.factory import create_app, serve
+from services.platform.app.logging import configure_logging
+from services.platform.app.settings import ServiceSettings
+from services.platform.bus.consumer import IdempotentConsumer
+from services.platform.bus.embedded import EmbeddedEventBus
+from services.platform.bus.kafka import KafkaEventBus
+from services.platform.bus.outbox import OutboxPublisher
+from services.platform.bus.port import EventBus, TopicSpec
+from services.platform.chain.geth import GethChain
+from services.platform.chain.port import Chain
+from services.platform.events.topics import IDENTITY_ACCOUNTS, RECORDS_ACCESS, RECORDS_RECORDS
+from services.record_store.adapters.chain import ChainProviderVerification
+from services.record_store.adapters.consent_http import HttpConsentCheck, ServiceTokenSigner
+from services.record_store.adapters.identity import handle_identity_event
+from services.record_store.adapters.keys import Eip191ProvenanceVerifier, X25519EscrowKey
+from services.record_store.adapters.sql import SqlRecordRepository, create_schema
+from services.record_store.api.errors import ERROR_MAP
+from services.record_store.api.routes import router
+from services.record_store.domain.ports import ConsentCheck
+from services.record_store.domain.service import RecordPolicy, RecordService
+
+
+class RecordStoreSettings(ServiceSettings):
+    """Settings of the record store (``EHR_`` prefix)."""
+
+    service_name: str = "record-store"
+    max_body_bytes: int = Field(default=2 * 1_048_576, gt=0)
+    data_dir: Path = Field(default=Path(".run/record-store"), description="embedded state")
+    database_url: str | None = Field(default=None, description="SQLAlchemy URL; else SQLite")
+    kafka_bootstrap_servers: str | None = Field(default=None, description="else embedded log")
+    chain_rpc_urls: list[str] = Field(default_factory=list)
+    chain_id: int | None = None
+    provider_registry_address: str = Field(description="ProviderRegistry address")
+    consent_url: str = Field(description="base URL of the consent service")
+    escrow_private_key: SecretStr | None = None
+    service_key_pem: SecretStr | None = None
+    max_ciphertext_bytes: int = Field(default=1_048_576 + 64, gt=0)
+    break_glass_seconds: float = Field(default=3600.0, gt=0)
+    topic_partitions: int = Field(default=3, ge=1)
+    publish_interval_seconds: float = Field(default=0.05, gt=0)
+    identity_consumer_group: str = "record-store-identity"
+
+
+class RecordStoreRuntime:
+    """Everything the service runs: adapters, use cases, the app and its workers."""
+
+    def __init__(
+        self,
+        settings: RecordStoreSettings,
+        *,
+        chain: Chain | None = None,
+        bus: EventBus | None = None,
+        consent: ConsentCheck | None = None,
+    ) -> None:
+        self.settings = settings
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        url = settings.database_url or f"sqlite:///{settings.data_dir / 'records.sqlite3'}"
+        self.engine = sa.create_engine(url, pool_pre_ping=True)
+        create_schema(self.engine)
+        self.repository = SqlRecordRepository(self.engine)
+        self.bus: EventBus = bus or (
+            KafkaEventBus(settings.kafka_bootstrap_servers)
+            if settings.kafka_bootstrap_servers
+            else EmbeddedEventBus(settings.data_dir / "bus")
+        )
+        self._owns_chain = chain is None
+        if chain is None:
+            if not settings.chain_rpc_urls or settings.chain_id is None:
+                raise ValueError("EHR_CHAIN_RPC_URLS and EHR_CHAIN_ID are required")
+            # read-only calls: a throwaway key that never holds funds
+            chain = GethChain(
+                settings.chain_rpc_urls, settings.chain_id, "0x" + secrets.token_hex(32)
+            )
+        self.chain = chain
+        self.escrow = (
+            X25519EscrowKey.from_hex(settings.escrow_private_key.get_secret_value())
+            if settings.escrow_private_key is not None
+            else X25519EscrowKey.load_or_create(settings.data_dir / "escrow.key")
+        )
+        self.signer = (
+            ServiceTokenSigner(settings.service_key_pem.get_secret_value(), settings.jwt.issuer)
+            if settings.service_key_pem is not None
+            else ServiceTokenSigner.load_or_create(
+                settings.data_dir / "service-key.pem", settings.jwt.issuer
+            )
+        )
+        self._http_consent = (
+            HttpConsentCheck(settings.consent_url, self.signer) if consent is None else None
+        )
+        self.service = RecordService(
+            self.repository,
+            consent or self._http_consent,  # type: ignore[arg-type]
+            ChainProviderVerification(self.chain, settings.provider_registry_address),
+            Eip191ProvenanceVerifier(),
+            self.escrow,
+            time.time,
+            RecordPolicy(
+                max_ciphertext_bytes=settings.max_ciphertext_bytes,
+                break_glass_seconds=settings.break_glass_seconds,
+            ),
+        )
+        self.publisher = OutboxPublisher(self.engine, self.bus)
+        self._stop = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._consumer: IdempotentConsumer | None = None
+        self.app = self._build_app()
+
+    def _build_app(self) -> FastAPI:
+        async def database() -> None:
+            await run_in_threadpool(self.repository.ping)
+
+        @asynccontextmanager
+        async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+            await self.start()
+            try:
+                yield
+            finally:
+                await self.stop()
+
+        app = create_app(
+            self.settings, [router], {"database": database}, error_map=ERROR_MAP, lifespan=lifespan
+        )
+        app.state.record_service = self.service
+
+        @app.get("/records-service/jwks.json", include_in_schema=False)
+        async def service_jwks() -> dict[str, object]:
+            """The public key of the service tokens this service sends to consent."""
+            return self.signer.jwks()
+
+        return app
+
+    async def start(self) -> None:
+        self._stop.clear()
+        await self.bus.start()
+        await self.bus.create_topics(
+            [
+                TopicSpec(t.name, self.settings.topic_partitions)
+                for t in (RECORDS_RECORDS, RECORDS_ACCESS, IDENTITY_ACCOUNTS)
+            ]
+        )
+        consumer = self.bus.consumer(
+            self.settings.identity_consumer_group, [IDENTITY_ACCOUNTS.name]
+        )
+        await consumer.start()
+        self._consumer = IdempotentConsumer(
+            "record-store-identity", consumer, self.engine, handle_identity_event
+        )
+        self._tasks = [
+            asyncio.create_task(
+                self.publisher.run(self._stop, self.settings.publish_interval_seconds)
+            ),
+            asyncio.create_task(self._consumer.run(self._stop)),
+        ]
+
+    async def stop(self) -> None:
+        self._stop.set()
+        for task in self._tasks:
+            with suppress(Exception):
+                await task
+        self._tasks = []
+        if self._consumer is not None:
+            await self._consumer.consumer.close()
+            self._consumer.close()
+            self._consumer = None
+        await self.publisher.publish_pending()
+        await self.bus.close()
+
+    def close(self) -> None:
+        """Releases what ``__init__`` opened (after ``stop``)."""
+        self.publisher.close()
+        if self._http_consent is not None:
+            self._http_consent.close()
+        if self._owns_chain:
+            self.chain.close()
+        self.engine.dispose()
+
+
+def main() -> None:
+    settings = RecordStoreSettings()
+    configure_logging(settings.service_name, settings.log_level)
+    serve(RecordStoreRuntime(settings).app, settings)
+
+
+if __name__ == "__main__":
+    main()

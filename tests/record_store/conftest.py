@@ -1,0 +1,283 @@
+"""Identity, consent and the record store served on loopback by real uvicorn servers,
+on the embedded default (SQLite, embedded log, in-process EVM) and on the real stack
+(PostgreSQL, Kafka, Geth). Users act through the client SDK."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import sqlalchemy as sa
+import uvicorn
+from devstack.stack import Stack
+from ehr_client import consent as consent_sdk
+from ehr_client.identity import IdentityClient, Session
+from ehr_client.keys import UserKeys
+from ehr_client.records import Recipient, RecordsClient
+from eth_account import Account
+from fastapi import FastAPI
+
+from services.consent.main import ConsentRuntime, ConsentSettings
+from services.identity.main import IdentityOptions, IdentitySettings, build
+from services.platform.bus.embedded import EmbeddedEventBus
+from services.platform.chain.geth import GethChain
+from services.platform.chain.inprocess import InProcessChain
+from services.record_store.adapters.consent_http import ServiceTokenSigner
+from services.record_store.main import RecordStoreRuntime, RecordStoreSettings
+
+ISSUER = "ehr-identity"
+
+
+@contextmanager
+def serve(app: FastAPI) -> Iterator[str]:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 60
+    while not server.started:
+        assert time.monotonic() < deadline, "uvicorn did not start"
+        assert thread.is_alive(), "uvicorn stopped during start-up"
+        time.sleep(0.01)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
+        sock.close()
+
+
+@dataclass
+class User:
+    account_id: str
+    role: str
+    keys: UserKeys
+    session: Session
+    records: RecordsClient
+
+    @property
+    def recipient(self) -> Recipient:
+        return Recipient(self.account_id, self.keys.public().encryption_key)
+
+
+@dataclass
+class Deployment:
+    backend: str
+    identity: IdentityClient
+    admin: UserKeys
+    admin_session: Session
+    consent_url: str
+    records_url: str
+    records_runtime: RecordStoreRuntime
+    consent_runtime: ConsentRuntime
+    users: list[User] = field(default_factory=list)
+
+    def user(self, role: str, *, verified: bool = False) -> User:
+        keys = UserKeys.generate()
+        account = self.identity.register(keys, name=f"{role} {uuid.uuid4().hex[:6]}", role=role)
+        account_id = str(account["account_id"])
+        if verified:
+            self.identity.verify_provider(
+                self.admin_session.token("identity"), account_id, "0x" + "ab" * 32
+            )
+        session = self.identity.login(keys)
+        client = RecordsClient(
+            self.records_url, token=session.token("records"), keys=keys, account_id=account_id
+        )
+        user = User(account_id, role, keys, session, client)
+        self.users.append(user)
+        self.wait_known(account_id)
+        return user
+
+    def wait_known(self, account_id: str) -> None:
+        """Polls until the record store and consent consumed the account's event."""
+        deadline = time.monotonic() + 60
+        while (
+            self.records_runtime.repository.account(account_id) is None
+            or self.consent_runtime.repository.account(account_id) is None
+        ):
+            assert time.monotonic() < deadline, "account event not consumed"
+            time.sleep(0.05)
+
+    def _chain_time(self) -> int:
+        chain = self.consent_runtime.chain
+        if isinstance(chain, InProcessChain):
+            block = chain._run(lambda w3: w3.eth.get_block("latest"))
+            return int(max(time.time(), float(block["timestamp"]) + 1))
+        return int(time.time())
+
+    def _consent(self, patient: User, path: str, message: consent_sdk.ConsentMessage) -> Any:
+        registry = self.consent_runtime.registry
+        encoded = consent_sdk.signable(
+            message, chain_id=registry.chain_id, verifying_contract=registry.address
+        )
+        signature = Account.sign_message(encoded, private_key=patient.keys.account.key).signature
+        fields = dict(message.typed_message())
+        if "expiresAt" in fields:
+            fields["expires_at"] = fields.pop("expiresAt")
+        response = httpx.post(
+            f"{self.consent_url}/consent/{path}",
+            json={"message": fields, "signature": "0x" + bytes(signature).hex()},
+            headers={"Authorization": f"Bearer {patient.session.token('consent')}"},
+            timeout=120,
+        )
+        assert response.status_code in (200, 201), response.text
+        return response.json()
+
+    def grant(self, patient: User, grantee: User, categories: int, purpose: int = 1) -> Any:
+        now = self._chain_time()
+        message = consent_sdk.GrantMessage(
+            patient=patient.keys.address,
+            grantee=grantee.keys.address,
+            categories=categories,
+            purpose=purpose,
+            expires_at=now + 3600,
+            nonce=self.consent_runtime.registry.next_nonce(patient.keys.address),
+            deadline=now + 3600,
+        )
+        return self._consent(patient, "grants", message)
+
+    def revoke(self, patient: User, grantee: User, categories: int, purpose: int = 1) -> Any:
+        now = self._chain_time()
+        message = consent_sdk.RevokeMessage(
+            patient=patient.keys.address,
+            grantee=grantee.keys.address,
+            categories=categories,
+            purpose=purpose,
+            nonce=self.consent_runtime.registry.next_nonce(patient.keys.address),
+            deadline=now + 3600,
+        )
+        return self._consent(patient, "revocations", message)
+
+
+def _database(stack: Stack, prefix: str) -> str:
+    server = sa.make_url(stack.postgres.dsn().replace("postgresql://", "postgresql+psycopg://", 1))
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
+    admin = sa.create_engine(server, isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    admin.dispose()
+    return server.set(database=name).render_as_string(hide_password=False)
+
+
+@pytest.fixture(
+    scope="module",
+    params=[
+        "embedded",
+        pytest.param("real", marks=[pytest.mark.kafka, pytest.mark.geth, pytest.mark.postgres]),
+    ],
+)
+def deployment(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Deployment]:
+    base: Path = tmp_path_factory.mktemp("records")
+    admin = UserKeys.generate()
+    signer = ServiceTokenSigner.load_or_create(base / "service-key.pem", ISSUER)
+    identity_options: dict[str, Any] = {
+        "data_dir": base / "identity",
+        "bootstrap_admin_address": admin.address,
+    }
+    consent_extra: dict[str, Any] = {}
+    records_extra: dict[str, Any] = {}
+    shared_bus = base / "consent" / "bus"
+    if request.param == "real":
+        stack: Stack = request.getfixturevalue("test_stack")
+        for name in ("kafka_stack", "geth_stack", "postgres_stack"):
+            request.getfixturevalue(name)
+        geth = stack.geth
+        registrar, relay = Account.create(), Account.create()
+        with GethChain(list(geth.rpc_urls), geth.chain_id, geth.faucet_private_key()) as faucet:
+            faucet.fund(registrar.address, 10**20)
+            faucet.fund(relay.address, 10**20)
+        key_file = base / "registrar.key"
+        key_file.write_text(registrar.key.hex())
+        identity_options.update(
+            database_url=_database(stack, "identity"),
+            kafka_bootstrap=stack.kafka.bootstrap_servers,
+            chain_rpc_urls=list(geth.rpc_urls),
+            chain_id=geth.chain_id,
+            registrar_key_file=key_file,
+        )
+        group = uuid.uuid4().hex[:8]
+        chain_settings = {"chain_rpc_urls": list(geth.rpc_urls), "chain_id": geth.chain_id}
+        consent_extra = {
+            "database_url": _database(stack, "consent"),
+            "kafka_bootstrap_servers": stack.kafka.bootstrap_servers,
+            "relay_private_key": relay.key.hex(),
+            "identity_consumer_group": f"consent-identity-{group}",
+            **chain_settings,
+        }
+        records_extra = {
+            "database_url": _database(stack, "records"),
+            "kafka_bootstrap_servers": stack.kafka.bootstrap_servers,
+            "identity_consumer_group": f"records-identity-{group}",
+            **chain_settings,
+        }
+        identity = build(
+            IdentitySettings(identity=IdentityOptions.model_validate(identity_options))
+        )
+    else:
+        identity = build(
+            IdentitySettings(identity=IdentityOptions.model_validate(identity_options)),
+            bus=EmbeddedEventBus(shared_bus),
+        )
+    with ExitStack() as stack_ctx:
+        identity_url = stack_ctx.enter_context(serve(identity.app))
+        identity_client = stack_ctx.enter_context(IdentityClient(identity_url))
+        identity_client.register(admin, name="Admin", role="admin")
+        admin_session = identity_client.login(admin)
+        jwks = identity_client.jwks()
+        consent_runtime = ConsentRuntime(
+            ConsentSettings(
+                jwt={
+                    "issuer": ISSUER,
+                    "audience": "consent",
+                    "jwks": {"keys": [*jwks["keys"], *signer.jwks()["keys"]]},
+                },
+                data_dir=base / "consent",
+                **consent_extra,
+            )
+        )
+        stack_ctx.callback(consent_runtime.close)
+        consent_url = stack_ctx.enter_context(serve(consent_runtime.app))
+        records_runtime = RecordStoreRuntime(
+            RecordStoreSettings(
+                jwt={"issuer": ISSUER, "audience": "records", "jwks": jwks},
+                data_dir=base / "records",
+                provider_registry_address=identity.registry.contract.address,
+                consent_url=consent_url,
+                service_key_pem=(base / "service-key.pem").read_text(),
+                **records_extra,
+            ),
+            chain=identity.chain if request.param == "embedded" else None,
+            bus=EmbeddedEventBus(shared_bus) if request.param == "embedded" else None,
+        )
+        stack_ctx.callback(records_runtime.close)
+        records_url = stack_ctx.enter_context(serve(records_runtime.app))
+        deployment = Deployment(
+            request.param,
+            identity_client,
+            admin,
+            admin_session,
+            consent_url,
+            records_url,
+            records_runtime,
+            consent_runtime,
+        )
+        yield deployment
+        for user in deployment.users:
+            user.records.close()
+    identity.store.engine.dispose()
+    identity.chain.close()
