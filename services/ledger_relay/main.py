@@ -207,13 +207,16 @@ class LedgerRelayRuntime:
         self.registry = CollectorRegistry()
         self.metrics = RelayMetrics(self.registry)
         self.publisher = OutboxPublisher(self.engine, self.bus)
+        # One publish at a time: on PostgreSQL a publish holds its rows locked while its
+        # single worker thread runs, so two concurrent publishes would wait on each other.
+        self._outbox_lock = asyncio.Lock()
         self.relay = LedgerRelay(
             self.repository,
             self.anchor,
             self.bus,
             self.config,
             self.metrics,
-            self.publisher.publish_pending,
+            self.publish_outbox,
             crash_hook,
         )
         self.proofs = ProofService(self.repository)
@@ -258,10 +261,23 @@ class LedgerRelayRuntime:
         await self.relay.open()
         self._tasks = [
             asyncio.create_task(self._run_relay()),
-            asyncio.create_task(
-                self.publisher.run(self._stop, self.settings.publish_interval_seconds)
-            ),
+            asyncio.create_task(self._publish_loop()),
         ]
+
+    async def publish_outbox(self) -> int:
+        """Publishes the pending checkpoint-anchored events (one publish at a time)."""
+        async with self._outbox_lock:
+            return await self.publisher.publish_pending()
+
+    async def _publish_loop(self) -> None:
+        """Retries what the relay's own publish after each checkpoint could not send."""
+        while not self._stop.is_set():
+            try:
+                await self.publish_outbox()
+            except Exception as failure:  # the rows stay; the next round retries
+                log.warning("outbox_publish_failed", error=repr(failure))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), self.settings.publish_interval_seconds)
 
     async def _run_relay(self) -> None:
         try:
@@ -281,7 +297,7 @@ class LedgerRelayRuntime:
                 await task
         self._tasks = []
         with contextlib.suppress(Exception):
-            await self.publisher.publish_pending()
+            await self.publish_outbox()
         await self.bus.close()
 
     def close(self) -> None:

@@ -257,6 +257,8 @@ class LedgerRelay:
             checkpoint, oldest_ms, future = self._in_flight.popleft()
             self._record_anchored(checkpoint, future.result(), oldest_ms)
             await self._flush_outbox()
+        if self._compact.size > self._cut_size and self._uncovered_since_ms is None:
+            self._uncovered_since_ms = _now_ms()  # e.g. after a failed send
         if self._compact.size > self._cut_size and (force or self._due()):
             await self._cut_and_send()
 
@@ -273,13 +275,15 @@ class LedgerRelay:
             cut_at_ms=_now_ms(),
         )
         self._repo.add_checkpoint(checkpoint)
+        # Leaves the consume loop appends while the transaction is sent are not in this
+        # cut: they start their own delay (a failed send is re-cut after reconcile).
+        oldest = self._uncovered_since_ms or checkpoint.cut_at_ms
+        self._uncovered_since_ms = None
         self._crash_hook("before_send")
         tx_hash = await asyncio.to_thread(self._anchor.submit, size, root, proof)
         self._crash_hook("after_send")
-        oldest = self._uncovered_since_ms or checkpoint.cut_at_ms
         self._cut_size, self._cut_root = size, root
         self._next_index += 1
-        self._uncovered_since_ms = None
         future = asyncio.ensure_future(asyncio.to_thread(self._anchor.wait, tx_hash))
         future.add_done_callback(lambda _f: self._wake.set())
         self._in_flight.append((checkpoint, oldest, future))
