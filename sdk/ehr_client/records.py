@@ -22,12 +22,13 @@ import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Literal, Protocol
+from typing import Any, Protocol
 
 import httpx
 from eth_account import Account
 from eth_account.messages import encode_defunct
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from fhir.resources.R4B import get_fhir_model_class
+from pydantic import ValidationError
 
 from ehr_client import crypto
 from ehr_client.keys import UserKeys
@@ -56,7 +57,7 @@ class ProvenanceMismatch(Exception):
     """The decrypted content does not match its signed hash, or the signer is not the author."""
 
 
-# -- FHIR validation (one port; a full FHIR model library can replace the models) ------
+# -- FHIR validation (one port, backed by the FHIR model library) -----------------------
 
 
 class FhirValidator(Protocol):
@@ -65,129 +66,109 @@ class FhirValidator(Protocol):
         ...
 
 
-class _Reference(BaseModel):
-    model_config = ConfigDict(extra="allow")
-    reference: str = Field(min_length=1, pattern=r"^[A-Za-z]+/[A-Za-z0-9\-.]{1,64}$")
+ACCEPTED_RESOURCE_TYPES = (
+    "Observation",
+    "DiagnosticReport",
+    "MedicationStatement",
+    "DocumentReference",
+    "Condition",
+)
 
-
-class _Coding(BaseModel):
-    model_config = ConfigDict(extra="allow")
-    system: str | None = None
-    code: str | None = None
-    display: str | None = None
-
-
-class _CodeableConcept(BaseModel):
-    model_config = ConfigDict(extra="allow")
-    coding: list[_Coding] | None = None
-    text: str | None = None
-
-
-_ID = r"^[A-Za-z0-9\-.]{1,64}$"
-_DATE = r"^\d{4}(-\d{2}(-\d{2}(T\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:\d{2})?)?)?)?$"
-
-
-class _Resource(BaseModel):
-    model_config = ConfigDict(extra="allow", populate_by_name=True)
-    id: str | None = Field(default=None, pattern=_ID)
-
-
-class _Observation(_Resource):
-    resourceType: Literal["Observation"]
-    status: Literal[
-        "registered",
-        "preliminary",
-        "final",
-        "amended",
-        "corrected",
-        "cancelled",
-        "entered-in-error",
-        "unknown",
-    ]
-    code: _CodeableConcept
-    subject: _Reference
-    effectiveDateTime: str | None = Field(default=None, pattern=_DATE)
-    issued: str | None = Field(default=None, pattern=_DATE)
-
-
-class _DiagnosticReport(_Resource):
-    resourceType: Literal["DiagnosticReport"]
-    status: Literal[
-        "registered",
-        "partial",
-        "preliminary",
-        "final",
-        "amended",
-        "corrected",
-        "appended",
-        "cancelled",
-        "entered-in-error",
-        "unknown",
-    ]
-    code: _CodeableConcept
-    subject: _Reference
-    effectiveDateTime: str | None = Field(default=None, pattern=_DATE)
-    issued: str | None = Field(default=None, pattern=_DATE)
-
-
-class _MedicationStatement(_Resource):
-    resourceType: Literal["MedicationStatement"]
-    status: Literal[
-        "active",
-        "completed",
-        "entered-in-error",
-        "intended",
-        "stopped",
-        "on-hold",
-        "unknown",
-        "not-taken",
-    ]
-    medicationCodeableConcept: _CodeableConcept | None = None
-    subject: _Reference
-    effectiveDateTime: str | None = Field(default=None, pattern=_DATE)
-
-
-class _DocumentReference(_Resource):
-    resourceType: Literal["DocumentReference"]
-    status: Literal["current", "superseded", "entered-in-error"]
-    type: _CodeableConcept | None = None
-    subject: _Reference
-    date: str | None = None
-    content: list[dict[str, Any]] = Field(min_length=1)
-
-
-class _Condition(_Resource):
-    resourceType: Literal["Condition"]
-    clinicalStatus: _CodeableConcept | None = None
-    code: _CodeableConcept
-    subject: _Reference
-    onsetDateTime: str | None = Field(default=None, pattern=_DATE)
-    recordedDate: str | None = Field(default=None, pattern=_DATE)
-
-
-_MODELS: dict[str, type[_Resource]] = {
-    "Observation": _Observation,
-    "DiagnosticReport": _DiagnosticReport,
-    "MedicationStatement": _MedicationStatement,
-    "DocumentReference": _DocumentReference,
-    "Condition": _Condition,
+# The model library checks structure, cardinality and primitive formats but not value
+# sets; ``status`` of these types has a *required* binding in FHIR R4, checked here.
+REQUIRED_STATUS: dict[str, frozenset[str]] = {
+    "Observation": frozenset(
+        {
+            "registered",
+            "preliminary",
+            "final",
+            "amended",
+            "corrected",
+            "cancelled",
+            "entered-in-error",
+            "unknown",
+        }
+    ),
+    "DiagnosticReport": frozenset(
+        {
+            "registered",
+            "partial",
+            "preliminary",
+            "final",
+            "amended",
+            "corrected",
+            "appended",
+            "cancelled",
+            "entered-in-error",
+            "unknown",
+        }
+    ),
+    "MedicationStatement": frozenset(
+        {
+            "active",
+            "completed",
+            "entered-in-error",
+            "intended",
+            "stopped",
+            "on-hold",
+            "unknown",
+            "not-taken",
+        }
+    ),
+    "DocumentReference": frozenset({"current", "superseded", "entered-in-error"}),
 }
 
 
-class StructuralFhirValidator:
-    """Structure checks of the accepted FHIR R4 resource types (resourceType, id, status,
-    code, subject reference, dates). Stands in until a FHIR model library is a dependency."""
+def _empty_element(value: Any, where: str) -> str | None:
+    """The path of the first empty array or object (FHIR JSON never has them), or None."""
+    if isinstance(value, Mapping):
+        if not value:
+            return where
+        children: Sequence[tuple[str, Any]] = [(f"{where}.{k}", v) for k, v in value.items()]
+    elif isinstance(value, list):
+        if not value:
+            return where
+        children = [(f"{where}.{i}", v) for i, v in enumerate(value)]
+    else:
+        return None
+    for path, child in children:
+        found = _empty_element(child, path)
+        if found is not None:
+            return found
+    return None
+
+
+class FhirResourcesValidator:
+    """Validates against the FHIR R4B models of ``fhir.resources`` (R4B is the
+    R4-compatible release line): structure, cardinality, primitive formats, no unknown
+    elements. On top: FHIR JSON's rule of no empty arrays or objects, the required
+    ``status`` bindings and a ``subject`` reference (a record belongs to one patient).
+    Accepts the resource types in ``ACCEPTED_RESOURCE_TYPES``."""
+
+    def __init__(self, accepted: Sequence[str] = ACCEPTED_RESOURCE_TYPES) -> None:
+        self.accepted = frozenset(accepted)
 
     def validate(self, resource: Mapping[str, Any]) -> str:
         kind = resource.get("resourceType") if isinstance(resource, Mapping) else None
-        model = _MODELS.get(kind) if isinstance(kind, str) else None
-        if model is None or kind is None:
+        if not isinstance(kind, str) or kind not in self.accepted:
             raise InvalidFhirResource(f"resourceType {kind!r} is not accepted")
+        empty = _empty_element(resource, kind)
+        if empty is not None:
+            raise InvalidFhirResource(f"invalid {kind} at {empty}: empty arrays and objects")
         try:
-            model.model_validate(dict(resource))
+            model = get_fhir_model_class(kind).model_validate(dict(resource))
         except ValidationError as exc:
-            raise InvalidFhirResource(f"invalid {kind}: {exc.errors()[0]['msg']}") from exc
-        return str(kind)
+            first = exc.errors()[0]
+            where = ".".join(str(part) for part in first["loc"]) or kind
+            raise InvalidFhirResource(f"invalid {kind} at {where}: {first['msg']}") from exc
+        status = getattr(model, "status", None)
+        allowed = REQUIRED_STATUS.get(kind)
+        if allowed is not None and status not in allowed:
+            raise InvalidFhirResource(f"invalid {kind} at status: {status!r} is not a FHIR code")
+        subject = getattr(model, "subject", None)
+        if subject is None or not getattr(subject, "reference", None):
+            raise InvalidFhirResource(f"invalid {kind} at subject: a reference is required")
+        return kind
 
 
 # -- the formats both sides agree on ----------------------------------------------------
@@ -286,7 +267,7 @@ class RecordsClient:
         self.token = token
         self.keys = keys
         self.account_id = account_id
-        self.validator = validator or StructuralFhirValidator()
+        self.validator = validator or FhirResourcesValidator()
         self._escrow: str | None = None
 
     def close(self) -> None:
