@@ -203,6 +203,7 @@ class LedgerRelayRuntime:
             max_in_flight=settings.max_in_flight,
             fetch_max_records=settings.fetch_max_records,
             settle_blocks=settle,
+            max_checkpoint_leaves=1 if settings.mode == "baseline" else None,
         )
         self.registry = CollectorRegistry()
         self.metrics = RelayMetrics(self.registry)

@@ -82,6 +82,8 @@ class RelayConfig:
     retry_initial_s: float = 0.2
     retry_max_s: float = 5.0
     tick_s: float = 0.02
+    max_checkpoint_leaves: int | None = None
+    """At most this many new leaves per checkpoint (1: the per-event baseline)."""
 
 
 def event_id_of(raw: bytes, digest: bytes) -> str:
@@ -263,7 +265,12 @@ class LedgerRelay:
             await self._cut_and_send()
 
     async def _cut_and_send(self) -> None:
-        size, root = self._compact.size, self._compact.root()
+        size = self._compact.size
+        if self._config.max_checkpoint_leaves is not None:
+            size = min(size, self._cut_size + self._config.max_checkpoint_leaves)
+        root = (
+            self._compact.root() if size == self._compact.size else root_of(size, self._repo.nodes)
+        )
         proof = consistency_proof(self._cut_size, size, self._repo.nodes) if self._cut_size else []
         checkpoint = Checkpoint(
             self._next_index,
@@ -278,7 +285,7 @@ class LedgerRelay:
         # Leaves the consume loop appends while the transaction is sent are not in this
         # cut: they start their own delay (a failed send is re-cut after reconcile).
         oldest = self._uncovered_since_ms or checkpoint.cut_at_ms
-        self._uncovered_since_ms = None
+        self._uncovered_since_ms = None if size == self._compact.size else oldest
         self._crash_hook("before_send")
         tx_hash = await asyncio.to_thread(self._anchor.submit, size, root, proof)
         self._crash_hook("after_send")

@@ -150,7 +150,16 @@ class RelayDeployment:
         assert address is not None, "the relay recorded no anchor contract"
         return AuditAnchorLedger(self.chain, address, self.account)
 
+    def has_schema(self) -> bool:
+        with self.engine.connect() as conn:
+            return sa.inspect(conn).has_table("ledger_checkpoints")
+
+    def tree_size(self) -> int:
+        return self.repository().tree_size() if self.has_schema() else 0
+
     def anchored_size(self) -> int:
+        if not self.has_schema():
+            return 0
         latest = self.repository().latest_anchored()
         return 0 if latest is None else latest.tree_size
 
