@@ -148,11 +148,6 @@ def test_register_verify_grant_revoke_through_the_sdk(deployment: Deployment) ->
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="consent's project_change builds ConsentRevoked from the grant before the change, "
-    "so the event's receipt names the grant's transaction, not the revocation's",
-)
 def test_the_revoked_event_names_the_revocation_transaction(deployment: Deployment) -> None:
     d = deployment
     patient, provider = UserKeys.generate(), UserKeys.generate()

@@ -342,5 +342,7 @@ def project_change(
     )
     events: list[DomainEvent] = []
     if revoked:
-        events.append(ConsentRevoked(current, revoked, change.nonce, digest, now, actor))
+        # The scope is the grant's as it was; the receipt is the revocation's own.
+        announced = replace(current, position=change.position)
+        events.append(ConsentRevoked(announced, revoked, change.nonce, digest, now, actor))
     return grant, events
