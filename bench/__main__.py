@@ -33,17 +33,19 @@ def main(selected: list[str]) -> int:
         print(f"unknown benchmark(s) {unknown}; choose from {known}", file=sys.stderr)
         return 2
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-    summary: dict[str, object] = {
-        "machine": {"python": platform.python_version(), "cpus": os.cpu_count()},
-        "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-    }
+    out = RESULTS_DIR / "summary.json"
+    # A partial run updates its own entries and keeps the others' last results.
+    summary: dict[str, object] = json.loads(out.read_text()) if out.exists() else {}
+    summary["machine"] = {"python": platform.python_version(), "cpus": os.cpu_count()}
     for name in names:
         print(f"== bench {name} ==", flush=True)
         started = time.monotonic()
         module = importlib.import_module(f"bench.{name}")
-        summary[name] = module.run(RESULTS_DIR)
+        summary[name] = {
+            "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "results": module.run(RESULTS_DIR),
+        }
         print(f"== bench {name}: {time.monotonic() - started:.0f} s ==", flush=True)
-    out = RESULTS_DIR / "summary.json"
     out.write_text(json.dumps(summary, indent=2, default=str) + "\n")
     print(f"results in {RESULTS_DIR}/")
     return 0
