@@ -65,6 +65,12 @@ class _DenialReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_DenialRe
     DENIAL_REASON_PROVIDER_NOT_VERIFIED: _DenialReason.ValueType  # 6
     DENIAL_REASON_ACCOUNT_SUSPENDED: _DenialReason.ValueType  # 7
     DENIAL_REASON_ROLE_NOT_ALLOWED: _DenialReason.ValueType  # 8
+    DENIAL_REASON_KEY_NOT_WRAPPED: _DenialReason.ValueType  # 9
+    """Authorised, but no data key is wrapped for the reader yet (the patient's
+    client has not shared the keys since the grant).
+    """
+    DENIAL_REASON_RECORD_SHREDDED: _DenialReason.ValueType  # 10
+    """The record was crypto-shredded: nothing is left to read."""
 
 class DenialReason(_DenialReason, metaclass=_DenialReasonEnumTypeWrapper): ...
 
@@ -77,6 +83,12 @@ DENIAL_REASON_PURPOSE_NOT_GRANTED: DenialReason.ValueType  # 5
 DENIAL_REASON_PROVIDER_NOT_VERIFIED: DenialReason.ValueType  # 6
 DENIAL_REASON_ACCOUNT_SUSPENDED: DenialReason.ValueType  # 7
 DENIAL_REASON_ROLE_NOT_ALLOWED: DenialReason.ValueType  # 8
+DENIAL_REASON_KEY_NOT_WRAPPED: DenialReason.ValueType  # 9
+"""Authorised, but no data key is wrapped for the reader yet (the patient's
+client has not shared the keys since the grant).
+"""
+DENIAL_REASON_RECORD_SHREDDED: DenialReason.ValueType  # 10
+"""The record was crypto-shredded: nothing is left to read."""
 Global___DenialReason: _TypeAlias = DenialReason  # noqa: Y015
 
 @_typing.final

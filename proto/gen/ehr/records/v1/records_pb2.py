@@ -26,7 +26,7 @@ from ehr.envelope.v1 import options_pb2 as ehr_dot_envelope_dot_v1_dot_options__
 from ehr.vocabulary.v1 import vocabulary_pb2 as ehr_dot_vocabulary_dot_v1_dot_vocabulary__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1c\x65hr/records/v1/records.proto\x12\x0e\x65hr.records.v1\x1a\x1d\x65hr/envelope/v1/options.proto\x1a\"ehr/vocabulary/v1/vocabulary.proto\"\x9a\x02\n\rRecordCreated\x12\x11\n\trecord_id\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\r\x12\x12\n\npatient_id\x18\x03 \x01(\t\x12\x13\n\x0bprovider_id\x18\x04 \x01(\t\x12\x18\n\x10provider_address\x18\x05 \x01(\t\x12\x33\n\x08\x63\x61tegory\x18\x06 \x01(\x0e\x32!.ehr.vocabulary.v1.RecordCategory\x12\x19\n\x11\x63iphertext_sha256\x18\x07 \x01(\x0c\x12\x17\n\x0f\x63iphertext_size\x18\x08 \x01(\x04\x12\x16\n\x0ekey_holder_ids\x18\t \x03(\t:!\x8a\xb5\x18\x1d\x65hr.records.record_created.v1\"\xb4\x02\n\rRecordAmended\x12\x11\n\trecord_id\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\r\x12\x18\n\x10previous_version\x18\x03 \x01(\r\x12\x12\n\npatient_id\x18\x04 \x01(\t\x12\x13\n\x0bprovider_id\x18\x05 \x01(\t\x12\x18\n\x10provider_address\x18\x06 \x01(\t\x12\x33\n\x08\x63\x61tegory\x18\x07 \x01(\x0e\x32!.ehr.vocabulary.v1.RecordCategory\x12\x19\n\x11\x63iphertext_sha256\x18\x08 \x01(\x0c\x12\x17\n\x0f\x63iphertext_size\x18\t \x01(\x04\x12\x16\n\x0ekey_holder_ids\x18\n \x03(\t:!\x8a\xb5\x18\x1d\x65hr.records.record_amended.v1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1c\x65hr/records/v1/records.proto\x12\x0e\x65hr.records.v1\x1a\x1d\x65hr/envelope/v1/options.proto\x1a\"ehr/vocabulary/v1/vocabulary.proto\"\x9a\x02\n\rRecordCreated\x12\x11\n\trecord_id\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\r\x12\x12\n\npatient_id\x18\x03 \x01(\t\x12\x13\n\x0bprovider_id\x18\x04 \x01(\t\x12\x18\n\x10provider_address\x18\x05 \x01(\t\x12\x33\n\x08\x63\x61tegory\x18\x06 \x01(\x0e\x32!.ehr.vocabulary.v1.RecordCategory\x12\x19\n\x11\x63iphertext_sha256\x18\x07 \x01(\x0c\x12\x17\n\x0f\x63iphertext_size\x18\x08 \x01(\x04\x12\x16\n\x0ekey_holder_ids\x18\t \x03(\t:!\x8a\xb5\x18\x1d\x65hr.records.record_created.v1\"\xb4\x02\n\rRecordAmended\x12\x11\n\trecord_id\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\r\x12\x18\n\x10previous_version\x18\x03 \x01(\r\x12\x12\n\npatient_id\x18\x04 \x01(\t\x12\x13\n\x0bprovider_id\x18\x05 \x01(\t\x12\x18\n\x10provider_address\x18\x06 \x01(\t\x12\x33\n\x08\x63\x61tegory\x18\x07 \x01(\x0e\x32!.ehr.vocabulary.v1.RecordCategory\x12\x19\n\x11\x63iphertext_sha256\x18\x08 \x01(\x0c\x12\x17\n\x0f\x63iphertext_size\x18\t \x01(\x04\x12\x16\n\x0ekey_holder_ids\x18\n \x03(\t:!\x8a\xb5\x18\x1d\x65hr.records.record_amended.v1\"\x80\x01\n\x10RecordKeysShared\x12\x12\n\npatient_id\x18\x01 \x01(\t\x12\x11\n\tholder_id\x18\x02 \x01(\t\x12\x12\n\nrecord_ids\x18\x03 \x03(\t\x12\x11\n\tkey_count\x18\x04 \x01(\r:\x1e\x8a\xb5\x18\x1a\x65hr.records.keys_shared.v1\"\xa5\x01\n\x11RecordKeysRemoved\x12\x12\n\npatient_id\x18\x01 \x01(\t\x12\x11\n\tholder_id\x18\x02 \x01(\t\x12\x35\n\ncategories\x18\x03 \x03(\x0e\x32!.ehr.vocabulary.v1.RecordCategory\x12\x11\n\tkey_count\x18\x04 \x01(\r:\x1f\x8a\xb5\x18\x1b\x65hr.records.keys_removed.v1\"\xce\x01\n\rRecordRotated\x12\x11\n\trecord_id\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\r\x12\x12\n\npatient_id\x18\x03 \x01(\t\x12\x16\n\x0ekey_generation\x18\x04 \x01(\r\x12\x19\n\x11\x63iphertext_sha256\x18\x05 \x01(\x0c\x12\x17\n\x0f\x63iphertext_size\x18\x06 \x01(\x04\x12\x16\n\x0ekey_holder_ids\x18\x07 \x03(\t:!\x8a\xb5\x18\x1d\x65hr.records.record_rotated.v1\"\xb5\x01\n\x0eRecordShredded\x12\x11\n\trecord_id\x18\x01 \x01(\t\x12\x12\n\npatient_id\x18\x02 \x01(\t\x12\x33\n\x08\x63\x61tegory\x18\x03 \x01(\x0e\x32!.ehr.vocabulary.v1.RecordCategory\x12\x10\n\x08versions\x18\x04 \x01(\r\x12\x11\n\tkey_count\x18\x05 \x01(\r:\"\x8a\xb5\x18\x1e\x65hr.records.record_shredded.v1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -37,8 +37,24 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_RECORDCREATED']._serialized_options = b'\212\265\030\035ehr.records.record_created.v1'
   _globals['_RECORDAMENDED']._loaded_options = None
   _globals['_RECORDAMENDED']._serialized_options = b'\212\265\030\035ehr.records.record_amended.v1'
+  _globals['_RECORDKEYSSHARED']._loaded_options = None
+  _globals['_RECORDKEYSSHARED']._serialized_options = b'\212\265\030\032ehr.records.keys_shared.v1'
+  _globals['_RECORDKEYSREMOVED']._loaded_options = None
+  _globals['_RECORDKEYSREMOVED']._serialized_options = b'\212\265\030\033ehr.records.keys_removed.v1'
+  _globals['_RECORDROTATED']._loaded_options = None
+  _globals['_RECORDROTATED']._serialized_options = b'\212\265\030\035ehr.records.record_rotated.v1'
+  _globals['_RECORDSHREDDED']._loaded_options = None
+  _globals['_RECORDSHREDDED']._serialized_options = b'\212\265\030\036ehr.records.record_shredded.v1'
   _globals['_RECORDCREATED']._serialized_start=116
   _globals['_RECORDCREATED']._serialized_end=398
   _globals['_RECORDAMENDED']._serialized_start=401
   _globals['_RECORDAMENDED']._serialized_end=709
+  _globals['_RECORDKEYSSHARED']._serialized_start=712
+  _globals['_RECORDKEYSSHARED']._serialized_end=840
+  _globals['_RECORDKEYSREMOVED']._serialized_start=843
+  _globals['_RECORDKEYSREMOVED']._serialized_end=1008
+  _globals['_RECORDROTATED']._serialized_start=1011
+  _globals['_RECORDROTATED']._serialized_end=1217
+  _globals['_RECORDSHREDDED']._serialized_start=1220
+  _globals['_RECORDSHREDDED']._serialized_end=1401
 # @@protoc_insertion_point(module_scope)

@@ -118,3 +118,154 @@ class RecordAmended(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___RecordAmended: _TypeAlias = RecordAmended  # noqa: Y015
+
+@_typing.final
+class RecordKeysShared(_message.Message):
+    """The patient's client wrapped existing data keys for a grantee (after a
+    grant). One event per request, whatever its number of keys.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PATIENT_ID_FIELD_NUMBER: _builtins.int
+    HOLDER_ID_FIELD_NUMBER: _builtins.int
+    RECORD_IDS_FIELD_NUMBER: _builtins.int
+    KEY_COUNT_FIELD_NUMBER: _builtins.int
+    patient_id: _builtins.str
+    holder_id: _builtins.str
+    """The account the keys were wrapped for."""
+    key_count: _builtins.int
+    """Wrapped keys stored (one per record version)."""
+    @_builtins.property
+    def record_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Records with at least one version newly wrapped for the holder."""
+
+    def __init__(
+        self,
+        *,
+        patient_id: _builtins.str = ...,
+        holder_id: _builtins.str = ...,
+        record_ids: _abc.Iterable[_builtins.str] | None = ...,
+        key_count: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["holder_id", b"holder_id", "key_count", b"key_count", "patient_id", b"patient_id", "record_ids", b"record_ids"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RecordKeysShared: _TypeAlias = RecordKeysShared  # noqa: Y015
+
+@_typing.final
+class RecordKeysRemoved(_message.Message):
+    """The patient removed a grantee's wrapped keys (after a revocation)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PATIENT_ID_FIELD_NUMBER: _builtins.int
+    HOLDER_ID_FIELD_NUMBER: _builtins.int
+    CATEGORIES_FIELD_NUMBER: _builtins.int
+    KEY_COUNT_FIELD_NUMBER: _builtins.int
+    patient_id: _builtins.str
+    holder_id: _builtins.str
+    key_count: _builtins.int
+    """Wrapped keys deleted (0 when the holder had none)."""
+    @_builtins.property
+    def categories(self) -> _containers.RepeatedScalarFieldContainer[_vocabulary_pb2.RecordCategory.ValueType]:
+        """The categories whose keys were removed."""
+
+    def __init__(
+        self,
+        *,
+        patient_id: _builtins.str = ...,
+        holder_id: _builtins.str = ...,
+        categories: _abc.Iterable[_vocabulary_pb2.RecordCategory.ValueType] | None = ...,
+        key_count: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["categories", b"categories", "holder_id", b"holder_id", "key_count", b"key_count", "patient_id", b"patient_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RecordKeysRemoved: _TypeAlias = RecordKeysRemoved  # noqa: Y015
+
+@_typing.final
+class RecordRotated(_message.Message):
+    """A version was re-encrypted under a new data key: every key released before
+    is useless. The holders listed are the only ones of the new key.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RECORD_ID_FIELD_NUMBER: _builtins.int
+    VERSION_FIELD_NUMBER: _builtins.int
+    PATIENT_ID_FIELD_NUMBER: _builtins.int
+    KEY_GENERATION_FIELD_NUMBER: _builtins.int
+    CIPHERTEXT_SHA256_FIELD_NUMBER: _builtins.int
+    CIPHERTEXT_SIZE_FIELD_NUMBER: _builtins.int
+    KEY_HOLDER_IDS_FIELD_NUMBER: _builtins.int
+    record_id: _builtins.str
+    version: _builtins.int
+    patient_id: _builtins.str
+    key_generation: _builtins.int
+    """Starts at 1 for the upload's key; each rotation adds 1."""
+    ciphertext_sha256: _builtins.bytes
+    ciphertext_size: _builtins.int
+    @_builtins.property
+    def key_holder_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def __init__(
+        self,
+        *,
+        record_id: _builtins.str = ...,
+        version: _builtins.int = ...,
+        patient_id: _builtins.str = ...,
+        key_generation: _builtins.int = ...,
+        ciphertext_sha256: _builtins.bytes = ...,
+        ciphertext_size: _builtins.int = ...,
+        key_holder_ids: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["ciphertext_sha256", b"ciphertext_sha256", "ciphertext_size", b"ciphertext_size", "key_generation", b"key_generation", "key_holder_ids", b"key_holder_ids", "patient_id", b"patient_id", "record_id", b"record_id", "version", b"version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RecordRotated: _TypeAlias = RecordRotated  # noqa: Y015
+
+@_typing.final
+class RecordShredded(_message.Message):
+    """Crypto-shredding: every ciphertext and wrapped key of the record destroyed in
+    one transaction; metadata, hashes and provenance stay.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RECORD_ID_FIELD_NUMBER: _builtins.int
+    PATIENT_ID_FIELD_NUMBER: _builtins.int
+    CATEGORY_FIELD_NUMBER: _builtins.int
+    VERSIONS_FIELD_NUMBER: _builtins.int
+    KEY_COUNT_FIELD_NUMBER: _builtins.int
+    record_id: _builtins.str
+    patient_id: _builtins.str
+    category: _vocabulary_pb2.RecordCategory.ValueType
+    versions: _builtins.int
+    """Versions whose ciphertext was destroyed."""
+    key_count: _builtins.int
+    """Wrapped keys deleted."""
+    def __init__(
+        self,
+        *,
+        record_id: _builtins.str = ...,
+        patient_id: _builtins.str = ...,
+        category: _vocabulary_pb2.RecordCategory.ValueType = ...,
+        versions: _builtins.int = ...,
+        key_count: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["category", b"category", "key_count", b"key_count", "patient_id", b"patient_id", "record_id", b"record_id", "versions", b"versions"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RecordShredded: _TypeAlias = RecordShredded  # noqa: Y015
