@@ -1,0 +1,289 @@
+"""Use cases of audit-analytics: search, verification, reconciliation, detection, review, reports.
+
+Findings and reports are events themselves (``ehr.audit.anomaly_detected.v1``,
+``ehr.audit.report_generated.v1``), queued in the outbox with the state change.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+from ehr.audit.v1 import audit_pb2
+from ehr.vocabulary.v1 import vocabulary_pb2
+
+from services.ledger_relay.domain.errors import ProofInvalid
+from services.ledger_relay.verify import verify_event
+from services.platform.events.envelope import Actor, encode, new_envelope, partition_key, topic_of
+
+from . import reports
+from .anomalies import Candidate, Detector
+from .errors import EventNotFound, FindingNotFound, InvalidQuery
+from .integrity import IntegrityService, Reconciliation, Verification
+from .model import AuditRepository, Finding, Page, SearchQuery, StoredEvent
+from .ports import CachedCheckpointReader
+
+SOURCE = "audit-analytics"
+DISPOSITIONS = ("justified", "false_positive", "violation_confirmed", "escalated", "needs_training")
+MAX_PAGE = 500
+SEVERITY = {
+    "low": audit_pb2.SEVERITY_LOW,
+    "medium": audit_pb2.SEVERITY_MEDIUM,
+    "high": audit_pb2.SEVERITY_HIGH,
+}
+ROLES = {
+    "auditor": vocabulary_pb2.ROLE_AUDITOR,
+    "admin": vocabulary_pb2.ROLE_ADMINISTRATOR,
+    "patient": vocabulary_pb2.ROLE_PATIENT,
+    "service": vocabulary_pb2.ROLE_SERVICE,
+}
+
+Outgoing = tuple[str, str, bytes]
+
+
+def _outgoing(payload: Any, actor_id: str, role: str) -> Outgoing:
+    envelope = new_envelope(
+        payload, source=SOURCE, actor=Actor(id=actor_id, role=ROLES.get(role, ROLES["service"]))
+    )
+    return topic_of(envelope).name, partition_key(envelope), encode(envelope)
+
+
+class AuditService:
+    def __init__(
+        self,
+        repository: AuditRepository,
+        integrity: IntegrityService,
+        detector: Detector,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self.repository = repository
+        self.integrity = integrity
+        self.detector = detector
+        self.clock = clock
+
+    # -- the log --------------------------------------------------------------------
+
+    def search(self, query: SearchQuery) -> Page:
+        if not 1 <= query.limit <= MAX_PAGE:
+            raise InvalidQuery(f"limit must be in 1..{MAX_PAGE}")
+        if query.since and query.until and query.since >= query.until:
+            raise InvalidQuery("since must be before until")
+        if query.after_sequence < 0:
+            raise InvalidQuery("the cursor must be >= 0")
+        return self.repository.search(query)
+
+    def event(self, event_id: str) -> StoredEvent:
+        found = self.repository.get(event_id)
+        if found is None:
+            raise EventNotFound(f"no event {event_id} in the audit store")
+        return found
+
+    def verify(self, event_id: str) -> Verification:
+        return self.integrity.verify(event_id)
+
+    def reconcile(self, actor_id: str = SOURCE) -> Reconciliation:
+        """Reconciles, and records every discrepancy as an ``integrity_failure`` finding."""
+        result = self.integrity.reconcile()
+        candidates = [
+            Candidate(
+                "integrity_failure",
+                "high",
+                "",
+                "",
+                (d.event_id,) if d.event_id else (),
+                1.0,
+                f"{d.kind}: {d.detail} {d.position}"
+                + (f" leaf {d.leaf_index}" if d.leaf_index is not None else ""),
+            )
+            for d in result.discrepancies
+        ]
+        self._record(candidates)
+        return result
+
+    # -- anomalies -----------------------------------------------------------------
+
+    def detect(self) -> list[Finding]:
+        """Runs every rule over the store; returns (and emits) only new findings."""
+        records = [e.record for e in self.repository.all_events()]
+        reviewed = set(self.repository.break_glass_reviews())
+        return self._record(self.detector.detect(records, self.clock(), reviewed))
+
+    def _record(self, candidates: list[Candidate]) -> list[Finding]:
+        known = {f.finding_id for f in self.repository.findings()}
+        now = self.clock()
+        new: dict[str, Finding] = {}
+        outgoing: list[Outgoing] = []
+        for c in candidates:
+            if c.finding_id in known or c.finding_id in new:
+                continue
+            new[c.finding_id] = Finding(
+                c.finding_id,
+                c.rule,
+                c.severity,
+                c.patient_id,
+                c.account_id,
+                c.event_ids,
+                c.score,
+                c.explanation,
+                now,
+            )
+            payload = audit_pb2.AnomalyDetected(
+                anomaly_id=c.finding_id,
+                rule=c.rule,
+                severity=SEVERITY[c.severity],
+                patient_id=c.patient_id,
+                account_id=c.account_id or SOURCE,
+                event_ids=list(c.event_ids),
+                score=c.score,
+                explanation=c.explanation,
+            )
+            outgoing.append(_outgoing(payload, SOURCE, "service"))
+        if new:
+            self.repository.add_findings(list(new.values()), outgoing)
+        return list(new.values())
+
+    def findings(self, rule: str | None = None, reviewed: bool | None = None) -> list[Finding]:
+        return self.repository.findings(rule, reviewed)
+
+    def finding(self, finding_id: str) -> Finding:
+        found = self.repository.finding(finding_id)
+        if found is None:
+            raise FindingNotFound(f"no finding {finding_id}")
+        return found
+
+    def review(self, finding_id: str, disposition: str, reviewer: str) -> Finding:
+        if disposition not in DISPOSITIONS:
+            raise InvalidQuery(f"disposition must be one of {', '.join(DISPOSITIONS)}")
+        return self.repository.review(finding_id, disposition, reviewer, self.clock())
+
+    def review_break_glass(self, event_id: str, disposition: str, reviewer: str) -> None:
+        if disposition not in DISPOSITIONS:
+            raise InvalidQuery(f"disposition must be one of {', '.join(DISPOSITIONS)}")
+        stored = self.event(event_id)
+        if stored.record.subtype != "break_glass_used":
+            raise InvalidQuery(f"event {event_id} is not a break-glass access")
+        bg = str(stored.record.extra.get("break_glass_id") or event_id)
+        self.repository.review_break_glass(bg, disposition, reviewer, self.clock())
+
+    # -- reports -------------------------------------------------------------------
+
+    def _attestation(self, events: list[StoredEvent]) -> dict[str, Any]:
+        """The checkpoint used, its anchor transaction, and whether every event verified."""
+        checkpoint = self.integrity.proofs.latest_checkpoint()
+        reader = CachedCheckpointReader(self.integrity.reader)
+        verified = failed = pending = 0
+        for event in events:
+            if event.position.topic not in self.integrity.anchored_topics:
+                continue
+            proof = event.proof
+            if proof is None:
+                try:
+                    proof = self.integrity.proofs.inclusion(event.record.event_id)
+                except Exception:  # not yet anchored, or relay unreachable: pending
+                    proof = None
+            if proof is None:
+                pending += 1
+                continue
+            try:
+                verify_event(event.raw, proof, reader)
+                verified += 1
+            except (ProofInvalid, KeyError, ValueError):
+                failed += 1
+        chain_ok = False
+        if checkpoint is not None:
+            on_chain = reader.checkpoint_at(int(checkpoint["index"]))
+            chain_ok = on_chain.root.hex() == checkpoint["root"]
+        return {
+            "checkpoint_index": checkpoint["index"] if checkpoint else None,
+            "checkpoint_tree_size": checkpoint["tree_size"] if checkpoint else 0,
+            "checkpoint_root": checkpoint["root"] if checkpoint else "",
+            "anchor_transaction": checkpoint["tx_hash"] if checkpoint else "",
+            "anchor_block": checkpoint["block_number"] if checkpoint else None,
+            "checkpoint_matches_chain": chain_ok,
+            "events_verified": verified,
+            "events_failed": failed,
+            "events_pending": pending,
+            "verification_result": "verified"
+            if chain_ok and failed == 0 and pending == 0
+            else ("failed" if failed or (checkpoint and not chain_ok) else "partial"),
+        }
+
+    def _emit_report(
+        self,
+        report: dict[str, Any],
+        kind: int,
+        period: tuple[datetime, datetime],
+        actor_id: str,
+        role: str,
+        patient_id: str = "",
+    ) -> None:
+        attestation = report["attestation"]
+        document = json.dumps(report, sort_keys=True).encode()
+        payload = audit_pb2.ReportGenerated(
+            report_id=report["report_id"],
+            kind=kind,  # type: ignore[arg-type]
+            patient_id=patient_id,
+            auditor_id=actor_id,
+            report_sha256=hashlib.sha256(document).digest(),
+            checkpoint_tree_size=int(attestation["checkpoint_tree_size"] or 0),
+            checkpoint_root_hash=bytes.fromhex(attestation["checkpoint_root"] or ""),
+            anchor_transaction_hash=attestation["anchor_transaction"] or "",
+            verified=attestation["verification_result"] == "verified",
+        )
+        payload.period_start.FromDatetime(period[0])
+        payload.period_end.FromDatetime(period[1])
+        self.repository.queue([_outgoing(payload, actor_id, role)])
+
+    @staticmethod
+    def _period(since: datetime, until: datetime) -> tuple[datetime, datetime]:
+        if since.tzinfo is None or until.tzinfo is None:
+            raise InvalidQuery("period bounds must carry a time zone")
+        if since >= until:
+            raise InvalidQuery("the period must start before it ends")
+        return since.astimezone(UTC), until.astimezone(UTC)
+
+    def compliance_report(
+        self, since: datetime, until: datetime, auditor_id: str, role: str = "auditor"
+    ) -> dict[str, Any]:
+        period = self._period(since, until)
+        events = self.repository.events_between(*period)
+        records = [e.record for e in events]
+        findings = [f for f in self.repository.findings() if period[0] <= f.detected_at < period[1]]
+        report = reports.compliance_report(
+            report_id=str(uuid.uuid4()),
+            period=period,
+            generated_at=self.clock(),
+            generated_by=auditor_id,
+            records=records,
+            findings=findings,
+            reviews=self.repository.break_glass_reviews(),
+            attestation=self._attestation(events),
+        )
+        self._emit_report(report, audit_pb2.REPORT_KIND_AUDIT_CONTROLS, period, auditor_id, role)
+        return report
+
+    def patient_access_report(
+        self, patient_id: str, since: datetime, until: datetime, requester_id: str, role: str
+    ) -> dict[str, Any]:
+        period = self._period(since, until)
+        events = [
+            e
+            for e in self.repository.events_between(*period)
+            if e.record.patient_id == patient_id and e.record.subtype in reports.ACCESS_SUBTYPES
+        ]
+        report = reports.patient_access_report(
+            report_id=str(uuid.uuid4()),
+            patient_id=patient_id,
+            period=period,
+            generated_at=self.clock(),
+            records=[e.record for e in events],
+            attestation=self._attestation(events),
+        )
+        self._emit_report(
+            report, audit_pb2.REPORT_KIND_ACCESS_REPORT, period, requester_id, role, patient_id
+        )
+        return report

@@ -1,0 +1,255 @@
+"""Composition root of audit-analytics: settings -> adapters -> consumer, loops and API.
+
+The only place that chooses adapters:
+
+- database: ``EHR_DATABASE_URL`` (PostgreSQL), else SQLite in ``<data_dir>/audit.sqlite3``;
+- bus: ``EHR_KAFKA_BOOTSTRAP_SERVERS``, else the embedded log in ``<data_dir>/bus``;
+- proofs (``EventProofs``): ``EHR_LEDGER_URL`` (the relay's HTTP API, with the service
+  token in ``EHR_LEDGER_TOKEN_FILE``), else ``EHR_LEDGER_DATABASE_URL`` (the relay's
+  repository read directly), else an instance passed in by the embedded stack;
+- chain: ``EHR_CHAIN_RPC_URL`` + ``EHR_ANCHOR_ADDRESS`` (read-only JSON-RPC), else a
+  reader passed in (the embedded stack's in-process chain).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+import structlog
+from fastapi import FastAPI
+from prometheus_client import CollectorRegistry
+from pydantic import BaseModel, Field
+from starlette.concurrency import run_in_threadpool
+
+from services.audit_analytics.adapters.consumer import CONSUMER_NAME, audit_consumer
+from services.audit_analytics.adapters.proofs import DirectEventProofs, HttpEventProofs
+from services.audit_analytics.adapters.sql import SqlAuditRepository
+from services.audit_analytics.api.errors import ERROR_MAP
+from services.audit_analytics.api.routes import audit_router
+from services.audit_analytics.domain.anomalies import Detector, Person, Thresholds
+from services.audit_analytics.domain.integrity import IntegrityService
+from services.audit_analytics.domain.ports import CheckpointReader, EventProofs
+from services.audit_analytics.domain.service import AuditService
+from services.ledger_relay.adapters.sql import SqlLogRepository
+from services.ledger_relay.domain.proofs import ProofService
+from services.ledger_relay.relay import DOMAIN_TOPICS
+from services.platform.app.factory import create_app, serve
+from services.platform.app.logging import configure_logging
+from services.platform.app.settings import ServiceSettings
+from services.platform.bus.embedded import EmbeddedEventBus
+from services.platform.bus.errors import HandlerFailedError
+from services.platform.bus.kafka import KafkaEventBus
+from services.platform.bus.outbox import OutboxPublisher
+from services.platform.bus.port import EventBus, TopicSpec
+from services.platform.events.topics import TOPICS
+
+log = structlog.get_logger(__name__)
+
+ALL_TOPICS: tuple[str, ...] = tuple(t.name for t in TOPICS)
+
+
+class AnomalySettings(BaseModel):
+    """Thresholds of the anomaly rules (``EHR_ANOMALY__...``)."""
+
+    work_start_hour: int = Field(default=7, ge=0, le=23)
+    work_end_hour: int = Field(default=19, ge=0, le=24)
+    volume_factor: float = Field(default=3.0, gt=1)
+    volume_min_reads: int = Field(default=40, ge=1)
+    volume_min_history_days: int = Field(default=3, ge=1)
+    distinct_patients: int = Field(default=30, ge=1)
+    distinct_window_minutes: int = Field(default=60, ge=1)
+    failed_logins: int = Field(default=5, ge=2)
+    failed_login_window_minutes: int = Field(default=10, ge=1)
+    justification_min_chars: int = Field(default=12, ge=0)
+    break_glass_review_hours: int = Field(default=72, ge=1)
+
+    def thresholds(self) -> Thresholds:
+        return Thresholds(**self.model_dump())
+
+
+class AuditAnalyticsSettings(ServiceSettings):
+    """Settings of audit-analytics (``EHR_`` prefix)."""
+
+    service_name: str = "audit-analytics"
+    data_dir: Path = Field(default=Path(".run/audit-analytics"))
+    database_url: str | None = None
+    kafka_bootstrap_servers: str | None = None
+    topics: list[str] = Field(default_factory=lambda: list(ALL_TOPICS))
+    topic_partitions: int = Field(default=3, ge=1)
+    consumer_group: str = CONSUMER_NAME
+    ledger_url: str | None = Field(default=None, description="the relay's HTTP API")
+    ledger_token_file: Path | None = Field(default=None, description="service token for it")
+    ledger_database_url: str | None = Field(default=None, description="the relay's database")
+    chain_rpc_url: str | None = None
+    anchor_address: str | None = None
+    anomaly: AnomalySettings = Field(default_factory=AnomalySettings)
+    directory_file: Path | None = Field(
+        default=None,
+        description="JSON {account or patient id: {surname, address}} for the family rule",
+    )
+    proof_interval_seconds: float = Field(default=1.0, gt=0)
+    detect_interval_seconds: float = Field(default=30.0, gt=0)
+
+
+class AuditAnalyticsRuntime:
+    """Adapters, the store's consumer, the proof / detection / outbox loops, the app."""
+
+    def __init__(
+        self,
+        settings: AuditAnalyticsSettings,
+        *,
+        proofs: EventProofs | None = None,
+        reader: CheckpointReader | None = None,
+        bus: EventBus | None = None,
+    ) -> None:
+        self.settings = settings
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        url = settings.database_url or f"sqlite:///{settings.data_dir / 'audit.sqlite3'}"
+        self.engine = sa.create_engine(url, pool_pre_ping=True)
+        self.repository = SqlAuditRepository(self.engine)
+        self.repository.create_schema()
+        self.bus: EventBus = bus or (
+            KafkaEventBus(settings.kafka_bootstrap_servers)
+            if settings.kafka_bootstrap_servers
+            else EmbeddedEventBus(settings.data_dir / "bus")
+        )
+        self._owns_bus = bus is None
+        self._closers: list[Any] = []
+        self.proofs = proofs or self._proofs()
+        self.reader = reader or self._reader()
+        directory: dict[str, Person] = {}
+        if settings.directory_file is not None:
+            raw = json.loads(settings.directory_file.read_text())
+            directory = {k: Person(**v) for k, v in raw.items()}
+        self.integrity = IntegrityService(
+            self.repository, self.proofs, self.reader, frozenset(DOMAIN_TOPICS)
+        )
+        self.service = AuditService(
+            self.repository, self.integrity, Detector(settings.anomaly.thresholds(), directory)
+        )
+        self.publisher = OutboxPublisher(self.engine, self.bus)
+        self.registry = CollectorRegistry()
+        self._stop = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self.app = self._build_app()
+
+    def _proofs(self) -> EventProofs:
+        s = self.settings
+        if s.ledger_url:
+            if s.ledger_token_file is None:
+                raise ValueError("EHR_LEDGER_TOKEN_FILE is required with EHR_LEDGER_URL")
+            token_file = s.ledger_token_file
+            http = HttpEventProofs(s.ledger_url, lambda: token_file.read_text().strip())
+            self._closers.append(http.close)
+            return http
+        if s.ledger_database_url:
+            engine = sa.create_engine(s.ledger_database_url, pool_pre_ping=True)
+            self._closers.append(engine.dispose)
+            return DirectEventProofs(ProofService(SqlLogRepository(engine)))
+        raise ValueError("set EHR_LEDGER_URL or EHR_LEDGER_DATABASE_URL, or pass the proofs port")
+
+    def _reader(self) -> CheckpointReader:
+        s = self.settings
+        if not (s.chain_rpc_url and s.anchor_address):
+            raise ValueError("set EHR_CHAIN_RPC_URL and EHR_ANCHOR_ADDRESS, or pass a reader")
+        from services.ledger_relay.verify import Web3CheckpointReader
+
+        return Web3CheckpointReader(s.chain_rpc_url, s.anchor_address)
+
+    def _build_app(self) -> FastAPI:
+        async def database() -> None:
+            await run_in_threadpool(self.repository.ping)
+
+        @asynccontextmanager
+        async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+            await self.start()
+            try:
+                yield
+            finally:
+                await self.stop()
+
+        return create_app(
+            self.settings,
+            [audit_router(self.service)],
+            {"database": database},
+            registry=self.registry,
+            error_map=ERROR_MAP,
+            lifespan=lifespan,
+        )
+
+    async def start(self) -> None:
+        self._stop.clear()
+        if self._owns_bus:
+            await self.bus.start()
+        await self.bus.create_topics(
+            [TopicSpec(t, self.settings.topic_partitions) for t in self.settings.topics]
+        )
+        consumer = self.bus.consumer(self.settings.consumer_group, list(self.settings.topics))
+        await consumer.start()
+        self.consumer = audit_consumer(consumer, self.engine)
+        self._tasks = [
+            asyncio.create_task(self.consumer.run(self._stop)),
+            asyncio.create_task(
+                self._every(self.settings.proof_interval_seconds, self._proofs_once)
+            ),
+            asyncio.create_task(
+                self._every(self.settings.detect_interval_seconds, self._detect_once)
+            ),
+            asyncio.create_task(self._every(0.2, self.publisher.publish_pending)),
+        ]
+
+    async def _proofs_once(self) -> None:
+        await run_in_threadpool(self.integrity.attach_proofs)
+
+    async def _detect_once(self) -> None:
+        await run_in_threadpool(self.service.detect)
+
+    async def _every(self, seconds: float, action: Any) -> None:
+        while not self._stop.is_set():
+            try:
+                await action()
+            except (HandlerFailedError, Exception) as failure:  # retried next round
+                log.warning("audit_loop_failed", error=repr(failure))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), seconds)
+
+    async def stop(self) -> None:
+        self._stop.set()
+        for task in self._tasks:
+            with contextlib.suppress(Exception):
+                await task
+        self._tasks = []
+        with contextlib.suppress(Exception):
+            await self.publisher.publish_pending()
+        if hasattr(self, "consumer"):
+            self.consumer.close()
+            await self.consumer.consumer.close()
+        if self._owns_bus:
+            await self.bus.close()
+
+    def close(self) -> None:
+        self.publisher.close()
+        for close in self._closers:
+            close()
+        self.engine.dispose()
+
+
+def main() -> None:
+    settings = AuditAnalyticsSettings()
+    configure_logging(settings.service_name, settings.log_level)
+    runtime = AuditAnalyticsRuntime(settings)
+    try:
+        serve(runtime.app, settings)
+    finally:
+        runtime.close()
+
+
+if __name__ == "__main__":
+    main()
