@@ -18,7 +18,9 @@ LAB = v.RECORD_CATEGORY_LABORATORY
 TREATMENT = v.PURPOSE_OF_USE_TREATMENT
 
 
-def _raw(payload: Message, source: str, actor: str, role: int, at: datetime | None) -> bytes:
+def _raw(
+    payload: Message, source: str, actor: str, role: v.Role.ValueType, at: datetime | None
+) -> bytes:
     envelope = new_envelope(
         payload,
         source=source,
@@ -51,7 +53,11 @@ def created(patient: str, provider: str, record: str, at: datetime | None = None
 
 
 def granted(
-    patient: str, grantee: str, grant: str, at: datetime | None = None, category: int = LAB
+    patient: str,
+    grantee: str,
+    grant: str,
+    at: datetime | None = None,
+    category: v.RecordCategory.ValueType = LAB,
 ) -> bytes:
     payload = consent_pb2.ConsentGranted(
         grant_id=grant,
@@ -93,9 +99,9 @@ def read(
     at: datetime | None = None,
     *,
     grant: str = "g-1",
-    basis: int = access_pb2.ACCESS_BASIS_CONSENT,
-    purpose: int = TREATMENT,
-    role: int = v.ROLE_PROVIDER,
+    basis: access_pb2.AccessBasis.ValueType = access_pb2.ACCESS_BASIS_CONSENT,
+    purpose: v.PurposeOfUse.ValueType = TREATMENT,
+    role: v.Role.ValueType = v.ROLE_PROVIDER,
 ) -> bytes:
     payload = access_pb2.RecordRead(
         record_id=record,
