@@ -364,24 +364,29 @@ class LedgerRelay:
         await self.reconcile()
 
     async def _anchor_loop(self, stop: asyncio.Event) -> None:
+        """Anchors until ``stop``; after a chain error, reconciles (with backoff) before
+        cutting again: the failed checkpoint stays pending until the chain says whether
+        it holds it, and only then is it adopted or forgotten and cut again."""
         delay = self._config.retry_initial_s
+        reconciled = True
         while not stop.is_set():
             try:
+                if not reconciled:
+                    await self._drain()
+                    await self.reconcile()
+                    reconciled = True
+                    log.info("reconciled with the chain; anchoring resumes")
                 await self.anchor_step()
                 delay = self._config.retry_initial_s
             except (ChainError, LedgerError) as error:
                 if isinstance(error, LogDiverged):
                     raise
+                reconciled = False
                 log.warning("anchoring failed (%s); retrying in %.1fs", error, delay)
                 self._metrics.chain_errors.labels(type(error).__name__).inc()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), timeout=delay)
                 delay = min(delay * 2, self._config.retry_max_s)
-                try:
-                    await self._drain()
-                    await self.reconcile()
-                except ChainError as again:
-                    self._metrics.chain_errors.labels(type(again).__name__).inc()
                 continue
             self._wake.clear()
             with contextlib.suppress(TimeoutError):

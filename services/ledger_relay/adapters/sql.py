@@ -75,6 +75,41 @@ state_table = sa.Table(
 _LEVEL_SHIFT = 48
 
 
+_SQLITE_IN_CHUNK = 900  # below SQLite's bound-parameter limit on old builds
+_LEAF_COLUMNS = (
+    "leaf_index",
+    "leaf_hash",
+    "event_hash",
+    "event_id",
+    "topic",
+    "partition",
+    "bus_offset",
+    "appended_at_ms",
+)
+_NODE_COLUMNS = ("node_key", "hash")
+
+
+def _bulk_insert(
+    conn: sa.Connection, table: sa.Table, columns: Sequence[str], rows: Sequence[tuple[object, ...]]
+) -> None:
+    """Inserts ``rows`` in the connection's transaction, in bulk."""
+    names = ", ".join(f'"{c}"' for c in columns)
+    if conn.dialect.name == "postgresql":
+        driver = conn.connection.driver_connection  # psycopg, same transaction
+        assert driver is not None
+        statement = f"COPY {table.name} ({names}) FROM STDIN"
+        dbapi_error = conn.dialect.loaded_dbapi.Error
+        try:
+            with driver.cursor() as cursor, cursor.copy(statement) as copy:
+                for row in rows:
+                    copy.write_row(row)
+        except dbapi_error as error:  # the same exception types as the SQLite path
+            raise sa.exc.DBAPIError.instance(statement, None, error, dbapi_error) from error
+        return
+    marks = ", ".join("?" * len(columns))
+    conn.exec_driver_sql(f"INSERT INTO {table.name} ({names}) VALUES ({marks})", list(rows))
+
+
 def _node_key(level: int, index: int) -> int:
     return (level << _LEVEL_SHIFT) | index
 
@@ -160,42 +195,51 @@ class SqlLogRepository(LogRepository):
     def known_event_hashes(self, event_hashes: Sequence[bytes]) -> set[bytes]:
         if not event_hashes:
             return set()
+        found: set[bytes] = set()
         with self._engine.connect() as conn:
-            rows = conn.execute(
-                sa.select(leaves_table.c.event_hash).where(
-                    leaves_table.c.event_hash.in_(list(event_hashes))
+            if conn.dialect.name == "postgresql":
+                # One array parameter instead of one bound parameter per hash.
+                rows = conn.exec_driver_sql(
+                    f"SELECT event_hash FROM {leaves_table.name} WHERE event_hash = ANY(%s)",
+                    (list(event_hashes),),
                 )
-            )
-            return {bytes(r[0]) for r in rows}
+                found.update(bytes(r[0]) for r in rows)
+            else:
+                for i in range(0, len(event_hashes), _SQLITE_IN_CHUNK):
+                    chunk = list(event_hashes[i : i + _SQLITE_IN_CHUNK])
+                    marks = ", ".join("?" * len(chunk))
+                    rows = conn.exec_driver_sql(
+                        f"SELECT event_hash FROM {leaves_table.name} WHERE event_hash IN ({marks})",
+                        tuple(chunk),
+                    )
+                    found.update(bytes(r[0]) for r in rows)
+        return found
 
     def append(self, leaves: Sequence[Leaf], nodes: Sequence[Node]) -> None:
+        """Writes a batch's leaves and completed subtrees in one transaction, in bulk:
+        ``COPY`` on PostgreSQL, one ``executemany`` per table on SQLite (rows are plain
+        tuples, bypassing per-row statement processing)."""
         if not leaves:
             return
         leaf_hashes = {n.index: n.hash for n in nodes if n.level == 0}
-        with self._engine.begin() as conn:
-            conn.execute(
-                leaves_table.insert(),
-                [
-                    {
-                        "leaf_index": leaf.index,
-                        "leaf_hash": leaf_hashes[leaf.index],
-                        "event_hash": leaf.event_hash,
-                        "event_id": leaf.event_id,
-                        "topic": leaf.position.topic,
-                        "partition": leaf.position.partition,
-                        "bus_offset": leaf.position.offset,
-                        "appended_at_ms": leaf.appended_at_ms,
-                    }
-                    for leaf in leaves
-                ],
+        leaf_rows = [
+            (
+                leaf.index,
+                leaf_hashes[leaf.index],
+                leaf.event_hash,
+                leaf.event_id,
+                leaf.position.topic,
+                leaf.position.partition,
+                leaf.position.offset,
+                leaf.appended_at_ms,
             )
-            inner = [
-                {"node_key": _node_key(n.level, n.index), "hash": n.hash}
-                for n in nodes
-                if n.level > 0
-            ]
-            if inner:
-                conn.execute(nodes_table.insert(), inner)
+            for leaf in leaves
+        ]
+        node_rows = [(_node_key(n.level, n.index), n.hash) for n in nodes if n.level > 0]
+        with self._engine.begin() as conn:
+            _bulk_insert(conn, leaves_table, _LEAF_COLUMNS, leaf_rows)
+            if node_rows:
+                _bulk_insert(conn, nodes_table, _NODE_COLUMNS, node_rows)
 
     def _one_leaf(self, condition: sa.ColumnElement[bool]) -> Leaf | None:
         with self._engine.connect() as conn:
