@@ -99,6 +99,8 @@ class GethChain(Web3Chain):
                 with self._current_lock:
                     self._current = index
             return result
+        # A node that comes back may have lost its pool: the next send re-reads the count.
+        self.nonces.forget_all()
         raise ChainUnavailable("no RPC endpoint answered (" + "; ".join(failures) + ")")
 
     def close(self) -> None:

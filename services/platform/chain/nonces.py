@@ -25,8 +25,11 @@ class NonceManager:
 
     A sender's first nonce is its pending transaction count on the chain; later
     ones are counted locally. ``resync`` re-reads the chain (after another client
-    used the same key, or after a transaction was refused and left a gap).
-    Thread safe.
+    used the same key, or after a transaction was refused and left a gap);
+    ``forget_all`` drops every local count, so the next allocation re-reads the
+    chain (after the nodes were unreachable: a restarted node may have lost its
+    pool, and counting on from a lost transaction would leave a gap no later
+    transaction can pass). Thread safe.
     """
 
     def __init__(self, pending_count: Callable[[str], int]) -> None:
@@ -54,3 +57,8 @@ class NonceManager:
         """Drop the local count; the next ``allocate`` reads the chain."""
         with self._lock:
             self._next.pop(address, None)
+
+    def forget_all(self) -> None:
+        """Drop every sender's local count (e.g. the nodes' pools may have been lost)."""
+        with self._lock:
+            self._next.clear()

@@ -305,6 +305,9 @@ class Web3Chain(Chain):
 
         while (raw := self._run(fetch)) is None:
             if time.monotonic() >= deadline:
+                # The transaction may have been dropped from the pool (e.g. a node restart):
+                # counting nonces on from it would leave a gap, so re-read the chain's count.
+                self._nonces.forget_all()
                 raise TransactionTimeout(tx_hash, timeout_s)
             time.sleep(self._poll_interval_s)
         if artifact is not None and raw["contractAddress"]:
