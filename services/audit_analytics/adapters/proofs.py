@@ -54,10 +54,10 @@ class HttpEventProofs(EventProofs):
         base_url: str,
         token: Callable[[], str],
         *,
-        transport: httpx.BaseTransport | None = None,
+        client: httpx.Client | None = None,
         timeout_s: float = 5.0,
     ) -> None:
-        self._client = httpx.Client(base_url=base_url, transport=transport, timeout=timeout_s)
+        self._client = client or httpx.Client(base_url=base_url, timeout=timeout_s)
         self._token = token
 
     def close(self) -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import asdict
 from datetime import UTC, datetime
 from typing import Any
@@ -278,14 +278,12 @@ class SqlAuditRepository(AuditRepository):
                 for r in rows
             ]
 
-    def without_proof(self, limit: int) -> list[StoredEvent]:
+    def without_proof(self, limit: int, topics: Collection[str] | None = None) -> list[StoredEvent]:
+        statement = sa.select(events_table).where(events_table.c.proof.is_(None))
+        if topics is not None:
+            statement = statement.where(events_table.c.topic.in_(sorted(topics)))
         with self.engine.connect() as connection:
-            rows = connection.execute(
-                sa.select(events_table)
-                .where(events_table.c.proof.is_(None))
-                .order_by(events_table.c.sequence)
-                .limit(limit)
-            )
+            rows = connection.execute(statement.order_by(events_table.c.sequence).limit(limit))
             return [_stored(r) for r in rows]
 
     def set_proof(self, event_id: str, proof: dict[str, Any]) -> None:

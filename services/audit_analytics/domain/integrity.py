@@ -141,9 +141,7 @@ class IntegrityService:
     def attach_proofs(self, limit: int = 1000) -> int:
         """Stores the proof of events whose checkpoint is anchored; returns how many."""
         attached = 0
-        for event in self.repository.without_proof(limit):
-            if event.position.topic not in self.anchored_topics:
-                continue
+        for event in self.repository.without_proof(limit, self.anchored_topics):
             try:
                 proof = self.proofs.inclusion(event.record.event_id)
             except NotYetAnchored:

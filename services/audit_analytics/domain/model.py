@@ -8,7 +8,7 @@ once the relay has anchored a checkpoint covering the event.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -164,7 +164,8 @@ class AuditRepository(ABC):
         """Every consumed bus position."""
 
     @abstractmethod
-    def without_proof(self, limit: int) -> list[StoredEvent]: ...
+    def without_proof(self, limit: int, topics: Collection[str] | None = None) -> list[StoredEvent]:
+        """Events (on ``topics``, when given) whose proof is not stored yet."""
 
     @abstractmethod
     def set_proof(self, event_id: str, proof: dict[str, Any]) -> None: ...
