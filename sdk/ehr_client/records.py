@@ -1,13 +1,16 @@
 """Client of the record store: FHIR validation, encryption and key wrapping on the client.
 
-    records = RecordsClient(base_url, token=session.token("records"), keys=my_keys)
-    stored = records.upload(resource, patient=patient_recipient, category="labs",
-                            extra_holders=[grantee_recipient])
+    records = RecordsClient(base_url, token=session.token("records"), keys=my_keys,
+                            account_id=my_id, directory=IdentityKeyDirectory(identity, token))
+    stored = records.upload(resource, patient=patient_recipient, category="labs")
     opened = records.read(stored.record_id, purpose=TREATMENT)   # decrypted + verified
 
 A record version is encrypted with a fresh data key (AES-256-GCM, additional data =
-record id, version and patient). The data key is wrapped for the patient, for every
-recipient named, and for the record store's escrow key (break-glass). The author signs
+record id, version and patient). The data key is wrapped for the patient, for the record
+store's escrow key (break-glass), for every recipient named and for every grantee the
+consent service authorises for the category now: the record store lists them (with the
+SHA-256 of their registered encryption keys), the client takes the keys from identity
+(``KeyDirectory``) and checks them against those hashes. The author signs
 the provenance statement (record id, version, patient, category, resource type, SHA-256
 of the canonical FHIR JSON, time) with their signing key (EIP-191); a reader verifies
 it after decrypting. The server receives ciphertext, hashes and wrapped keys only.
@@ -31,6 +34,7 @@ from fhir.resources.R4B import get_fhir_model_class
 from pydantic import ValidationError
 
 from ehr_client import crypto
+from ehr_client.identity import IdentityClient
 from ehr_client.keys import UserKeys
 
 ESCROW_HOLDER = "escrow:record-store"
@@ -51,6 +55,11 @@ class RecordsClientError(Exception):
 
 class InvalidFhirResource(ValueError):
     """The resource is not an acceptable FHIR R4 resource."""
+
+
+class KeyHolderMismatch(Exception):
+    """A key holder's encryption key from the directory is not the one the record store
+    knows (its SHA-256 differs), or a holder cannot be resolved."""
 
 
 class ProvenanceMismatch(Exception):
@@ -228,6 +237,23 @@ class Recipient:
     encryption_key: str
 
 
+class KeyDirectory(Protocol):
+    """Where the client takes an account's X25519 public encryption key (hex) from."""
+
+    def encryption_key(self, account_id: str) -> str: ...
+
+
+class IdentityKeyDirectory:
+    """Public encryption keys from the identity service (``GET /accounts/{id}``)."""
+
+    def __init__(self, identity: IdentityClient, token: str) -> None:
+        self.identity = identity
+        self.token = token
+
+    def encryption_key(self, account_id: str) -> str:
+        return str(self.identity.account(self.token, account_id)["encryption_key"])
+
+
 @dataclass(frozen=True)
 class StoredVersion:
     record_id: str
@@ -245,6 +271,13 @@ class OpenedRecord:
     basis: str
 
 
+def _key_sha256(encryption_key_hex: str) -> str:
+    try:
+        return hashlib.sha256(bytes.fromhex(encryption_key_hex)).hexdigest()
+    except ValueError:
+        return ""
+
+
 def _b64(data: bytes) -> str:
     return base64.b64encode(data).decode()
 
@@ -260,6 +293,7 @@ class RecordsClient:
         keys: UserKeys,
         account_id: str,
         validator: FhirValidator | None = None,
+        directory: KeyDirectory | None = None,
         timeout: float = 60.0,
         http: httpx.Client | None = None,
     ) -> None:
@@ -268,6 +302,7 @@ class RecordsClient:
         self.keys = keys
         self.account_id = account_id
         self.validator = validator or FhirResourcesValidator()
+        self.directory = directory
         self._escrow: str | None = None
 
     def close(self) -> None:
@@ -366,6 +401,44 @@ class RecordsClient:
             },
         }
 
+    def authorised_holders(self, patient: Recipient, category: str) -> list[Recipient]:
+        """Every grantee consent authorises for ``category`` of the patient now, as the
+        record store lists them, with encryption keys from the directory that must match
+        the SHA-256 the record store holds (neither side alone can substitute a key). The
+        patient's key is checked likewise."""
+        answer = self.call(
+            "GET",
+            "/records/key-holders",
+            params={"patient_id": patient.account_id, "category": category},
+        )
+        if _key_sha256(patient.encryption_key) != answer["patient"]["encryption_key_sha256"]:
+            raise KeyHolderMismatch("the patient's key is not the one registered")
+        grantees = answer["grantees"]
+        if grantees and self.directory is None:
+            raise KeyHolderMismatch(
+                f"{len(grantees)} grantee(s) are authorised for {category}: "
+                "a key directory is needed to wrap the data key for them"
+            )
+        holders = []
+        for grantee in grantees:
+            assert self.directory is not None
+            key = self.directory.encryption_key(grantee["account_id"])
+            if _key_sha256(key) != grantee["encryption_key_sha256"]:
+                raise KeyHolderMismatch(
+                    f"the directory's key of {grantee['account_id']} is not the registered one"
+                )
+            holders.append(Recipient(str(grantee["account_id"]), key))
+        return holders
+
+    def _holders(
+        self, patient: Recipient, category: str, named: Sequence[Recipient], authorised: bool
+    ) -> list[Recipient]:
+        found = self.authorised_holders(patient, category) if authorised else []
+        chosen = {r.account_id: r for r in found}
+        chosen.update({r.account_id: r for r in named})
+        chosen.pop(patient.account_id, None)
+        return list(chosen.values())
+
     def send_version(self, body: Mapping[str, Any]) -> StoredVersion:
         if int(body["version"]) == 1:
             answer = self.call("POST", "/records", json_body=body)
@@ -381,15 +454,18 @@ class RecordsClient:
         category: str,
         extra_holders: Sequence[Recipient] = (),
         record_id: str | None = None,
+        wrap_for_authorised: bool = True,
     ) -> StoredVersion:
-        """Creates a record (version 1)."""
+        """Creates a record (version 1). The data key is wrapped for the patient, the
+        escrow key, ``extra_holders`` and, unless ``wrap_for_authorised`` is False, every
+        grantee consent authorises for ``category`` now (``authorised_holders``)."""
         body = self.build_version(
             resource,
             record_id=record_id or str(uuid.uuid4()),
             version=1,
             patient=patient,
             category=category,
-            extra_holders=extra_holders,
+            extra_holders=self._holders(patient, category, extra_holders, wrap_for_authorised),
         )
         return self.send_version(body)
 
@@ -401,8 +477,9 @@ class RecordsClient:
         patient: Recipient,
         category: str,
         extra_holders: Sequence[Recipient] = (),
+        wrap_for_authorised: bool = True,
     ) -> StoredVersion:
-        """Adds the next version of a record."""
+        """Adds the next version of a record (key holders as for ``upload``)."""
         latest = int(self.history(record_id)["record"]["latest_version"])
         body = self.build_version(
             resource,
@@ -410,7 +487,7 @@ class RecordsClient:
             version=latest + 1,
             patient=patient,
             category=category,
-            extra_holders=extra_holders,
+            extra_holders=self._holders(patient, category, extra_holders, wrap_for_authorised),
         )
         return self.send_version(body)
 

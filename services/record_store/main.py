@@ -7,11 +7,12 @@ The only place that chooses adapters:
 - bus: ``EHR_KAFKA_BOOTSTRAP_SERVERS``, else the embedded log in ``<data_dir>/bus``;
 - chain: ``EHR_CHAIN_RPC_URLS`` + ``EHR_CHAIN_ID`` (Geth), else a chain passed in by the
   process that embeds the services (the in-process chain identity deployed to);
-- consent: ``EHR_CONSENT_URL`` (the consent service's base URL).
+- consent: ``EHR_CONSENT_URL`` (the consent service's base URL), asked with the tokens
+  identity issues to the service account (``EHR_IDENTITY_URL``).
 
-Secrets: ``EHR_ESCROW_PRIVATE_KEY`` (X25519, hex) and ``EHR_SERVICE_KEY_PEM`` (EC P-256
-service token key) come from the environment, else are generated at run time into the
-data dir (mode 0600).
+Secrets: ``EHR_ESCROW_PRIVATE_KEY`` (X25519, hex) and ``EHR_SERVICE_SIGNING_KEY``
+(secp256k1, hex: the service account's login key) come from the environment, else are
+generated at run time into the data dir (mode 0600).
 """
 
 from __future__ import annotations
@@ -40,9 +41,13 @@ from services.platform.chain.geth import GethChain
 from services.platform.chain.port import Chain
 from services.platform.events.topics import IDENTITY_ACCOUNTS, RECORDS_ACCESS, RECORDS_RECORDS
 from services.record_store.adapters.chain import ChainProviderVerification
-from services.record_store.adapters.consent_http import HttpConsentCheck, ServiceTokenSigner
+from services.record_store.adapters.consent_http import HttpConsentCheck
 from services.record_store.adapters.identity import handle_identity_event
 from services.record_store.adapters.keys import Eip191ProvenanceVerifier, X25519EscrowKey
+from services.record_store.adapters.service_account import (
+    ServiceAccount,
+    load_or_create_signing_key,
+)
 from services.record_store.adapters.sql import SqlRecordRepository, create_schema
 from services.record_store.api.errors import ERROR_MAP
 from services.record_store.api.routes import router
@@ -62,8 +67,12 @@ class RecordStoreSettings(ServiceSettings):
     chain_id: int | None = None
     provider_registry_address: str = Field(description="ProviderRegistry address")
     consent_url: str = Field(description="base URL of the consent service")
+    identity_url: str = Field(description="base URL of identity (the service account logs in)")
     escrow_private_key: SecretStr | None = None
-    service_key_pem: SecretStr | None = None
+    service_signing_key: SecretStr | None = Field(
+        default=None, description="hex secp256k1 key of the service account; else generated"
+    )
+    service_account_name: str = "record-store"
     max_ciphertext_bytes: int = Field(default=1_048_576 + 64, gt=0)
     break_glass_seconds: float = Field(default=3600.0, gt=0)
     topic_partitions: int = Field(default=3, ge=1)
@@ -107,15 +116,16 @@ class RecordStoreRuntime:
             if settings.escrow_private_key is not None
             else X25519EscrowKey.load_or_create(settings.data_dir / "escrow.key")
         )
-        self.signer = (
-            ServiceTokenSigner(settings.service_key_pem.get_secret_value(), settings.jwt.issuer)
-            if settings.service_key_pem is not None
-            else ServiceTokenSigner.load_or_create(
-                settings.data_dir / "service-key.pem", settings.jwt.issuer
-            )
+        self.account = ServiceAccount(
+            settings.identity_url,
+            settings.service_signing_key.get_secret_value()
+            if settings.service_signing_key is not None
+            else load_or_create_signing_key(settings.data_dir / "service-account.key"),
+            self.escrow.public_key_hex,
+            name=settings.service_account_name,
         )
         self._http_consent = (
-            HttpConsentCheck(settings.consent_url, self.signer) if consent is None else None
+            HttpConsentCheck(settings.consent_url, self.account) if consent is None else None
         )
         self.service = RecordService(
             self.repository,
@@ -152,10 +162,11 @@ class RecordStoreRuntime:
         )
         app.state.record_service = self.service
 
-        @app.get("/records-service/jwks.json", include_in_schema=False)
-        async def service_jwks() -> dict[str, object]:
-            """The public key of the service tokens this service sends to consent."""
-            return self.signer.jwks()
+        @app.get("/records-service/registration")
+        async def service_registration() -> dict[str, str]:
+            """The service account's signed registration (public data only), for an
+            administrator to submit to identity's ``POST /accounts`` once."""
+            return self.account.registration()
 
         return app
 
@@ -200,6 +211,7 @@ class RecordStoreRuntime:
         self.publisher.close()
         if self._http_consent is not None:
             self._http_consent.close()
+        self.account.close()
         if self._owns_chain:
             self.chain.close()
         self.engine.dispose()

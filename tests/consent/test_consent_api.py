@@ -174,6 +174,73 @@ async def test_revocation_is_effective_for_every_check_started_after_it_returned
         assert not await _check(h, patient.account_id, provider.account_id, sdk.LABS, 1)
 
 
+async def test_check_names_the_grant_and_services_list_the_authorised_grantees(
+    consent: Harness,
+) -> None:
+    h = consent
+    patient = await h.register("patient")
+    labs_reader, notes_reader, researcher = (
+        await h.register("provider"),
+        await h.register("provider"),
+        await h.register("provider"),
+    )
+    ids = {}
+    for grantee, categories, purpose in (
+        (labs_reader, sdk.LABS | sdk.IMAGING, sdk.TREATMENT),
+        (notes_reader, sdk.NOTES, sdk.TREATMENT),
+        (researcher, sdk.LABS, sdk.RESEARCH),
+    ):
+        body = h.grant_body(patient, grantee.address, categories=categories, purpose=purpose)
+        response = await h.client.post("/consent/grants", json=body, headers=h.headers(patient))
+        assert response.status_code == 201, response.text
+        ids[grantee.account_id] = response.json()["grant_id"]
+
+    params = {"patient": patient.account_id, "grantee": labs_reader.account_id, "purpose": 1}
+    service = h.headers("record-store", "service")
+    checked = await h.client.get(
+        "/consent/check", params={**params, "category": sdk.IMAGING}, headers=service
+    )
+    assert checked.json()["authorised"] is True
+    assert checked.json()["grant_id"] == ids[labs_reader.account_id]
+    refused = await h.client.get(
+        "/consent/check", params={**params, "category": sdk.NOTES}, headers=service
+    )
+    assert refused.json()["authorised"] is False and refused.json()["grant_id"] is None
+
+    async def grantees(query: dict[str, int]) -> list[tuple[str, str]]:
+        response = await h.client.get(
+            f"/consent/patients/{patient.account_id}/grantees", params=query, headers=service
+        )
+        assert response.status_code == 200, response.text
+        return sorted((g["grantee_id"], g["grant_id"]) for g in response.json())
+
+    labs_any = sorted((p.account_id, ids[p.account_id]) for p in (labs_reader, researcher))
+    assert await grantees({"category": sdk.LABS}) == labs_any
+    assert await grantees({"category": sdk.LABS, "purpose": sdk.TREATMENT}) == [
+        (labs_reader.account_id, ids[labs_reader.account_id])
+    ]
+    assert await grantees({"category": sdk.NOTES}) == [
+        (notes_reader.account_id, ids[notes_reader.account_id])
+    ]
+    assert await grantees({"category": sdk.MEDICATIONS}) == []
+
+    body = h.revoke_body(patient, researcher.address, categories=sdk.LABS, purpose=sdk.RESEARCH)
+    response = await h.client.post("/consent/revocations", json=body, headers=h.headers(patient))
+    assert response.status_code == 200, response.text
+    assert await grantees({"category": sdk.LABS}) == [
+        (labs_reader.account_id, ids[labs_reader.account_id])
+    ]
+    # only a service lists grantees: not the patient, not a provider
+    for party in (patient, labs_reader):
+        response = await h.client.get(
+            f"/consent/patients/{patient.account_id}/grantees",
+            params={"category": sdk.LABS},
+            headers=h.headers(party),
+        )
+        assert response.status_code == 403, response.text
+        assert response.json()["error"]["code"] == "role_not_allowed"
+
+
 async def test_a_grant_relayed_by_someone_else_reaches_the_projection(consent: Harness) -> None:
     h = consent
     patient, provider = await h.register("patient"), await h.register("provider")

@@ -10,6 +10,7 @@ from ehr.vocabulary.v1 import vocabulary_pb2
 from ehr_client.identity import IdentityClientError
 from ehr_client.keys import UserKeys
 from identity.conftest import Served
+from jose import jwt
 
 from services.platform.events import envelope as events
 
@@ -121,6 +122,34 @@ def test_only_admin_registers_auditors(served: Served) -> None:
     assert registered.registered_by == admin_id
     assert envelope.actor.id == admin_id
     assert envelope.actor.role == vocabulary_pb2.ROLE_ADMINISTRATOR
+
+
+def test_an_admin_registers_a_service_account_that_logs_in_by_signed_challenge(
+    served: Served,
+) -> None:
+    client = served.client
+    service = UserKeys.generate()
+    created = client.register(
+        service, name="record-store", role="service", admin_token=served.admin_session.token()
+    )
+    assert created["role"] == "service"
+    session = client.login(service)
+    assert session.role == "service"
+    assert client.whoami(session.token("identity"))["role"] == "service"
+    claims = jwt.get_unverified_claims(session.token("consent"))
+    assert (claims["role"], claims["aud"], claims["sub"]) == (
+        "service",
+        "consent",
+        created["account_id"],
+    )
+    seen = served.bus_events(
+        created["account_id"],
+        lambda s: any(e.type == "ehr.identity.account_registered.v1" for e in s),
+    )
+    envelope = next(e for e in seen if e.type == "ehr.identity.account_registered.v1")
+    registered = events.payload(envelope, identity_pb2.AccountRegistered)
+    assert registered.role == vocabulary_pb2.ROLE_SERVICE
+    assert registered.registered_by == served.admin_session.account_id
 
 
 def test_the_bootstrap_admin_registered_itself(served: Served) -> None:

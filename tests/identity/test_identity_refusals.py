@@ -154,6 +154,11 @@ CASES: dict[str, tuple[Callable[[Served], Call], int, bool]] = {
         403,
         False,
     ),
+    "self-registered service": (
+        lambda s: Call("POST", "/accounts", _registration(UserKeys.generate(), role="service")),
+        403,
+        False,
+    ),
     "duplicate address": (
         lambda s: Call("POST", "/accounts", _registration(s.admin, name="Admin", role="admin")),
         409,

@@ -4,11 +4,12 @@ on the embedded default (SQLite, embedded log, in-process EVM) and on the real s
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,19 +20,22 @@ import pytest
 import sqlalchemy as sa
 import uvicorn
 from devstack.stack import Stack
+from ehr.envelope.v1 import envelope_pb2
 from ehr_client import consent as consent_sdk
 from ehr_client.identity import IdentityClient, Session
 from ehr_client.keys import UserKeys
-from ehr_client.records import Recipient, RecordsClient
+from ehr_client.records import IdentityKeyDirectory, Recipient, RecordsClient
 from eth_account import Account
 from fastapi import FastAPI
 
 from services.consent.main import ConsentRuntime, ConsentSettings
 from services.identity.main import IdentityOptions, IdentitySettings, build
 from services.platform.bus.embedded import EmbeddedEventBus
+from services.platform.bus.kafka import KafkaEventBus
+from services.platform.bus.port import EventBus
 from services.platform.chain.geth import GethChain
 from services.platform.chain.inprocess import InProcessChain
-from services.record_store.adapters.consent_http import ServiceTokenSigner
+from services.platform.events import envelope as codec
 from services.record_store.main import RecordStoreRuntime, RecordStoreSettings
 
 ISSUER = "ehr-identity"
@@ -39,7 +43,10 @@ ISSUER = "ehr-identity"
 
 @contextmanager
 def serve(app: FastAPI) -> Iterator[str]:
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    # IPPROTO_TCP explicitly: asyncio sets TCP_NODELAY only on sockets whose proto is
+    # TCP, and a socket made with proto 0 would stall every small response ~40 ms
+    # (Nagle's algorithm meeting the client's delayed ACK).
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
@@ -82,6 +89,7 @@ class Deployment:
     records_url: str
     records_runtime: RecordStoreRuntime
     consent_runtime: ConsentRuntime
+    open_bus: Callable[[], EventBus]
     users: list[User] = field(default_factory=list)
 
     def user(self, role: str, *, verified: bool = False) -> User:
@@ -94,7 +102,11 @@ class Deployment:
             )
         session = self.identity.login(keys)
         client = RecordsClient(
-            self.records_url, token=session.token("records"), keys=keys, account_id=account_id
+            self.records_url,
+            token=session.token("records"),
+            keys=keys,
+            account_id=account_id,
+            directory=IdentityKeyDirectory(self.identity, session.token("identity")),
         )
         user = User(account_id, role, keys, session, client)
         self.users.append(user)
@@ -110,6 +122,38 @@ class Deployment:
         ):
             assert time.monotonic() < deadline, "account event not consumed"
             time.sleep(0.05)
+
+    def events(
+        self,
+        topics: list[str],
+        subject: str,
+        until: Callable[[list[envelope_pb2.Envelope]], bool],
+        timeout_s: float = 60.0,
+    ) -> list[envelope_pb2.Envelope]:
+        """The decoded events about ``subject`` on ``topics``, read off the bus (a fresh
+        consumer group from the start) until ``until(seen)`` or the deadline."""
+
+        async def read() -> list[envelope_pb2.Envelope]:
+            bus = self.open_bus()
+            await bus.start()
+            seen: list[envelope_pb2.Envelope] = []
+            try:
+                consumer = bus.consumer(f"test-records-{uuid.uuid4().hex[:8]}", topics)
+                await consumer.start()
+                deadline = time.monotonic() + timeout_s
+                try:
+                    while time.monotonic() < deadline and not until(seen):
+                        for record in await consumer.fetch(timeout_s=0.5):
+                            envelope = codec.decode(record.value)
+                            if envelope.subject == subject:
+                                seen.append(envelope)
+                finally:
+                    await consumer.close()
+            finally:
+                await bus.close()
+            return seen
+
+        return asyncio.run(read())
 
     def _chain_time(self) -> int:
         chain = self.consent_runtime.chain
@@ -162,6 +206,22 @@ class Deployment:
         return self._consent(patient, "revocations", message)
 
 
+def register_service_account(records_url: str, identity_url: str, admin_token: str) -> str:
+    """What an administrator does once: submits the record store's signed registration
+    (role service) to identity. Returns the service account's id."""
+    registration = httpx.get(f"{records_url}/records-service/registration", timeout=30)
+    assert registration.status_code == 200, registration.text
+    created = httpx.post(
+        f"{identity_url}/accounts",
+        json=registration.json(),
+        headers={"Authorization": f"Bearer {admin_token}"},
+        timeout=30,
+    )
+    assert created.status_code == 201, created.text
+    assert created.json()["role"] == "service"
+    return str(created.json()["account_id"])
+
+
 def _database(stack: Stack, prefix: str) -> str:
     server = sa.make_url(stack.postgres.dsn().replace("postgresql://", "postgresql+psycopg://", 1))
     name = f"{prefix}_{uuid.uuid4().hex[:12]}"
@@ -184,7 +244,6 @@ def deployment(
 ) -> Iterator[Deployment]:
     base: Path = tmp_path_factory.mktemp("records")
     admin = UserKeys.generate()
-    signer = ServiceTokenSigner.load_or_create(base / "service-key.pem", ISSUER)
     identity_options: dict[str, Any] = {
         "data_dir": base / "identity",
         "bootstrap_admin_address": admin.address,
@@ -244,7 +303,7 @@ def deployment(
                 jwt={
                     "issuer": ISSUER,
                     "audience": "consent",
-                    "jwks": {"keys": [*jwks["keys"], *signer.jwks()["keys"]]},
+                    "jwks": jwks,
                 },
                 data_dir=base / "consent",
                 **consent_extra,
@@ -258,7 +317,7 @@ def deployment(
                 data_dir=base / "records",
                 provider_registry_address=identity.registry.contract.address,
                 consent_url=consent_url,
-                service_key_pem=(base / "service-key.pem").read_text(),
+                identity_url=identity_url,
                 **records_extra,
             ),
             chain=identity.chain if request.param == "embedded" else None,
@@ -266,6 +325,7 @@ def deployment(
         )
         stack_ctx.callback(records_runtime.close)
         records_url = stack_ctx.enter_context(serve(records_runtime.app))
+        register_service_account(records_url, identity_url, admin_session.token("identity"))
         deployment = Deployment(
             request.param,
             identity_client,
@@ -275,6 +335,11 @@ def deployment(
             records_url,
             records_runtime,
             consent_runtime,
+            open_bus=(
+                (lambda: EmbeddedEventBus(shared_bus))
+                if request.param == "embedded"
+                else (lambda: KafkaEventBus(records_extra["kafka_bootstrap_servers"]))
+            ),
         )
         yield deployment
         for user in deployment.users:

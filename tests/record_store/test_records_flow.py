@@ -10,7 +10,14 @@ from typing import Any
 
 import pytest
 from ehr_client import crypto
-from ehr_client.records import LABS_BIT, NOTES_BIT, RecordsClientError, wrap_context
+from ehr_client.records import (
+    LABS_BIT,
+    NOTES_BIT,
+    KeyHolderMismatch,
+    RecordsClient,
+    RecordsClientError,
+    wrap_context,
+)
 from record_store.conftest import Deployment
 
 TREATMENT, EMERGENCY, OWN = 1, 5, 6
@@ -59,9 +66,83 @@ def test_upload_read_grant_revoke(deployment: Deployment) -> None:
     # a grant for labs does not open another purpose
     refused(lambda: other.records.read(record_id, purpose=2), 403, "access_denied")
 
+    # a record uploaded while the grant is active is wrapped for the grantee at upload
+    later = author.records.upload(
+        observation(patient.account_id, 7.2), patient=patient.recipient, category="labs"
+    )
+    assert (
+        other.records.read(later.record_id, purpose=TREATMENT).resource["valueQuantity"]["value"]
+        == 7.2
+    )
+    # ... but not for another category
+    note = author.records.upload(
+        observation(patient.account_id), patient=patient.recipient, category="notes"
+    )
+    refused(lambda: other.records.read(note.record_id, purpose=TREATMENT), 403, "access_denied")
+
     deployment.revoke(patient, other, LABS_BIT)
     refused(lambda: other.records.read(record_id, purpose=TREATMENT), 403, "access_denied")
-    assert patient.records.unshare(other.account_id, categories=LABS_BIT) == 1
+    refused(lambda: other.records.read(later.record_id, purpose=TREATMENT), 403, "access_denied")
+    assert patient.records.unshare(other.account_id, categories=LABS_BIT) == 2
+    # after the revocation, new uploads are no longer wrapped for the former grantee
+    after = author.records.upload(
+        observation(patient.account_id), patient=patient.recipient, category="labs"
+    )
+    holders = author.records.authorised_holders(patient.recipient, "labs")
+    assert holders == [] and deployment.records_runtime.repository.key_count(after.record_id) == 2
+
+
+def test_key_holders_list_every_authorised_grantee(deployment: Deployment) -> None:
+    author = deployment.user("provider", verified=True)
+    treating, researcher, unrelated = (
+        deployment.user("provider", verified=True),
+        deployment.user("provider", verified=True),
+        deployment.user("provider", verified=True),
+    )
+    patient = deployment.user("patient")
+    first = deployment.grant(patient, treating, LABS_BIT | NOTES_BIT)["grant_id"]
+    second = deployment.grant(patient, researcher, LABS_BIT, purpose=4)["grant_id"]
+    listed = author.records.call(
+        "GET", "/records/key-holders", params={"patient_id": patient.account_id, "category": "labs"}
+    )
+    assert sorted((g["account_id"], tuple(g["grant_ids"])) for g in listed["grantees"]) == sorted(
+        [(treating.account_id, (first,)), (researcher.account_id, (second,))]
+    )
+    holders = author.records.authorised_holders(patient.recipient, "labs")
+    assert {h.account_id for h in holders} == {treating.account_id, researcher.account_id}
+    assert unrelated.account_id not in {h.account_id for h in holders}
+    stored = author.records.upload(
+        observation(patient.account_id), patient=patient.recipient, category="labs"
+    )
+    opened = researcher.records.read(stored.record_id, purpose=4)
+    assert opened.basis == "consent"
+    # a wrong key from the directory is refused before anything is sent
+    liar = RecordsClient(
+        deployment.records_url,
+        token=author.session.token("records"),
+        keys=author.keys,
+        account_id=author.account_id,
+        directory=_FixedDirectory(unrelated.keys.public().encryption_key),
+    )
+    with liar, pytest.raises(KeyHolderMismatch):
+        liar.upload(observation(patient.account_id), patient=patient.recipient, category="labs")
+    # only providers ask
+    refused(
+        lambda: patient.records.call(
+            "GET",
+            "/records/key-holders",
+            params={"patient_id": patient.account_id, "category": "labs"},
+        ),
+        403,
+    )
+
+
+class _FixedDirectory:
+    def __init__(self, key: str) -> None:
+        self.key = key
+
+    def encryption_key(self, account_id: str) -> str:
+        return self.key
 
 
 def test_versions_provenance_rotation_break_glass_shred(deployment: Deployment) -> None:

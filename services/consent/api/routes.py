@@ -3,7 +3,8 @@
 Every route runs its use case in a worker thread (the chain and the database are
 synchronous). Role rules: grants and revocations only by the patient who signed them;
 ``check`` by a service (record-store) or by the patient concerned; a patient's grants by
-that patient; grants naming a grantee by that grantee.
+that patient; grants naming a grantee by that grantee; the grantees authorised for a
+patient's category by a service only (the record store, to wrap keys at upload).
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ router = APIRouter(prefix=PREFIX, tags=["consent"])
 Patient = Annotated[Principal, Depends(require_role(Role.PATIENT))]
 AnyParty = Annotated[Principal, Depends(require_role(Role.PATIENT, Role.PROVIDER, Role.SERVICE))]
 Checker = Annotated[Principal, Depends(require_role(Role.SERVICE, Role.PATIENT))]
+ServiceAccount = Annotated[Principal, Depends(require_role(Role.SERVICE))]
 
 
 def consent_service(request: Request) -> ConsentService:
@@ -127,13 +129,16 @@ async def check(
 
     def answer() -> CheckView:
         now = service.clock()
-        allowed = service.check(patient_account.address, grantee_account.address, category, purpose)
+        grant = service.authorising_grant(
+            patient_account.address, grantee_account.address, category, purpose
+        )
         return CheckView(
             patient=patient_account.account_id,
             grantee=grantee_account.account_id,
             category=category,
             purpose=purpose,
-            authorised=allowed,
+            authorised=grant is not None,
+            grant_id=grant.grant_id if grant is not None else None,
             checked_at=now,
         )
 
@@ -147,6 +152,22 @@ async def patient_grants(patient_id: str, service: Service, principal: Patient) 
         raise NotOwnConsent("a patient sees only their own grants")
     account = await run_in_threadpool(service.account_of, patient_id)
     found = await run_in_threadpool(service.active_grants_of_patient, account.address)
+    now = service.clock()
+    return [GrantView.of(g, now) for g in found]
+
+
+@router.get("/patients/{patient_id}/grantees", response_model=list[GrantView])
+async def authorised_grantees(
+    patient_id: str,
+    service: Service,
+    principal: ServiceAccount,
+    category: Annotated[int, Query(ge=1, le=ALL_CATEGORIES)],
+    purpose: Annotated[int | None, Query(ge=1, le=5)] = None,
+) -> list[GrantView]:
+    """The grants authorising ``category`` of the patient's records now (for ``purpose``,
+    else any): who the record store lists as key holders at upload (role service only)."""
+    account = await run_in_threadpool(service.account_of, patient_id)
+    found = await run_in_threadpool(service.authorised_grantees, account.address, category, purpose)
     now = service.clock()
     return [GrantView.of(g, now) for g in found]
 

@@ -125,6 +125,8 @@ class CheckView(BaseModel):
     category: int
     purpose: int
     authorised: bool
+    # the grant that authorises, when authorised
+    grant_id: str | None = None
     checked_at: float
 
 

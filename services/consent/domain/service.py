@@ -190,8 +190,26 @@ class ConsentService:
 
     def check(self, patient: str, grantee: str, category: int, purpose: int) -> bool:
         """Whether ``grantee`` may read ``patient``'s ``category`` for ``purpose`` now."""
+        return self.authorising_grant(patient, grantee, category, purpose) is not None
+
+    def authorising_grant(
+        self, patient: str, grantee: str, category: int, purpose: int
+    ) -> Grant | None:
+        """The grant that lets ``grantee`` read ``patient``'s ``category`` for ``purpose``
+        now, or None."""
         row = self.repository.grant(patient, grantee, purpose)
-        return row is not None and row.authorises(category, self.clock())
+        return row if row is not None and row.authorises(category, self.clock()) else None
+
+    def authorised_grantees(
+        self, patient: str, category: int, purpose: int | None = None
+    ) -> list[Grant]:
+        """The patient's grants that authorise ``category`` now (for ``purpose``, or any)."""
+        now = self.clock()
+        return [
+            g
+            for g in self.repository.grants_of_patient(patient)
+            if g.authorises(category, now) and (purpose is None or g.purpose == purpose)
+        ]
 
     def active_grants_of_patient(self, patient: str) -> list[Grant]:
         now = self.clock()

@@ -29,6 +29,7 @@ ROLE_CODES = {
     Role.PROVIDER: vocabulary_pb2.ROLE_PROVIDER,
     Role.AUDITOR: vocabulary_pb2.ROLE_AUDITOR,
     Role.ADMIN: vocabulary_pb2.ROLE_ADMINISTRATOR,
+    Role.SERVICE: vocabulary_pb2.ROLE_SERVICE,
 }
 FAILURE_CODES = {
     LoginFailure.UNKNOWN_ACCOUNT: identity_pb2.LOGIN_FAILURE_REASON_UNKNOWN_ACCOUNT,

@@ -12,6 +12,9 @@ class Role(enum.StrEnum):
     PROVIDER = "provider"
     AUDITOR = "auditor"
     ADMIN = "admin"
+    #: a service's own account (e.g. the record store asking consent): registered by an
+    #: admin, logs in by signed challenge like any user
+    SERVICE = "service"
 
 
 #: Roles anyone may register for themselves; the others need an admin (or the

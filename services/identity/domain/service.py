@@ -116,7 +116,7 @@ class IdentityService:
     ) -> Account:
         """Registers an account whose key signed :func:`registration_text`.
 
-        Patients and providers register themselves. An admin or auditor account is
+        Patients and providers register themselves. An admin, auditor or service account is
         registered only by an admin (``caller``), except the bootstrap admin address,
         which may register itself as admin.
         """

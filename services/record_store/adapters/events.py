@@ -17,8 +17,12 @@ from services.record_store.domain.events import (
     Actor,
     BreakGlassDeclared,
     DomainEvent,
+    KeysRemoved,
+    KeysShared,
     ReadWasDenied,
     RecordWasRead,
+    RecordWasShredded,
+    VersionRotated,
     VersionStored,
 )
 from services.record_store.domain.model import Category, Role
@@ -85,6 +89,7 @@ def payload_of(event: DomainEvent) -> ProtoMessage:
             category=_category(event.category),
             purpose=_purpose(event.purpose),
             basis=access_pb2.AccessBasis.ValueType(int(event.basis)),
+            grant_id=event.grant_id,
             break_glass_id=event.break_glass_id,
         )
     if isinstance(event, ReadWasDenied):
@@ -97,6 +102,38 @@ def payload_of(event: DomainEvent) -> ProtoMessage:
             purpose=_purpose(event.purpose),
             reason=access_pb2.DenialReason.ValueType(int(event.reason)),
             outcome=vocabulary_pb2.OUTCOME_MINOR_FAILURE,
+        )
+    if isinstance(event, KeysShared):
+        return records_pb2.RecordKeysShared(
+            patient_id=event.patient_id,
+            holder_id=event.holder_id,
+            record_ids=list(event.record_ids),
+            key_count=event.key_count,
+        )
+    if isinstance(event, KeysRemoved):
+        return records_pb2.RecordKeysRemoved(
+            patient_id=event.patient_id,
+            holder_id=event.holder_id,
+            categories=[_category(c) for c in event.categories],
+            key_count=event.key_count,
+        )
+    if isinstance(event, VersionRotated):
+        return records_pb2.RecordRotated(
+            record_id=event.record_id,
+            version=event.version,
+            patient_id=event.patient_id,
+            key_generation=event.key_generation,
+            ciphertext_sha256=event.ciphertext_sha256,
+            ciphertext_size=event.ciphertext_size,
+            key_holder_ids=list(event.key_holder_ids),
+        )
+    if isinstance(event, RecordWasShredded):
+        return records_pb2.RecordShredded(
+            record_id=event.record_id,
+            patient_id=event.patient_id,
+            category=_category(event.category),
+            versions=event.versions,
+            key_count=event.key_count,
         )
     assert isinstance(event, BreakGlassDeclared)
     used = access_pb2.BreakGlassUsed(

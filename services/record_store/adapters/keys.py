@@ -9,10 +9,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import ehr_client.crypto as crypto
+import ehr_client.records as sdk
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
-from ehr_client import crypto
-from ehr_client import records as sdk
 from ehr_client.keys import encode_public_key
 
 from services.record_store.domain.model import VersionUpload

@@ -9,7 +9,7 @@ keys, and a backup of the database is a backup of everything. Versions are at mo
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import sqlalchemy as sa
 
@@ -325,7 +325,13 @@ class SqlRecordRepository:
             )
             connection.execute(keys.insert(), _key_rows(record_id, version, [key]))
 
-    def delete_keys(self, patient_id: str, holder_id: str, categories: int) -> int:
+    def delete_keys(
+        self,
+        patient_id: str,
+        holder_id: str,
+        categories: int,
+        announce: Callable[[int], Sequence[DomainEvent]],
+    ) -> int:
         names = [c.value for c in Category if c.bit & categories]
         in_scope = sa.select(records.c.record_id).where(
             records.c.patient_id == patient_id, records.c.category.in_(names)
@@ -334,7 +340,9 @@ class SqlRecordRepository:
             result = connection.execute(
                 keys.delete().where(keys.c.holder_id == holder_id, keys.c.record_id.in_(in_scope))
             )
-        return int(result.rowcount)
+            deleted = int(result.rowcount)
+            self._append(connection, announce(deleted))
+        return deleted
 
     def rotate(
         self,
@@ -343,6 +351,7 @@ class SqlRecordRepository:
         ciphertext: bytes,
         ciphertext_sha256: bytes,
         wrapped: Sequence[WrappedKey],
+        announce: Callable[[int], Sequence[DomainEvent]],
     ) -> int:
         where = sa.and_(versions.c.record_id == record_id, versions.c.version == version)
         with self.engine.begin() as connection:
@@ -365,17 +374,21 @@ class SqlRecordRepository:
                 keys.delete().where(keys.c.record_id == record_id, keys.c.version == version)
             )
             connection.execute(keys.insert(), _key_rows(record_id, version, wrapped))
+            self._append(connection, announce(int(generation) + 1))
         return int(generation) + 1
 
-    def shred(self, record_id: str, now: float) -> None:
+    def shred(
+        self, record_id: str, now: float, announce: Callable[[int, int], Sequence[DomainEvent]]
+    ) -> None:
         with self.engine.begin() as connection:
-            connection.execute(
+            destroyed = connection.execute(
                 versions.update().where(versions.c.record_id == record_id).values(ciphertext=None)
-            )
-            connection.execute(keys.delete().where(keys.c.record_id == record_id))
+            ).rowcount
+            deleted = connection.execute(keys.delete().where(keys.c.record_id == record_id))
             connection.execute(
                 records.update().where(records.c.record_id == record_id).values(shredded_at=now)
             )
+            self._append(connection, announce(int(destroyed), int(deleted.rowcount)))
 
     def key_count(self, record_id: str) -> int:
         """How many wrapped keys the record has (tests, operations)."""

@@ -2,7 +2,7 @@
 
 Who may call what (the use cases enforce role and ownership):
 
-- upload and amend: a verified provider;
+- upload and amend, and the key holders of a new version: a verified provider;
 - read (ciphertext + own wrapped key): the patient (own records), a provider with active
   consent or break-glass; auditors never;
 - history and listing (metadata only): the patient, auditors, a provider (author/consent);
@@ -32,6 +32,7 @@ from services.record_store.domain.errors import InvalidUpload
 from services.record_store.domain.events import Actor
 from services.record_store.domain.model import (
     ESCROW_HOLDER,
+    Category,
     Provenance,
     Role,
     VersionUpload,
@@ -89,6 +90,38 @@ def _upload(body: VersionIn) -> VersionUpload:
 async def escrow_key(service: Service, principal: AuthenticatedPrincipal) -> dict[str, str]:
     """The X25519 public key every data key is also wrapped for (break-glass escrow)."""
     return {"holder_id": ESCROW_HOLDER, "encryption_key": service.escrow.public_key_hex}
+
+
+@router.get("/key-holders")
+async def key_holders(
+    service: Service,
+    request: Request,
+    principal: Provider,
+    patient_id: Annotated[str, Query(min_length=1, max_length=64)],
+    category: Annotated[Category, Query()],
+) -> dict[str, Any]:
+    """Who a new version's data key is wrapped for: the patient, the escrow key and every
+    grantee consent authorises for ``category`` now (verified provider). Encryption keys
+    are given by their SHA-256: the client takes the keys from identity and checks them."""
+    patient, grantees = await run_in_threadpool(
+        service.key_holders, _actor(principal, request), patient_id, category
+    )
+    return {
+        "patient": {
+            "account_id": patient.account_id,
+            "encryption_key_sha256": patient.encryption_key_sha256.hex(),
+        },
+        "escrow": {"holder_id": ESCROW_HOLDER, "encryption_key": service.escrow.public_key_hex},
+        "grantees": [
+            {
+                "account_id": g.account_id,
+                "encryption_key_sha256": g.encryption_key_sha256.hex(),
+                "grant_ids": list(g.grant_ids),
+                "purposes": list(g.purposes),
+            }
+            for g in grantees
+        ],
+    }
 
 
 @router.post("", status_code=201)

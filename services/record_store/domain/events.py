@@ -41,6 +41,7 @@ class RecordWasRead:
     purpose: int
     basis: Basis
     break_glass_id: str = ""
+    grant_id: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,4 +64,61 @@ class BreakGlassDeclared:
     expires_at: float
 
 
-DomainEvent = VersionStored | RecordWasRead | ReadWasDenied | BreakGlassDeclared
+@dataclass(frozen=True, slots=True)
+class KeysShared:
+    """The patient wrapped existing data keys for ``holder_id`` (after a grant)."""
+
+    actor: Actor
+    patient_id: str
+    holder_id: str
+    record_ids: tuple[str, ...]
+    key_count: int
+
+
+@dataclass(frozen=True, slots=True)
+class KeysRemoved:
+    """The patient removed ``holder_id``'s keys in ``categories`` (after a revocation)."""
+
+    actor: Actor
+    patient_id: str
+    holder_id: str
+    categories: tuple[Category, ...]
+    key_count: int
+
+
+@dataclass(frozen=True, slots=True)
+class VersionRotated:
+    """A version re-encrypted under a new data key (generation ``key_generation``)."""
+
+    actor: Actor
+    record_id: str
+    version: int
+    patient_id: str
+    key_generation: int
+    ciphertext_sha256: bytes
+    ciphertext_size: int
+    key_holder_ids: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class RecordWasShredded:
+    """Every ciphertext and wrapped key of a record destroyed."""
+
+    actor: Actor
+    record_id: str
+    patient_id: str
+    category: Category
+    versions: int
+    key_count: int
+
+
+DomainEvent = (
+    VersionStored
+    | RecordWasRead
+    | ReadWasDenied
+    | BreakGlassDeclared
+    | KeysShared
+    | KeysRemoved
+    | VersionRotated
+    | RecordWasShredded
+)

@@ -69,6 +69,8 @@ class Denial(enum.IntEnum):
     NO_GRANT = 1
     PROVIDER_NOT_VERIFIED = 6
     ROLE_NOT_ALLOWED = 8
+    KEY_NOT_WRAPPED = 9
+    RECORD_SHREDDED = 10
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,6 +81,25 @@ class Account:
     role: str
     address: str
     encryption_key_sha256: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class AuthorisedGrantee:
+    """A grant that authorises a category of a patient's records now (from consent)."""
+
+    grantee_id: str
+    grant_id: str
+    purpose: int
+
+
+@dataclass(frozen=True, slots=True)
+class KeyHolder:
+    """An account a new version's data key should be wrapped for, and why."""
+
+    account_id: str
+    encryption_key_sha256: bytes
+    grant_ids: tuple[str, ...] = ()
+    purposes: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

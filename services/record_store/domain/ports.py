@@ -8,6 +8,7 @@ from typing import Protocol
 from services.record_store.domain.events import DomainEvent
 from services.record_store.domain.model import (
     Account,
+    AuthorisedGrantee,
     BreakGlass,
     Category,
     RecordMeta,
@@ -53,8 +54,15 @@ class RecordRepository(Protocol):
         """Adds or replaces wrapped keys ``(record_id, version, key)``; returns the count."""
         ...
 
-    def delete_keys(self, patient_id: str, holder_id: str, categories: int) -> int:
-        """Drops every key of ``holder_id`` on the patient's records in ``categories``."""
+    def delete_keys(
+        self,
+        patient_id: str,
+        holder_id: str,
+        categories: int,
+        announce: Callable[[int], Sequence[DomainEvent]],
+    ) -> int:
+        """Drops every key of ``holder_id`` on the patient's records in ``categories``;
+        stores ``announce(deleted)`` in the same transaction."""
         ...
 
     def rotate(
@@ -64,12 +72,17 @@ class RecordRepository(Protocol):
         ciphertext: bytes,
         ciphertext_sha256: bytes,
         keys: Sequence[WrappedKey],
+        announce: Callable[[int], Sequence[DomainEvent]],
     ) -> int:
-        """Replaces a version's ciphertext and every wrapped key; returns the generation."""
+        """Replaces a version's ciphertext and every wrapped key; returns the generation;
+        stores ``announce(generation)`` in the same transaction."""
         ...
 
-    def shred(self, record_id: str, now: float) -> None:
-        """Destroys every ciphertext and wrapped key of the record; metadata stays."""
+    def shred(
+        self, record_id: str, now: float, announce: Callable[[int, int], Sequence[DomainEvent]]
+    ) -> None:
+        """Destroys every ciphertext and wrapped key of the record; metadata stays; stores
+        ``announce(versions, keys deleted)`` in the same transaction."""
         ...
 
     def escrow_keys(
@@ -95,12 +108,16 @@ class RecordRepository(Protocol):
 
 
 class ConsentCheck(Protocol):
-    """The consent service's answer: may ``grantee`` read now?"""
+    """The consent service's answers (asked on every call, never cached)."""
 
-    def is_authorised(
+    def authorising_grant(
         self, patient_id: str, grantee_id: str, category_bit: int, purpose: int
-    ) -> bool:
-        """Raises ``DependencyUnavailable`` when the consent service cannot answer."""
+    ) -> str | None:
+        """The id of the grant that lets ``grantee`` read now, or None."""
+        ...
+
+    def authorised_grantees(self, patient_id: str, category_bit: int) -> list[AuthorisedGrantee]:
+        """Every grant that authorises ``category_bit`` of the patient's records now."""
         ...
 
 

@@ -28,8 +28,12 @@ from services.record_store.domain.errors import (
 from services.record_store.domain.events import (
     Actor,
     BreakGlassDeclared,
+    KeysRemoved,
+    KeysShared,
     ReadWasDenied,
     RecordWasRead,
+    RecordWasShredded,
+    VersionRotated,
     VersionStored,
 )
 from services.record_store.domain.model import (
@@ -40,6 +44,7 @@ from services.record_store.domain.model import (
     BreakGlass,
     Category,
     Denial,
+    KeyHolder,
     Purpose,
     ReadResult,
     RecordMeta,
@@ -230,8 +235,12 @@ class RecordService:
                 )
             if (existing.patient_id, existing.category) != (upload.patient_id, upload.category):
                 raise InvalidUpload("an amendment keeps patient and category", code="scope_changed")
-            if existing.created_by != author.account_id and not self.consent.is_authorised(
-                existing.patient_id, author.account_id, existing.category.bit, Purpose.TREATMENT
+            if (
+                existing.created_by != author.account_id
+                and self.consent.authorising_grant(
+                    existing.patient_id, author.account_id, existing.category.bit, Purpose.TREATMENT
+                )
+                is None
             ):
                 raise NotAllowed("no active treatment consent to amend", code="no_consent")
         self._check_version(upload, author)
@@ -274,7 +283,7 @@ class RecordService:
         if meta is None:
             raise RecordNotFound(f"record {record_id} has no version {number}")
         now = self.clock()
-        break_glass_id = ""
+        break_glass_id = grant_id = ""
         if actor.role == Role.PATIENT:
             if record.patient_id != actor.account_id:
                 raise self._deny(actor, record, purpose, Denial.ROLE_NOT_ALLOWED, "not your record")
@@ -293,22 +302,32 @@ class RecordService:
                         actor, record, purpose, Denial.NO_GRANT, "no active break-glass"
                     )
                 basis, break_glass_id = Basis.BREAK_GLASS, grant.break_glass_id
-            elif purpose in (1, 2, 3, 4) and self.consent.is_authorised(
-                record.patient_id, actor.account_id, record.category.bit, purpose
-            ):
-                basis = Basis.CONSENT
             else:
-                raise self._deny(actor, record, purpose, Denial.NO_GRANT, "no active consent")
+                found = (
+                    self.consent.authorising_grant(
+                        record.patient_id, actor.account_id, record.category.bit, purpose
+                    )
+                    if purpose in (1, 2, 3, 4)
+                    else None
+                )
+                if found is None:
+                    raise self._deny(actor, record, purpose, Denial.NO_GRANT, "no active consent")
+                basis, grant_id = Basis.CONSENT, found
         else:
             raise self._deny(
                 actor, record, purpose, Denial.ROLE_NOT_ALLOWED, "this role never receives records"
             )
         if record.shredded_at is not None:
+            self._deny(actor, record, purpose, Denial.RECORD_SHREDDED, "shredded")
             raise RecordShredded(f"record {record_id} was shredded")
         key = self.repository.wrapped_key(record_id, number, actor.account_id, now)
         ciphertext = self.repository.ciphertext(record_id, number)
         if key is None or ciphertext is None:
-            raise KeyNotAvailable("no data key is wrapped for the reader yet")
+            self._deny(actor, record, purpose, Denial.KEY_NOT_WRAPPED, "no key")
+            raise KeyNotAvailable(
+                "authorised, but no data key is wrapped for the reader yet: the patient's "
+                "client shares the keys after a grant"
+            )
         self.repository.record_events(
             [
                 RecordWasRead(
@@ -320,6 +339,7 @@ class RecordService:
                     purpose,
                     basis,
                     break_glass_id,
+                    grant_id,
                 )
             ]
         )
@@ -332,8 +352,12 @@ class RecordService:
             return record.patient_id == actor.account_id
         if actor.role == Role.PROVIDER:
             self._verified_provider(actor)
-            return record.created_by == actor.account_id or self.consent.is_authorised(
-                record.patient_id, actor.account_id, record.category.bit, Purpose.TREATMENT
+            return (
+                record.created_by == actor.account_id
+                or self.consent.authorising_grant(
+                    record.patient_id, actor.account_id, record.category.bit, Purpose.TREATMENT
+                )
+                is not None
             )
         return False
 
@@ -353,6 +377,34 @@ class RecordService:
             "only the patient and auditors list a patient's records", code="not_own_record"
         )
 
+    def key_holders(
+        self, actor: Actor, patient_id: str, category: Category
+    ) -> tuple[KeyHolder, list[KeyHolder]]:
+        """For an upload: the patient and every grantee consent authorises for ``category``
+        now (any purpose), with the SHA-256 of their registered encryption keys, so the
+        uploading provider's client wraps the data key for each of them."""
+        self._verified_provider(actor)
+        patient = self.repository.account(patient_id)
+        if patient is None or patient.role != Role.PATIENT:
+            raise UnknownAccount(f"no patient {patient_id!r}", code="unknown_patient")
+        grants: dict[str, list[tuple[str, int]]] = {}
+        for found in self.consent.authorised_grantees(patient_id, category.bit):
+            grants.setdefault(found.grantee_id, []).append((found.grant_id, found.purpose))
+        holders = []
+        for grantee_id, scoped in grants.items():
+            account = self.repository.account(grantee_id)
+            if account is None:  # not (yet) known here: it could not hold a key
+                continue
+            holders.append(
+                KeyHolder(
+                    grantee_id,
+                    account.encryption_key_sha256,
+                    tuple(g for g, _ in scoped),
+                    tuple(sorted({p for _, p in scoped})),
+                )
+            )
+        return KeyHolder(patient_id, patient.encryption_key_sha256), holders
+
     # -- keys: grants after upload, revocation, rotation, shredding -------------------
 
     def wrap_for(self, actor: Actor, keys: Sequence[tuple[str, int, WrappedKey]]) -> int:
@@ -361,6 +413,7 @@ class RecordService:
             raise InvalidUpload("no keys", code="no_keys")
         if len(keys) > self.policy.max_keys_per_request:
             raise InvalidUpload("too many wrapped keys", code="too_many_keys")
+        shared: dict[str, dict[str, None]] = {}
         for record_id, version, key in keys:
             self._owned(actor, record_id)
             if self.repository.version(record_id, version) is None:
@@ -371,7 +424,18 @@ class RecordService:
                 )
             _check_key(key)
             self._holder(key.holder_id)
-        return self.repository.put_keys(keys, [])
+            shared.setdefault(key.holder_id, {})[record_id] = None
+        events = [
+            KeysShared(
+                actor,
+                actor.account_id,
+                holder,
+                tuple(record_ids),
+                sum(1 for _, _, k in keys if k.holder_id == holder),
+            )
+            for holder, record_ids in shared.items()
+        ]
+        return self.repository.put_keys(keys, events)
 
     def drop_keys(self, actor: Actor, holder_id: str, categories: int) -> int:
         """The patient removes a grantee's wrapped keys (after a revocation)."""
@@ -383,7 +447,13 @@ class RecordService:
             )
         if not 0 < categories <= 0x1F:
             raise InvalidUpload("categories mask out of range", code="invalid_categories")
-        return self.repository.delete_keys(actor.account_id, holder_id, categories)
+        scope = tuple(c for c in Category if c.bit & categories)
+        return self.repository.delete_keys(
+            actor.account_id,
+            holder_id,
+            categories,
+            lambda deleted: [KeysRemoved(actor, actor.account_id, holder_id, scope, deleted)],
+        )
 
     def rotate(
         self,
@@ -405,12 +475,39 @@ class RecordService:
                 "ciphertext does not match its SHA-256", code="ciphertext_hash_mismatch"
             )
         self._check_keys(record_id, version, record.patient_id, keys)
-        return self.repository.rotate(record_id, version, ciphertext, ciphertext_sha256, keys)
+        holders = tuple(k.holder_id for k in keys)
+        return self.repository.rotate(
+            record_id,
+            version,
+            ciphertext,
+            ciphertext_sha256,
+            keys,
+            lambda generation: [
+                VersionRotated(
+                    actor,
+                    record_id,
+                    version,
+                    record.patient_id,
+                    generation,
+                    ciphertext_sha256,
+                    len(ciphertext),
+                    holders,
+                )
+            ],
+        )
 
     def shred(self, actor: Actor, record_id: str) -> None:
         """Right to erasure: every ciphertext and wrapped key destroyed; hashes stay."""
-        self._owned(actor, record_id)
-        self.repository.shred(record_id, self.clock())
+        record = self._owned(actor, record_id)
+        self.repository.shred(
+            record_id,
+            self.clock(),
+            lambda destroyed, deleted: [
+                RecordWasShredded(
+                    actor, record_id, record.patient_id, record.category, destroyed, deleted
+                )
+            ],
+        )
 
     # -- break-glass ------------------------------------------------------------------
 
