@@ -372,32 +372,46 @@ class Detector:
         return out
 
     def _family(self, ordered: Sequence[AuditRecord]) -> list[Candidate]:
-        out: list[Candidate] = []
+        """One finding per reader, patient and day, with every such access as evidence."""
+        groups: dict[tuple[str, str, str], list[AuditRecord]] = defaultdict(list)
+        why: dict[tuple[str, str, str], tuple[bool, bool]] = {}
         for r in ordered:
             if r.subtype not in (*_READS, "break_glass_used") or r.actor_id == r.patient_id:
                 continue
             reader, patient = self.directory.get(r.actor_id), self.directory.get(r.patient_id)
             if reader is None or patient is None:
                 continue
-            same_name = (
-                bool(reader.surname) and reader.surname.casefold() == patient.surname.casefold()
+            same_name = bool(reader.surname) and (
+                reader.surname.casefold() == patient.surname.casefold()
             )
-            same_home = bool(reader.address) and _address(reader.address) == _address(
-                patient.address
+            same_home = bool(reader.address) and (
+                _address(reader.address) == _address(patient.address)
             )
             if same_name or same_home:
-                why = "surname" if same_name else "address"
-                out.append(
-                    Candidate(
-                        "family_access",
-                        "medium",
-                        r.patient_id,
-                        r.actor_id,
-                        (r.event_id,),
-                        0.8 if same_name and not same_home else 1.0,
-                        f"the reader shares the patient's {why}",
-                    )
+                key = (r.actor_id, r.patient_id, r.recorded_at.date().isoformat())
+                groups[key].append(r)
+                why[key] = (same_name, same_home)
+        out: list[Candidate] = []
+        for (actor, patient_id, day), reads in groups.items():
+            same_name, same_home = why[(actor, patient_id, day)]
+            out.append(
+                Candidate(
+                    "family_access",
+                    "medium",
+                    patient_id,
+                    actor,
+                    tuple(r.event_id for r in reads),
+                    1.0 if same_home else 0.8,
+                    f"{len(reads)} access(es) on {day}; the reader shares the patient's "
+                    + (
+                        "surname and address"
+                        if same_name and same_home
+                        else "surname"
+                        if same_name
+                        else "address"
+                    ),
                 )
+            )
         return out
 
     def _logins(self, ordered: Sequence[AuditRecord]) -> list[Candidate]:
