@@ -25,10 +25,8 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import socket
 import statistics
 import sys
-import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -39,7 +37,6 @@ from tempfile import TemporaryDirectory
 from typing import Any
 
 import sqlalchemy as sa
-import uvicorn
 from devstack.settings import StackSettings
 from devstack.stack import Stack
 from ehr_client.consent import IMAGING, LABS, MEDICATIONS, NOTES, TREATMENT
@@ -47,11 +44,11 @@ from ehr_client.consent_client import ConsentClient, ConsentClientError
 from ehr_client.identity import IdentityClient
 from ehr_client.keys import UserKeys
 from eth_account import Account
-from fastapi import FastAPI
 
 from services.consent.main import ConsentRuntime, ConsentSettings
 from services.identity.main import IdentityOptions, IdentitySettings, build
 from services.platform.app.logging import configure_logging
+from services.platform.app.loopback import bind_loopback, serve_in_thread, url_of
 from services.platform.chain.geth import GethChain
 
 LOGINS = int(os.environ.get("EHR_BENCH_IDC_LOGINS", "100"))
@@ -89,30 +86,6 @@ def _timed(work: Callable[[], Any]) -> tuple[float, Any]:
 
 
 @contextlib.contextmanager
-def _serve(app: FastAPI, sock: socket.socket) -> Iterator[str]:
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 60
-    while not server.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            raise RuntimeError("uvicorn did not start")
-        time.sleep(0.01)
-    try:
-        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=30)
-        sock.close()
-
-
-def _bound_socket() -> socket.socket:
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
-    return sock
-
-
-@contextlib.contextmanager
 def _database(stack: Stack, prefix: str) -> Iterator[str]:
     server = sa.make_url(stack.postgres.dsn().replace("postgresql://", "postgresql+psycopg://", 1))
     name = f"{prefix}_{uuid.uuid4().hex[:12]}"
@@ -138,8 +111,8 @@ def _services(stack: Stack, admin: UserKeys, work_dir: Path) -> Iterator[tuple[s
     with GethChain(list(geth.rpc_urls), geth.chain_id, geth.faucet_private_key()) as faucet:
         faucet.fund(registrar.address, 10**20)
         faucet.fund(relay.address, 10**20)
-    identity_socket, consent_socket = _bound_socket(), _bound_socket()
-    identity_url = f"http://127.0.0.1:{identity_socket.getsockname()[1]}"
+    identity_socket, consent_socket = bind_loopback(), bind_loopback()
+    identity_url = url_of(identity_socket)
     with (
         _database(stack, "bench_identity") as identity_db,
         _database(stack, "bench_consent") as consent_db,
@@ -172,8 +145,8 @@ def _services(stack: Stack, admin: UserKeys, work_dir: Path) -> Iterator[tuple[s
         identity = build(IdentitySettings(identity=options))
         try:
             with (
-                _serve(identity.app, identity_socket),
-                _serve(consent.app, consent_socket) as consent_url,
+                serve_in_thread(identity.app, identity_socket),
+                serve_in_thread(consent.app, consent_socket) as consent_url,
             ):
                 yield identity_url, consent_url
         finally:

@@ -35,10 +35,8 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import socket
 import statistics
 import sys
-import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -49,7 +47,6 @@ from typing import Any
 
 import httpx
 import sqlalchemy as sa
-import uvicorn
 from devstack.settings import StackSettings
 from devstack.stack import Stack
 from ehr_client import consent as consent_sdk
@@ -63,11 +60,11 @@ from ehr_client.records import (
     canonical_json,
 )
 from eth_account import Account
-from fastapi import FastAPI
 
 from services.consent.main import ConsentRuntime, ConsentSettings
 from services.identity.main import IdentityOptions, IdentityRuntime, IdentitySettings, build
 from services.platform.app.logging import configure_logging
+from services.platform.app.loopback import serve_in_thread
 from services.platform.bus.embedded import EmbeddedEventBus
 from services.platform.chain.geth import GethChain
 from services.platform.chain.inprocess import InProcessChain
@@ -131,29 +128,6 @@ def observation(patient_id: str, size: int) -> dict[str, Any]:
 
 
 # -- the three services -------------------------------------------------------------------
-
-
-@contextlib.contextmanager
-def _serve(app: FastAPI) -> Iterator[str]:
-    # IPPROTO_TCP explicitly: asyncio sets TCP_NODELAY only on sockets whose proto is
-    # TCP, and a socket made with proto 0 would stall every small response ~40 ms
-    # (Nagle's algorithm meeting the client's delayed ACK).
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    sock.bind(("127.0.0.1", 0))
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 60
-    while not server.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            raise RuntimeError("uvicorn did not start")
-        time.sleep(0.01)
-    try:
-        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=30)
-        sock.close()
 
 
 @contextlib.contextmanager
@@ -246,7 +220,7 @@ def _services(stack: Stack | None, admin: UserKeys, work_dir: Path) -> Iterator[
             )
         scope.callback(identity.chain.close)
         scope.callback(identity.store.engine.dispose)
-        identity_url = scope.enter_context(_serve(identity.app))
+        identity_url = scope.enter_context(serve_in_thread(identity.app))
         with IdentityClient(identity_url) as client:
             jwks = client.jwks()
         consent = ConsentRuntime(
@@ -261,7 +235,7 @@ def _services(stack: Stack | None, admin: UserKeys, work_dir: Path) -> Iterator[
             )
         )
         scope.callback(consent.close)
-        consent_url = scope.enter_context(_serve(consent.app))
+        consent_url = scope.enter_context(serve_in_thread(consent.app))
         records = RecordStoreRuntime(
             RecordStoreSettings(
                 jwt={"issuer": ISSUER, "audience": "records", "jwks": jwks},
@@ -275,7 +249,7 @@ def _services(stack: Stack | None, admin: UserKeys, work_dir: Path) -> Iterator[
             bus=EmbeddedEventBus(work_dir / "consent" / "bus") if stack is None else None,
         )
         scope.callback(records.close)
-        records_url = scope.enter_context(_serve(records.app))
+        records_url = scope.enter_context(serve_in_thread(records.app))
         _register_service_account(records_url, identity_url, admin)
         yield Services(identity, identity_url, consent, consent_url, records, records_url)
 

@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import socket
-import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
@@ -21,15 +19,14 @@ from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
-import uvicorn
 from devstack.stack import Stack
 from ehr.envelope.v1 import envelope_pb2
 from ehr_client.keys import UserKeys
 from eth_account import Account
-from fastapi import FastAPI
 
 from services.consent.main import ConsentRuntime, ConsentSettings
 from services.identity.main import IdentityOptions, IdentityRuntime, IdentitySettings, build
+from services.platform.app.loopback import bind_loopback, serve_in_thread, url_of
 from services.platform.bus.embedded import EmbeddedEventBus
 from services.platform.bus.kafka import KafkaEventBus
 from services.platform.bus.port import EventBus
@@ -87,32 +84,6 @@ class Deployment:
         return asyncio.run(read())
 
 
-def free_socket() -> socket.socket:
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    return sock
-
-
-@contextlib.contextmanager
-def serve(app: FastAPI, sock: socket.socket) -> Iterator[str]:
-    """``app`` served by uvicorn on the bound ``sock``, in a thread, until exit."""
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 60
-    while not server.started:
-        assert time.monotonic() < deadline, "uvicorn did not start"
-        assert thread.is_alive(), "uvicorn stopped during start-up"
-        time.sleep(0.01)
-    try:
-        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=30)
-        sock.close()
-
-
 def _create_database(stack: Stack, prefix: str) -> tuple[str, Callable[[], None]]:
     server = sa.make_url(stack.postgres.dsn().replace("postgresql://", "postgresql+psycopg://", 1))
     name = f"{prefix}_{uuid.uuid4().hex[:12]}"
@@ -138,8 +109,8 @@ def _key_file(path: Path, key: bytes) -> Path:
 def deploy(backend: str, data_dir: Path, stack: Stack | None = None) -> Iterator[Deployment]:
     """Start identity and consent on ``backend`` ("embedded" or "real"), stop them after."""
     admin = UserKeys.generate()
-    identity_socket, consent_socket = free_socket(), free_socket()
-    identity_url = f"http://127.0.0.1:{identity_socket.getsockname()[1]}"
+    identity_socket, consent_socket = bind_loopback(), bind_loopback()
+    identity_url = url_of(identity_socket)
     jwt = {
         "issuer": ISSUER,
         "audience": "consent",
@@ -211,8 +182,8 @@ def deploy(backend: str, data_dir: Path, stack: Stack | None = None) -> Iterator
     )
     try:
         with (
-            serve(identity.app, identity_socket) as served_identity,
-            serve(consent.app, consent_socket) as consent_url,
+            serve_in_thread(identity.app, identity_socket) as served_identity,
+            serve_in_thread(consent.app, consent_socket) as consent_url,
         ):
             assert served_identity == identity_url
             yield Deployment(backend, identity_url, consent_url, admin, identity, consent, open_bus)

@@ -4,8 +4,6 @@
 from __future__ import annotations
 
 import asyncio
-import socket
-import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -14,7 +12,6 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-import uvicorn
 from devstack.stack import Stack
 from ehr.envelope.v1 import envelope_pb2
 from ehr_client.identity import IdentityClient, Session
@@ -22,6 +19,7 @@ from ehr_client.keys import UserKeys
 from eth_account import Account
 
 from services.identity.main import IdentityOptions, IdentityRuntime, IdentitySettings, build
+from services.platform.app.loopback import serve_in_thread
 from services.platform.bus.embedded import EmbeddedEventBus
 from services.platform.bus.kafka import KafkaEventBus
 from services.platform.bus.port import EventBus
@@ -79,27 +77,6 @@ class Served:
         return asyncio.run(read())
 
 
-def _serve(runtime: IdentityRuntime) -> Iterator[str]:
-    # IPPROTO_TCP explicitly: asyncio sets TCP_NODELAY only on TCP-proto sockets; with
-    # proto 0 every small response stalls ~40 ms (Nagle meets delayed ACK)
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(runtime.app, log_level="warning", access_log=False))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert time.monotonic() < deadline, "uvicorn did not start"
-        assert thread.is_alive(), "uvicorn stopped during start-up"
-        time.sleep(0.01)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(timeout=15)
-    sock.close()
-
-
 @pytest.fixture(scope="module", params=["embedded", pytest.param("real", marks=pytest.mark.geth)])
 def served(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
@@ -154,19 +131,18 @@ def served(
     settings = IdentitySettings(identity=IdentityOptions.model_validate(options))
     runtime = build(settings)
     try:
-        for base_url in _serve(runtime):
-            with IdentityClient(base_url) as client:
-                client.register(admin, name="Admin", role="admin")
-                session = client.login(admin)
-                yield Served(
-                    request.param,
-                    runtime,
-                    client,
-                    admin,
-                    session,
-                    open_bus,
-                    runtime.store.engine,
-                )
+        with serve_in_thread(runtime.app) as base_url, IdentityClient(base_url) as client:
+            client.register(admin, name="Admin", role="admin")
+            session = client.login(admin)
+            yield Served(
+                request.param,
+                runtime,
+                client,
+                admin,
+                session,
+                open_bus,
+                runtime.store.engine,
+            )
     finally:
         runtime.store.engine.dispose()
         runtime.chain.close()

@@ -5,12 +5,10 @@ on the embedded default (SQLite, embedded log, in-process EVM) and on the real s
 from __future__ import annotations
 
 import asyncio
-import socket
-import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,7 +16,6 @@ from typing import Any
 import httpx
 import pytest
 import sqlalchemy as sa
-import uvicorn
 from devstack.stack import Stack
 from ehr.envelope.v1 import envelope_pb2
 from ehr_client import consent as consent_sdk
@@ -26,10 +23,10 @@ from ehr_client.identity import IdentityClient, Session
 from ehr_client.keys import UserKeys
 from ehr_client.records import IdentityKeyDirectory, Recipient, RecordsClient
 from eth_account import Account
-from fastapi import FastAPI
 
 from services.consent.main import ConsentRuntime, ConsentSettings
 from services.identity.main import IdentityOptions, IdentitySettings, build
+from services.platform.app.loopback import serve_in_thread
 from services.platform.bus.embedded import EmbeddedEventBus
 from services.platform.bus.kafka import KafkaEventBus
 from services.platform.bus.port import EventBus
@@ -39,31 +36,6 @@ from services.platform.events import envelope as codec
 from services.record_store.main import RecordStoreRuntime, RecordStoreSettings
 
 ISSUER = "ehr-identity"
-
-
-@contextmanager
-def serve(app: FastAPI) -> Iterator[str]:
-    # IPPROTO_TCP explicitly: asyncio sets TCP_NODELAY only on sockets whose proto is
-    # TCP, and a socket made with proto 0 would stall every small response ~40 ms
-    # (Nagle's algorithm meeting the client's delayed ACK).
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 60
-    while not server.started:
-        assert time.monotonic() < deadline, "uvicorn did not start"
-        assert thread.is_alive(), "uvicorn stopped during start-up"
-        time.sleep(0.01)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=30)
-        sock.close()
 
 
 @dataclass
@@ -293,7 +265,7 @@ def deployment(
             bus=EmbeddedEventBus(shared_bus),
         )
     with ExitStack() as stack_ctx:
-        identity_url = stack_ctx.enter_context(serve(identity.app))
+        identity_url = stack_ctx.enter_context(serve_in_thread(identity.app))
         identity_client = stack_ctx.enter_context(IdentityClient(identity_url))
         identity_client.register(admin, name="Admin", role="admin")
         admin_session = identity_client.login(admin)
@@ -310,7 +282,7 @@ def deployment(
             )
         )
         stack_ctx.callback(consent_runtime.close)
-        consent_url = stack_ctx.enter_context(serve(consent_runtime.app))
+        consent_url = stack_ctx.enter_context(serve_in_thread(consent_runtime.app))
         records_runtime = RecordStoreRuntime(
             RecordStoreSettings(
                 jwt={"issuer": ISSUER, "audience": "records", "jwks": jwks},
@@ -324,7 +296,7 @@ def deployment(
             bus=EmbeddedEventBus(shared_bus) if request.param == "embedded" else None,
         )
         stack_ctx.callback(records_runtime.close)
-        records_url = stack_ctx.enter_context(serve(records_runtime.app))
+        records_url = stack_ctx.enter_context(serve_in_thread(records_runtime.app))
         register_service_account(records_url, identity_url, admin_session.token("identity"))
         deployment = Deployment(
             request.param,

@@ -2,19 +2,16 @@
 
 from __future__ import annotations
 
-import socket
-import threading
-import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 from fastapi import APIRouter
 from pydantic import BaseModel
 
 from services.platform.app.factory import create_app
+from services.platform.app.loopback import serve_in_thread
 from services.platform.app.settings import ServiceSettings
 
 
@@ -39,22 +36,8 @@ def _router() -> APIRouter:
 @pytest.fixture
 def base_url(settings_factory: Callable[..., ServiceSettings]) -> Iterator[str]:
     app = create_app(settings_factory(jwks={"keys": []}, max_body_bytes=1024), [_router()])
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        assert time.monotonic() < deadline, "uvicorn did not start"
-        assert thread.is_alive(), "uvicorn stopped during start-up"
-        time.sleep(0.01)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(timeout=10)
-    sock.close()
+    with serve_in_thread(app) as url:
+        yield url
 
 
 def _json_error(response: httpx.Response) -> dict[str, Any]:
