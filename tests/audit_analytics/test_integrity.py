@@ -5,6 +5,7 @@ reconciliation; then every kind of tampering with the store, each detected and u
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
@@ -20,6 +21,7 @@ from services.ledger_relay.adapters.sql import SqlLogRepository
 from services.ledger_relay.domain.merkle import CompactRange, leaf_hash
 from services.ledger_relay.domain.model import BusPosition, Checkpoint, CheckpointStatus, Leaf
 from services.ledger_relay.domain.proofs import ProofService
+from services.platform.bus.outbox import outbox_table
 from services.platform.events.envelope import decode, event_hash
 
 
@@ -202,3 +204,43 @@ async def test_events_are_stored_proven_verified_and_every_tampering_is_detected
     service.reconcile()
     assert any(f.rule == "integrity_failure" for f in repo.findings())
     _restore(engine, snapshot)
+
+
+async def test_findings_and_reports_with_attestation(audit_stack: AuditStack) -> None:
+    raws = ev.workflow(4)
+    await audit_stack.publish(raws)
+    await audit_stack.run(len(raws))
+    service = audit_stack.service()
+    assert service.integrity.attach_proofs() == len(raws)
+    found = service.detect()
+    rules = {f.rule for f in found}
+    assert {"break_glass_without_justification", "access_without_consent"} <= rules
+    assert service.detect() == []
+    for f in found:
+        for event_id in f.event_ids:
+            evidence = audit_stack.repo.get(event_id)
+            assert evidence is not None and evidence.proof is not None
+    reviewed = service.review(found[0].finding_id, "false_positive", "aud-1")
+    assert reviewed.disposition == "false_positive"
+
+    now = datetime.now(UTC)
+    report = service.compliance_report(now - timedelta(days=1), now + timedelta(minutes=1), "aud-1")
+    attestation = report["attestation"]
+    assert attestation["verification_result"] == "verified", attestation
+    assert attestation["events_verified"] == len(raws)
+    assert (
+        attestation["anchor_transaction"]
+        == audit_stack.anchor.find_anchor(attestation["checkpoint_index"]).tx_hash
+    )
+    assert {a["disposition"] for a in report["anomalies"]} >= {"false_positive", "open"}
+    mine = service.patient_access_report(
+        "pat-1", now - timedelta(days=1), now + timedelta(minutes=1), "pat-1", "patient"
+    )
+    assert mine["accesses"] and all(
+        audit_stack.repo.get(a["event_id"]).record.patient_id == "pat-1" for a in mine["accesses"]
+    )
+    # Findings and reports are events waiting in the outbox for the bus.
+    with audit_stack.audit_engine.connect() as c:
+        topics = [r.topic for r in c.execute(sa.select(outbox_table.c.topic))]
+    assert topics.count("audit.anomalies.v1") == len(found)
+    assert topics.count("audit.reports.v1") == 2

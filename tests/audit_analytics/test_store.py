@@ -96,6 +96,8 @@ def test_search_filters_and_paginates(repo: SqlAuditRepository) -> None:
     )
     assert len(window.items) == 10
     assert len(repo.events_between(T0, T0 + timedelta(minutes=5))) == 5
+    of_patient = repo.events_of_patient("pat-1", T0, T0 + timedelta(minutes=15))
+    assert [e.record.patient_id for e in of_patient] == ["pat-1"] * 5
 
 
 def test_proofs_findings_reviews(repo: SqlAuditRepository) -> None:

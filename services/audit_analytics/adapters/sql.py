@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import asdict
 from datetime import UTC, datetime
 from typing import Any
@@ -46,11 +46,14 @@ events_table = sa.Table(
     sa.Column("offset", sa.BigInteger(), nullable=False),
     sa.Column("type", sa.String(120), nullable=False, index=True),
     sa.Column("outcome", sa.String(40), nullable=False),
-    sa.Column("patient_id", sa.String(200), nullable=False, index=True),
-    sa.Column("actor_id", sa.String(200), nullable=False, index=True),
+    sa.Column("patient_id", sa.String(200), nullable=False),
+    sa.Column("actor_id", sa.String(200), nullable=False),
     sa.Column("recorded_us", sa.BigInteger(), nullable=False, index=True),
     sa.Column("detail", sa.Text(), nullable=False),
     sa.Column("proof", sa.Text(), nullable=True),
+    sa.Index("ix_audit_events_patient_sequence", "patient_id", "sequence"),
+    sa.Index("ix_audit_events_actor_sequence", "actor_id", "sequence"),
+    sa.Index("ix_audit_events_patient_time", "patient_id", "recorded_us"),
 )
 
 positions_table = sa.Table(
@@ -294,12 +297,39 @@ class SqlAuditRepository(AuditRepository):
                 .values(proof=json.dumps(proof))
             )
 
+    def set_proofs(self, proofs: Mapping[str, dict[str, Any]]) -> None:
+        if not proofs:
+            return
+        with self.engine.begin() as connection:
+            connection.execute(
+                events_table.update()
+                .where(events_table.c.event_id == sa.bindparam("target"))
+                .values(proof=sa.bindparam("document")),
+                [{"target": k, "document": json.dumps(v)} for k, v in proofs.items()],
+            )
+
     def events_between(self, since: datetime, until: datetime) -> list[StoredEvent]:
         t = events_table
         with self.engine.connect() as connection:
             rows = connection.execute(
                 sa.select(t)
                 .where(t.c.recorded_us >= micros(since), t.c.recorded_us < micros(until))
+                .order_by(t.c.recorded_us, t.c.sequence)
+            )
+            return [_stored(r) for r in rows]
+
+    def events_of_patient(
+        self, patient_id: str, since: datetime, until: datetime
+    ) -> list[StoredEvent]:
+        t = events_table
+        with self.engine.connect() as connection:
+            rows = connection.execute(
+                sa.select(t)
+                .where(
+                    t.c.patient_id == patient_id,
+                    t.c.recorded_us >= micros(since),
+                    t.c.recorded_us < micros(until),
+                )
                 .order_by(t.c.recorded_us, t.c.sequence)
             )
             return [_stored(r) for r in rows]

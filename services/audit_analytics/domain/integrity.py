@@ -141,15 +141,20 @@ class IntegrityService:
     def attach_proofs(self, limit: int = 1000) -> int:
         """Stores the proof of events whose checkpoint is anchored; returns how many."""
         attached = 0
+        found: dict[str, dict[str, Any]] = {}
         for event in self.repository.without_proof(limit, self.anchored_topics):
             try:
                 proof = self.proofs.inclusion(event.record.event_id)
             except NotYetAnchored:
                 continue
             if proof is not None:
-                self.repository.set_proof(event.record.event_id, proof)
-                attached += 1
-        return attached
+                found[event.record.event_id] = proof
+            if len(found) >= 1000:
+                self.repository.set_proofs(found)
+                attached += len(found)
+                found = {}
+        self.repository.set_proofs(found)
+        return attached + len(found)
 
     def reconcile(self) -> Reconciliation:
         started = time.perf_counter()

@@ -8,7 +8,7 @@ once the relay has anchored a checkpoint covering the event.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -171,8 +171,18 @@ class AuditRepository(ABC):
     def set_proof(self, event_id: str, proof: dict[str, Any]) -> None: ...
 
     @abstractmethod
+    def set_proofs(self, proofs: Mapping[str, dict[str, Any]]) -> None:
+        """Stores many proofs (event id -> proof) in one transaction."""
+
+    @abstractmethod
     def events_between(self, since: datetime, until: datetime) -> list[StoredEvent]:
         """Events recorded in ``[since, until)`` in time order."""
+
+    @abstractmethod
+    def events_of_patient(
+        self, patient_id: str, since: datetime, until: datetime
+    ) -> list[StoredEvent]:
+        """One patient's events recorded in ``[since, until)`` in time order."""
 
     @abstractmethod
     def add_findings(

@@ -272,8 +272,8 @@ class AuditService:
         period = self._period(since, until)
         events = [
             e
-            for e in self.repository.events_between(*period)
-            if e.record.patient_id == patient_id and e.record.subtype in reports.ACCESS_SUBTYPES
+            for e in self.repository.events_of_patient(patient_id, *period)
+            if e.record.subtype in reports.ACCESS_SUBTYPES
         ]
         report = reports.patient_access_report(
             report_id=str(uuid.uuid4()),
