@@ -5,11 +5,12 @@
 #   .venv              the project's virtualenv, synced from requirements.lock
 #   .cache/kafka/libs  the Apache Kafka broker classpath (Maven Central)
 #   .cache/bin/geth    geth v1.13.15, built through the Go module proxy
+#   .cache/bin/helm    helm v3, built the same way (renders the chart offline)
 #   contracts/node_modules   the pinned Solidity compiler (npm solc)
 #
 # PostgreSQL and Java come from Debian's packages when they are missing.
 # Every step is skipped when its stamp matches its inputs, so a second run
-# takes seconds. Usage: deploy/local/install.sh [python|kafka|geth|solc|postgres|all]...
+# takes seconds. Usage: deploy/local/install.sh [python|kafka|geth|helm|solc|postgres|all]...
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
@@ -19,6 +20,8 @@ GETH_VERSION="1.13.15"
 # Go >= 1.23 cannot link geth 1.13's fjl/memsize; this toolchain comes from
 # the Go module proxy through GOTOOLCHAIN.
 GETH_GO_TOOLCHAIN="go1.22.12"
+# Helm renders and lints the Kubernetes chart offline (no cluster needed).
+HELM_VERSION="3.19.0"
 mkdir -p "$STAMPS" "$CACHE/bin"
 
 log() { printf '\033[1m[install]\033[0m %s\n' "$*"; }
@@ -99,6 +102,20 @@ install_geth() {
   "$geth" version | grep -q "^Version: $GETH_VERSION-stable"
 }
 
+install_helm() {
+  local helm="$CACHE/bin/helm"
+  if stamp_ok helm "$HELM_VERSION" && [[ -x "$helm" ]]; then
+    log "helm: up to date ($helm)"; return
+  fi
+  command -v go >/dev/null || apt_install golang-go
+  log "helm: building v$HELM_VERSION (a few minutes when cold)"
+  GOFLAGS=-modcacherw CGO_ENABLED=0 \
+    GOMODCACHE="$CACHE/go/mod" GOCACHE="$CACHE/go/build" GOBIN="$CACHE/bin" \
+    go install "helm.sh/helm/v3/cmd/helm@v$HELM_VERSION"
+  "$helm" version >/dev/null
+  stamp_set helm "$HELM_VERSION"
+}
+
 install_solc() {
   local dir="$ROOT/contracts" key
   key=$(hash_files "$dir/package.json" "$dir/package-lock.json")
@@ -119,11 +136,11 @@ install_postgres() {
 
 main() {
   local steps=("$@")
-  [[ ${#steps[@]} -eq 0 || "${steps[0]}" == all ]] && steps=(python kafka geth solc postgres)
+  [[ ${#steps[@]} -eq 0 || "${steps[0]}" == all ]] && steps=(python kafka geth helm solc postgres)
   for step in "${steps[@]}"; do
     case $step in
-      python|kafka|geth|solc|postgres) timed "$step" "install_$step" ;;
-      *) echo "error: unknown step '$step' (python|kafka|geth|solc|postgres|all)" >&2; exit 2 ;;
+      python|kafka|geth|helm|solc|postgres) timed "$step" "install_$step" ;;
+      *) echo "error: unknown step '$step' (python|kafka|geth|helm|solc|postgres|all)" >&2; exit 2 ;;
     esac
   done
 }
