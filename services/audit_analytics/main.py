@@ -84,6 +84,10 @@ class AuditAnalyticsSettings(ServiceSettings):
     topics: list[str] = Field(default_factory=lambda: list(ALL_TOPICS))
     topic_partitions: int = Field(default=3, ge=1)
     consumer_group: str = CONSUMER_NAME
+    anchored_topics: list[str] = Field(
+        default_factory=lambda: list(DOMAIN_TOPICS),
+        description="the topics the ledger relay anchors",
+    )
     ledger_url: str | None = Field(default=None, description="the relay's HTTP API")
     ledger_token_file: Path | None = Field(default=None, description="service token for it")
     ledger_database_url: str | None = Field(default=None, description="the relay's database")
@@ -129,7 +133,7 @@ class AuditAnalyticsRuntime:
             raw = json.loads(settings.directory_file.read_text())
             directory = {k: Person(**v) for k, v in raw.items()}
         self.integrity = IntegrityService(
-            self.repository, self.proofs, self.reader, frozenset(DOMAIN_TOPICS)
+            self.repository, self.proofs, self.reader, frozenset(settings.anchored_topics)
         )
         self.service = AuditService(
             self.repository, self.integrity, Detector(settings.anomaly.thresholds(), directory)
