@@ -220,12 +220,16 @@ async def test_reports_in_three_formats_and_the_patients_own(api: Api) -> None:
     assert report["consent_changes"][0]["change"] == "granted"
     assert report["attestation"]["checkpoint_matches_chain"] is True
     assert report["attestation"]["anchor_transaction"].startswith("0x")
+    assert report["attestation"]["consistent_with_previous_report"] in (True, None)
     text = (await api.get("/reports/compliance", format="csv", **window)).text
     rows = list(csv.reader(io.StringIO(text)))
     assert rows[0] == ["section", "field", "value"] and len(rows) > 20
     page = await api.get("/reports/compliance", format="html", **window)
     assert page.headers["content-type"].startswith("text/html")
     assert "<svg" in page.text and "Attestation" in page.text
+    again = (await api.get("/reports/compliance", **window)).json()["attestation"]
+    assert again["consistent_with_previous_report"] is True
+    assert again["previous_report_tree_size"] <= again["checkpoint_tree_size"]
     assert (await api.get("/reports/compliance", since="2026-01-01T00:00:00Z")).status_code == 422
 
     mine = (await api.get("/me/access-report", role="patient", sub="pat-0")).json()

@@ -236,6 +236,8 @@ async def test_findings_and_reports_with_attestation(audit_stack: AuditStack) ->
     mine = service.patient_access_report(
         "pat-1", now - timedelta(days=1), now + timedelta(minutes=1), "pat-1", "patient"
     )
+    assert mine["attestation"]["consistent_with_previous_report"] is True
+    assert mine["attestation"]["previous_report_tree_size"] == attestation["checkpoint_tree_size"]
     assert mine["accesses"] and all(
         audit_stack.repo.get(a["event_id"]).record.patient_id == "pat-1" for a in mine["accesses"]
     )

@@ -92,6 +92,13 @@ break_glass_reviews_table = sa.Table(
     sa.Column("reviewed_us", sa.BigInteger(), nullable=False),
 )
 
+state_table = sa.Table(
+    "audit_state",
+    metadata,
+    sa.Column("key", sa.String(100), primary_key=True),
+    sa.Column("value", sa.Text(), nullable=False),
+)
+
 
 def micros(at: datetime) -> int:
     return int(at.timestamp() * 1_000_000)
@@ -416,3 +423,15 @@ class SqlAuditRepository(AuditRepository):
                 r.break_glass_id: (r.disposition, r.reviewed_by, from_micros(r.reviewed_us))
                 for r in connection.execute(sa.select(t))
             }
+
+    def get_state(self, key: str) -> str | None:
+        with self.engine.connect() as connection:
+            row = connection.execute(
+                sa.select(state_table.c.value).where(state_table.c.key == key)
+            ).first()
+        return None if row is None else str(row.value)
+
+    def set_state(self, key: str, value: str) -> None:
+        with self.engine.begin() as connection:
+            connection.execute(state_table.delete().where(state_table.c.key == key))
+            connection.execute(state_table.insert().values(key=key, value=value))

@@ -211,3 +211,10 @@ class AuditRepository(ABC):
     @abstractmethod
     def break_glass_reviews(self) -> dict[str, tuple[str, str, datetime]]:
         """Break-glass id -> (disposition, reviewer, when)."""
+
+    @abstractmethod
+    def get_state(self, key: str) -> str | None:
+        """A value kept between runs (e.g. the checkpoint of the last report)."""
+
+    @abstractmethod
+    def set_state(self, key: str, value: str) -> None: ...

@@ -23,13 +23,14 @@ from services.platform.events.envelope import Actor, encode, new_envelope, parti
 from . import reports
 from .anomalies import Candidate, Detector
 from .errors import EventNotFound, FindingNotFound, InvalidQuery
-from .integrity import IntegrityService, Reconciliation, Verification
+from .integrity import IntegrityService, Reconciliation, Verification, verify_consistency_of
 from .model import AuditRepository, Finding, Page, SearchQuery, StoredEvent
 from .ports import CachedCheckpointReader
 
 SOURCE = "audit-analytics"
 DISPOSITIONS = ("justified", "false_positive", "violation_confirmed", "escalated", "needs_training")
 MAX_PAGE = 500
+LAST_REPORT_CHECKPOINT = "last_report_checkpoint"
 SEVERITY = {
     "low": audit_pb2.SEVERITY_LOW,
     "medium": audit_pb2.SEVERITY_MEDIUM,
@@ -194,10 +195,26 @@ class AuditService:
             except (ProofInvalid, KeyError, ValueError):
                 failed += 1
         chain_ok = False
+        previous_size: int | None = None
+        consistent: bool | None = None
         if checkpoint is not None:
             on_chain = reader.checkpoint_at(int(checkpoint["index"]))
             chain_ok = on_chain.root.hex() == checkpoint["root"]
+            stored = self.repository.get_state(LAST_REPORT_CHECKPOINT)
+            if stored is not None:
+                previous = json.loads(stored)
+                previous_size = int(previous["tree_size"])
+                if previous_size <= int(checkpoint["tree_size"]):
+                    consistent = verify_consistency_of(
+                        self.integrity.proofs, reader, previous, checkpoint
+                    )
+                else:
+                    consistent = False
+            if chain_ok:
+                self.repository.set_state(LAST_REPORT_CHECKPOINT, json.dumps(checkpoint))
         return {
+            "previous_report_tree_size": previous_size,
+            "consistent_with_previous_report": consistent,
             "checkpoint_index": checkpoint["index"] if checkpoint else None,
             "checkpoint_tree_size": checkpoint["tree_size"] if checkpoint else 0,
             "checkpoint_root": checkpoint["root"] if checkpoint else "",
@@ -208,8 +225,12 @@ class AuditService:
             "events_failed": failed,
             "events_pending": pending,
             "verification_result": "verified"
-            if chain_ok and failed == 0 and pending == 0
-            else ("failed" if failed or (checkpoint and not chain_ok) else "partial"),
+            if chain_ok and failed == 0 and pending == 0 and consistent is not False
+            else (
+                "failed"
+                if failed or consistent is False or (checkpoint and not chain_ok)
+                else "partial"
+            ),
         }
 
     def _emit_report(
