@@ -6,11 +6,12 @@
 #   .cache/kafka/libs  the Apache Kafka broker classpath (Maven Central)
 #   .cache/bin/geth    geth v1.13.15, built through the Go module proxy
 #   .cache/bin/helm    helm v3, built the same way (renders the chart offline)
+#   .cache/k8s-schemas Gateway API / ServiceMonitor CRDs and skaffold's schema (Go modules)
 #   contracts/node_modules   the pinned Solidity compiler (npm solc)
 #
 # PostgreSQL and Java come from Debian's packages when they are missing.
 # Every step is skipped when its stamp matches its inputs, so a second run
-# takes seconds. Usage: deploy/local/install.sh [python|kafka|geth|helm|solc|postgres|all]...
+# takes seconds. Usage: deploy/local/install.sh [python|kafka|geth|helm|schemas|solc|postgres|all]...
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
@@ -116,6 +117,35 @@ install_helm() {
   stamp_set helm "$HELM_VERSION"
 }
 
+# CRD and skaffold schemas for the offline chart checks (tests/deploy), taken from
+# the Go modules that publish them and copied into .cache/k8s-schemas.
+GATEWAY_API_VERSION="1.2.1"
+PROMETHEUS_OPERATOR_VERSION="0.79.2"
+SKAFFOLD_VERSION="2.13.2"
+install_schemas() {
+  local out="$CACHE/k8s-schemas"
+  local key="$GATEWAY_API_VERSION/$PROMETHEUS_OPERATOR_VERSION/$SKAFFOLD_VERSION"
+  if stamp_ok schemas "$key" && [[ -f "$out/skaffold-v4beta11.json" ]]; then
+    log "schemas: up to date (.cache/k8s-schemas)"; return
+  fi
+  command -v go >/dev/null || apt_install golang-go
+  mkdir -p "$out"
+  local dir
+  mod_dir() {
+    GOFLAGS=-modcacherw GOMODCACHE="$CACHE/go/mod" go mod download -json "$1" |
+      sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p'
+  }
+  dir=$(mod_dir "sigs.k8s.io/gateway-api@v$GATEWAY_API_VERSION")
+  cp "$dir/config/crd/standard/gateway.networking.k8s.io_gateways.yaml" \
+     "$dir/config/crd/standard/gateway.networking.k8s.io_httproutes.yaml" "$out/"
+  dir=$(mod_dir "github.com/prometheus-operator/prometheus-operator@v$PROMETHEUS_OPERATOR_VERSION")
+  cp "$dir/example/prometheus-operator-crd/monitoring.coreos.com_servicemonitors.yaml" "$out/"
+  dir=$(mod_dir "github.com/GoogleContainerTools/skaffold/v2@v$SKAFFOLD_VERSION")
+  cp "$dir/docs-v2/content/en/schemas/v4beta11.json" "$out/skaffold-v4beta11.json"
+  chmod u+w "$out"/*
+  stamp_set schemas "$key"
+}
+
 install_solc() {
   local dir="$ROOT/contracts" key
   key=$(hash_files "$dir/package.json" "$dir/package-lock.json")
@@ -136,11 +166,11 @@ install_postgres() {
 
 main() {
   local steps=("$@")
-  [[ ${#steps[@]} -eq 0 || "${steps[0]}" == all ]] && steps=(python kafka geth helm solc postgres)
+  [[ ${#steps[@]} -eq 0 || "${steps[0]}" == all ]] && steps=(python kafka geth helm schemas solc postgres)
   for step in "${steps[@]}"; do
     case $step in
-      python|kafka|geth|helm|solc|postgres) timed "$step" "install_$step" ;;
-      *) echo "error: unknown step '$step' (python|kafka|geth|helm|solc|postgres|all)" >&2; exit 2 ;;
+      python|kafka|geth|helm|schemas|solc|postgres) timed "$step" "install_$step" ;;
+      *) echo "error: unknown step '$step' (python|kafka|geth|helm|schemas|solc|postgres|all)" >&2; exit 2 ;;
     esac
   done
 }

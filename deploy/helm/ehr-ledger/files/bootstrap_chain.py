@@ -20,10 +20,7 @@ BALANCE_WEI = 10**24
 
 def genesis(chain_id: int, period: int, sealers: list[str], funded: list[str]) -> dict[str, object]:
     signers = "".join(a.lower().removeprefix("0x") for a in sorted(sealers, key=str.lower))
-    forks = (
-        "homestead eip150 eip155 eip158 byzantium constantinople petersburg istanbul "
-        "muirGlacier berlin london arrowGlacier grayGlacier"
-    ).split()
+    forks = ["homestead", "eip150", "eip155", "eip158", "byzantium", "constantinople", "petersburg", "istanbul", "muirGlacier", "berlin", "london", "arrowGlacier", "grayGlacier"]
     config: dict[str, object] = {"chainId": chain_id, **{f"{f}Block": 0 for f in forks}}
     config["clique"] = {"period": period, "epoch": 30000}
     return {
@@ -43,7 +40,9 @@ def static_nodes_toml(node_pubkeys: list[str], release: str, port: int) -> str:
     return "[Node.P2P]\nStaticNodes = [" + ", ".join(urls) + "]\n"
 
 
-def make(release: str, chain_id: int, period: int, sealers: int, p2p_port: int) -> tuple[dict[str, str], dict[str, str]]:
+def make(
+    release: str, chain_id: int, period: int, sealers: int, p2p_port: int
+) -> tuple[dict[str, str], dict[str, str]]:
     """(Secret data, ConfigMap data) for a new chain."""
     from eth_keys import keys
 
@@ -80,7 +79,9 @@ def main() -> None:
         print(f"{secret_name} and {config_name} exist; nothing to do")
         return
     if kube.get("secrets", secret_name) or kube.get("configmaps", config_name):
-        raise SystemExit(f"only one of {secret_name}, {config_name} exists; delete it to start over")
+        raise SystemExit(
+            f"only one of {secret_name}, {config_name} exists; delete it to start over"
+        )
     secret, config = make(
         release,
         int(os.environ["CHAIN_ID"]),
