@@ -64,3 +64,15 @@ lint: install ## ruff, mypy and the import-linter contracts (dependency directio
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports
+
+.PHONY: chart-check
+chart-check: ## helm lint + template the charts (default and ha values) offline
+	@deploy/local/install.sh python helm schemas
+	@set -e; cd deploy/helm; for c in identity consent record-store ledger-relay audit-analytics ehr-ledger; do \
+	  ../../.cache/bin/helm dependency build $$c >/dev/null; done; \
+	  ../../.cache/bin/helm lint --strict --kube-version 1.31.0 ehr-ledger; \
+	  ../../.cache/bin/helm lint --strict --kube-version 1.31.0 ehr-ledger -f ehr-ledger/values-ha.yaml
+
+.PHONY: deploy-check
+deploy-check: chart-check ## All offline deployment checks (tests/deploy: manifests, CRDs, skaffold, dashboards)
+	$(VENV)/bin/pytest tests/deploy -q
