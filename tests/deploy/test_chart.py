@@ -233,7 +233,8 @@ def inside_list_item(lines: list[str], index: int) -> bool:
 
 @pytest.mark.parametrize("chart", [*SERVICES, UMBRELLA])
 def test_every_value_is_documented(chart: str) -> None:
-    """Every key line in values*.yaml has a `# --` comment above it (or is inside a documented flow map)."""
+    """Every key line in values*.yaml has a `# --` comment above it (or sits in a documented
+    flow map)."""
     for values_file in sorted((CHARTS / chart).glob("values*.yaml")):
         lines = values_file.read_text().splitlines()
         for i, line in enumerate(lines):

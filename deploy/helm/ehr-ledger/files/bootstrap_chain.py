@@ -20,7 +20,21 @@ BALANCE_WEI = 10**24
 
 def genesis(chain_id: int, period: int, sealers: list[str], funded: list[str]) -> dict[str, object]:
     signers = "".join(a.lower().removeprefix("0x") for a in sorted(sealers, key=str.lower))
-    forks = ["homestead", "eip150", "eip155", "eip158", "byzantium", "constantinople", "petersburg", "istanbul", "muirGlacier", "berlin", "london", "arrowGlacier", "grayGlacier"]
+    forks = [
+        "homestead",
+        "eip150",
+        "eip155",
+        "eip158",
+        "byzantium",
+        "constantinople",
+        "petersburg",
+        "istanbul",
+        "muirGlacier",
+        "berlin",
+        "london",
+        "arrowGlacier",
+        "grayGlacier",
+    ]
     config: dict[str, object] = {"chainId": chain_id, **{f"{f}Block": 0 for f in forks}}
     config["clique"] = {"period": period, "epoch": 30000}
     return {
