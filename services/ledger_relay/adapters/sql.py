@@ -198,12 +198,16 @@ class SqlLogRepository(LogRepository):
         found: set[bytes] = set()
         with self._engine.connect() as conn:
             if conn.dialect.name == "postgresql":
-                # One array parameter instead of one bound parameter per hash.
-                rows = conn.exec_driver_sql(
-                    f"SELECT event_hash FROM {leaves_table.name} WHERE event_hash = ANY(%s)",
-                    (list(event_hashes),),
-                )
-                found.update(bytes(r[0]) for r in rows)
+                # One array parameter instead of one bound parameter per hash, sent in
+                # binary (%b): no per-hash text escaping of bytea on either side.
+                driver = conn.connection.driver_connection
+                assert driver is not None
+                with driver.cursor() as cursor:
+                    cursor.execute(
+                        f"SELECT event_hash FROM {leaves_table.name} WHERE event_hash = ANY(%b)",
+                        (list(event_hashes),),
+                    )
+                    found.update(bytes(r[0]) for r in cursor)
             else:
                 for i in range(0, len(event_hashes), _SQLITE_IN_CHUNK):
                     chunk = list(event_hashes[i : i + _SQLITE_IN_CHUNK])
