@@ -211,7 +211,9 @@ class IntegrityService:
             seen_hashes.add(event.event_hash)
             unique.append(event)
 
-        # Every stored event anchored with a matching hash.
+        # Every stored event anchored with a matching hash. A stored proof that verifies on
+        # chain is evidence enough (the relay is not asked again); without one, the relay
+        # gives a fresh proof, which must verify too.
         leaf_of: dict[str, int] = {}
         for event in unique:
             event_id = event.record.event_id
@@ -227,11 +229,13 @@ class IntegrityService:
                 )
             if event.position.topic not in self.anchored_topics:
                 continue
-            try:
-                proof = self.proofs.inclusion(event_id)
-            except NotYetAnchored:
-                out.pending += 1
-                continue
+            proof, stored = event.proof, event.proof is not None
+            if proof is None:
+                try:
+                    proof = self.proofs.inclusion(event_id)
+                except NotYetAnchored:
+                    out.pending += 1
+                    continue
             if proof is None:
                 found.append(
                     Discrepancy(
@@ -239,8 +243,28 @@ class IntegrityService:
                     )
                 )
                 continue
-            leaf_of[event_id] = int(proof["leaf_index"])
-            if proof["event_hash"] != actual.hex():
+            try:
+                proven_id, proven_hash = proof.get("event_id"), str(proof["event_hash"])
+                leaf_index = int(proof["leaf_index"])
+            except (KeyError, TypeError, ValueError) as invalid:
+                found.append(
+                    Discrepancy(
+                        "proof_invalid", f"malformed proof: {invalid!r}", event_id, _where(event)
+                    )
+                )
+                continue
+            if proven_id not in (None, event_id):
+                found.append(
+                    Discrepancy(
+                        "inserted",
+                        f"the event carries the proof of {proven_id}",
+                        event_id,
+                        _where(event),
+                    )
+                )
+                continue
+            leaf_of[event_id] = leaf_index
+            if proven_hash != actual.hex():
                 if actual == event.event_hash:
                     found.append(
                         Discrepancy(
@@ -248,36 +272,25 @@ class IntegrityService:
                             "the stored bytes differ from the anchored event",
                             event_id,
                             _where(event),
-                            int(proof["leaf_index"]),
+                            leaf_index,
                         )
                     )
                 continue
             try:
                 verify_event(event.raw, proof, reader)
-            except ProofInvalid as invalid:
+            except (ProofInvalid, KeyError, TypeError, ValueError) as invalid:
                 found.append(
                     Discrepancy(
-                        "fork",
-                        f"the ledger's proof fails on chain: {invalid}",
+                        "proof_invalid" if stored else "fork",
+                        ("the stored proof" if stored else "the ledger's proof")
+                        + f" fails on chain: {invalid}",
                         event_id,
                         _where(event),
-                        int(proof["leaf_index"]),
+                        leaf_index,
                     )
                 )
                 continue
             out.anchored += 1
-            if event.proof is not None and event.proof != proof:
-                try:
-                    verify_event(event.raw, event.proof, reader)
-                except (ProofInvalid, KeyError, ValueError, TypeError) as invalid:
-                    found.append(
-                        Discrepancy(
-                            "proof_invalid",
-                            f"the stored proof does not verify: {invalid}",
-                            event_id,
-                            _where(event),
-                        )
-                    )
 
         # Order: within a partition, the log's order is the bus order.
         per_partition: dict[tuple[str, int], list[StoredEvent]] = defaultdict(list)
