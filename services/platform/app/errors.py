@@ -108,6 +108,14 @@ class Conflict(ServiceError):
     default_message = "conflict"
 
 
+class Gone(ServiceError):
+    """The resource existed and was destroyed on purpose, e.g. crypto-shredded (410)."""
+
+    status = HTTPStatus.GONE
+    code = "gone"
+    default_message = "gone"
+
+
 class PayloadTooLarge(ServiceError):
     """The request body exceeds the service's limit (413)."""
 

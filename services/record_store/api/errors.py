@@ -2,27 +2,17 @@
 
 from __future__ import annotations
 
-from http import HTTPStatus
-
 from services.platform.app.errors import (
     Conflict,
     ErrorMap,
     Forbidden,
+    Gone,
     NotFound,
     PayloadTooLarge,
-    ServiceError,
     ServiceUnavailable,
     ValidationFailed,
 )
 from services.record_store.domain import errors
-
-
-class Gone(ServiceError):
-    """The resource existed and was destroyed (410)."""
-
-    status = HTTPStatus.GONE
-    code = "gone"
-
 
 ERROR_MAP: ErrorMap = {
     errors.InvalidUpload: ValidationFailed,

@@ -19,6 +19,7 @@ from services.platform.app.errors import (
     BadRequest,
     Conflict,
     Forbidden,
+    Gone,
     InternalError,
     MalformedBody,
     MethodNotAllowed,
@@ -256,6 +257,7 @@ EXPECTED_STATUS = {
     NotFound: (404, "not_found"),
     MethodNotAllowed: (405, "method_not_allowed"),
     Conflict: (409, "conflict"),
+    Gone: (410, "gone"),
     PayloadTooLarge: (413, "payload_too_large"),
     ValidationFailed: (422, "validation_failed"),
     ServiceUnavailable: (503, "service_unavailable"),
@@ -277,7 +279,9 @@ async def test_every_service_error_maps_to_its_status_and_code(
 
 
 async def test_base_errors_are_all_checked() -> None:
-    base = {cls for cls in _all_service_errors() if cls.__module__.endswith("errors")}
+    base = {
+        cls for cls in _all_service_errors() if cls.__module__ == "services.platform.app.errors"
+    }
     assert base == set(EXPECTED_STATUS)
 
 
