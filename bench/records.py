@@ -151,7 +151,7 @@ def _register_service_account(records_url: str, identity_url: str, admin: UserKe
     with IdentityClient(identity_url) as identity:
         identity.register(admin, name="Admin", role="admin")
         token = identity.login(admin).token("identity")
-    registration = httpx.get(f"{records_url}/records-service/registration", timeout=30)
+    registration = httpx.get(f"{records_url}/records/service-registration", timeout=30)
     registration.raise_for_status()
     created = httpx.post(
         f"{identity_url}/accounts",

@@ -128,7 +128,15 @@ def ensure_registry(
 class ConsentRuntime:
     """Everything the service runs: adapters, use cases, the app and its workers."""
 
-    def __init__(self, settings: ConsentSettings) -> None:
+    def __init__(
+        self,
+        settings: ConsentSettings,
+        *,
+        chain: Chain | None = None,
+        bus: EventBus | None = None,
+    ) -> None:
+        """``chain`` / ``bus`` may be passed in by a process that embeds several services
+        (one in-process chain, one embedded log); the runtime then does not close them."""
         self.settings = settings
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         url = settings.database_url or f"sqlite:///{settings.data_dir / 'consent.sqlite3'}"
@@ -136,7 +144,7 @@ class ConsentRuntime:
         create_schema(self.engine)
         self.repository = SqlConsentRepository(self.engine)
 
-        self.bus: EventBus = (
+        self.bus: EventBus = bus or (
             KafkaEventBus(settings.kafka_bootstrap_servers)
             if settings.kafka_bootstrap_servers
             else EmbeddedEventBus(settings.data_dir / "bus")
@@ -145,7 +153,12 @@ class ConsentRuntime:
         embedded_chain = not settings.chain_rpc_urls
         self.relay_account = _relay_account(settings, embedded_chain)
         self.chain: Chain
-        if embedded_chain:
+        self._owns_chain = chain is None
+        if chain is not None:
+            self.chain = chain
+            if isinstance(chain, InProcessChain):
+                chain.fund(self.relay_account.address, RELAY_FUNDING_WEI)
+        elif embedded_chain:
             self.chain = InProcessChain()
             self.chain.fund(self.relay_account.address, RELAY_FUNDING_WEI)
         else:
@@ -250,7 +263,8 @@ class ConsentRuntime:
     def close(self) -> None:
         """Releases what ``__init__`` opened (after ``stop``)."""
         self.publisher.close()
-        self.chain.close()
+        if self._owns_chain:
+            self.chain.close()
         self.engine.dispose()
 
 

@@ -162,8 +162,15 @@ class LedgerRelayRuntime:
     """Everything the relay runs: adapters, the relay loop, the outbox, the app."""
 
     def __init__(
-        self, settings: LedgerRelaySettings, *, crash_hook: CrashHook | None = None
+        self,
+        settings: LedgerRelaySettings,
+        *,
+        crash_hook: CrashHook | None = None,
+        chain: Chain | None = None,
+        bus: EventBus | None = None,
     ) -> None:
+        """``chain`` / ``bus`` may be passed in by a process that embeds several services
+        (one in-process chain, one embedded log); the runtime then does not close them."""
         self.settings = settings
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         url = settings.database_url or f"sqlite:///{settings.data_dir / 'ledger.sqlite3'}"
@@ -171,15 +178,21 @@ class LedgerRelayRuntime:
         self.repository = SqlLogRepository(self.engine)
         self.repository.create_schema()
 
-        self.bus: EventBus = (
+        self.bus: EventBus = bus or (
             KafkaEventBus(settings.kafka_bootstrap_servers)
             if settings.kafka_bootstrap_servers
             else EmbeddedEventBus(settings.data_dir / "bus")
         )
         embedded_chain = not settings.chain_rpc_urls
-        self.account = relay_account(settings, embedded_chain)
+        self.account = relay_account(settings, embedded_chain or isinstance(chain, InProcessChain))
         self.chain: Chain
-        if embedded_chain:
+        self._owns_chain = chain is None
+        if chain is not None:
+            self.chain = chain
+            if isinstance(chain, InProcessChain):
+                chain.fund(self.account.address, RELAY_FUNDING_WEI)
+                embedded_chain = True
+        elif embedded_chain:
             self.chain = InProcessChain()
             self.chain.fund(self.account.address, RELAY_FUNDING_WEI)
         else:
@@ -304,7 +317,8 @@ class LedgerRelayRuntime:
     def close(self) -> None:
         """Releases what ``__init__`` opened (after ``stop``)."""
         self.publisher.close()
-        self.chain.close()
+        if self._owns_chain:
+            self.chain.close()
         self.engine.dispose()
 
 

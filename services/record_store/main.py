@@ -161,13 +161,7 @@ class RecordStoreRuntime:
             self.settings, [router], {"database": database}, error_map=ERROR_MAP, lifespan=lifespan
         )
         app.state.record_service = self.service
-
-        @app.get("/records-service/registration")
-        async def service_registration() -> dict[str, str]:
-            """The service account's signed registration (public data only), for an
-            administrator to submit to identity's ``POST /accounts`` once."""
-            return self.account.registration()
-
+        app.state.service_registration = self.account.registration
         return app
 
     async def start(self) -> None:

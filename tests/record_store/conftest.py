@@ -181,7 +181,7 @@ class Deployment:
 def register_service_account(records_url: str, identity_url: str, admin_token: str) -> str:
     """What an administrator does once: submits the record store's signed registration
     (role service) to identity. Returns the service account's id."""
-    registration = httpx.get(f"{records_url}/records-service/registration", timeout=30)
+    registration = httpx.get(f"{records_url}/records/service-registration", timeout=30)
     assert registration.status_code == 200, registration.text
     created = httpx.post(
         f"{identity_url}/accounts",

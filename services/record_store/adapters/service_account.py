@@ -2,7 +2,7 @@
 
 The service holds a secp256k1 signing key (``EHR_SERVICE_SIGNING_KEY``, else generated
 into the data dir, 0600). An administrator registers the account once: the service
-publishes its signed registration (``GET /records-service/registration``: name, role
+publishes its signed registration (``GET /records/service-registration``: name, role
 ``service``, signing address, the escrow key as its encryption key, EIP-191 signature of
 identity's registration text), the administrator submits it to ``POST /accounts`` with
 an admin token. From then on the service logs in like any user, by signing identity's

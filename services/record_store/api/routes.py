@@ -86,6 +86,14 @@ def _upload(body: VersionIn) -> VersionUpload:
     )
 
 
+@router.get("/service-registration")
+async def service_registration(request: Request) -> dict[str, str]:
+    """The service account's signed registration (public data only), for an
+    administrator to submit to identity's ``POST /accounts`` once."""
+    registration: dict[str, str] = request.app.state.service_registration()
+    return registration
+
+
 @router.get("/escrow-key")
 async def escrow_key(service: Service, principal: AuthenticatedPrincipal) -> dict[str, str]:
     """The X25519 public key every data key is also wrapped for (break-glass escrow)."""
