@@ -11,6 +11,11 @@ help: ## List the targets
 	@grep -hE '^[a-z][a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | \
 	  awk 'BEGIN {FS = ":.*## "}; {printf "  make %-10s %s\n", $$1, $$2}'
 
+.PHONY: demo
+demo: ## The whole workflow on the embedded default, in one process (report under .run/demo/report)
+	@deploy/local/install.sh python
+	@$(PY) -m services.embedded demo
+
 .PHONY: install
 install: ## Install everything into project-local folders (cached; a second run takes seconds)
 	@deploy/local/install.sh all

@@ -398,3 +398,32 @@ def consent_check(
         _fail_consent(exc, as_json)
         return
     _out(answer, as_json)
+
+
+@app.command()
+def demo(
+    gateway: Annotated[str, typer.Option("--gateway", help="the gateway's base URL")],
+    chain_rpc: Annotated[
+        str, typer.Option("--chain-rpc", help="a JSON-RPC URL of the chain, for verification")
+    ],
+    admin_key_file: Annotated[
+        Path, typer.Option("--admin-key-file", help="the bootstrap administrator's key file")
+    ],
+    out: Annotated[Path, typer.Option("--out", help="where the reports go")] = Path(
+        ".run/demo-real/report"
+    ),
+    timeout: Annotated[float, typer.Option("--timeout", help="seconds per wait")] = 180.0,
+) -> None:
+    """Run the six-step scenario against a running system (exit 1 if a step fails)."""
+    from ehr_client.demo import Endpoints, Scenario
+    from ehr_client.keys import read_key_file
+    from services.ledger_relay.verify import Web3CheckpointReader
+
+    result = Scenario(
+        Endpoints(gateway),
+        read_key_file(admin_key_file),
+        lambda address: Web3CheckpointReader(chain_rpc, address),
+        out,
+        timeout_s=timeout,
+    ).run()
+    raise typer.Exit(0 if result.ok else 1)

@@ -4,7 +4,10 @@ X25519 encryption key. Private halves stay in this process; only
 
 from __future__ import annotations
 
+import json
+import os
 from dataclasses import dataclass
+from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
@@ -98,3 +101,32 @@ class UserKeys:
 
     def __repr__(self) -> str:
         return f"UserKeys(address={self.address})"
+
+
+def write_key_file(path: Path, keys: UserKeys) -> Path:
+    """Writes ``keys`` unencrypted as JSON (``signing_key``, ``encryption_key``, hex) to a
+    new file readable by its owner only. For operators' local accounts (the local stack's
+    administrator); people keep their keys in a passphrase-protected keystore."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    document = {
+        "address": keys.address,
+        "signing_key": "0x" + keys.signing_key_bytes().hex(),
+        "encryption_key": "0x" + keys.encryption_key_bytes().hex(),
+    }
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(descriptor, "w") as handle:
+        json.dump(document, handle)
+    os.chmod(path, 0o600)
+    return path
+
+
+def read_key_file(path: Path) -> UserKeys:
+    """The keys of a file written by ``write_key_file``."""
+    try:
+        document = json.loads(path.read_text())
+        return UserKeys.from_private_bytes(
+            bytes.fromhex(str(document["signing_key"]).removeprefix("0x")),
+            bytes.fromhex(str(document["encryption_key"]).removeprefix("0x")),
+        )
+    except (ValueError, KeyError, TypeError) as error:
+        raise KeyFormatError(f"{path} is not a key file: {error}") from error

@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import uvicorn
-from fastapi import FastAPI
+from starlette.types import ASGIApp
 
 
 class ServerStartError(RuntimeError):
@@ -38,7 +38,7 @@ def url_of(sock: socket.socket) -> str:
 
 @contextmanager
 def serve_in_thread(
-    app: FastAPI, sock: socket.socket | None = None, start_timeout_s: float = 60
+    app: ASGIApp, sock: socket.socket | None = None, start_timeout_s: float = 60
 ) -> Iterator[str]:
     """Serves ``app`` with uvicorn on ``sock`` (a fresh loopback socket when None) in a
     daemon thread; yields its base URL and stops the server on exit."""

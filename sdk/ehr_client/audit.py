@@ -1,0 +1,171 @@
+"""Clients of the auditor's API (audit-analytics) and the ledger relay's proofs API.
+
+Both speak JSON over HTTP with an identity-issued bearer token: ``audit`` audience for
+audit-analytics, ``ledger`` for the relay. Errors come back as ``ApiError`` with the
+service's machine-readable code.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Iterator
+from datetime import datetime
+from typing import Any
+
+import httpx
+
+
+class ApiError(Exception):
+    """An HTTP error answer: status, the service's error code and message."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(f"{status} {code}: {message}")
+        self.status = status
+        self.code = code
+        self.message = message
+
+
+class _JsonClient:
+    def __init__(self, base_url: str, token: str, timeout: float, http: httpx.Client | None):
+        self.http = http or httpx.Client(base_url=base_url.rstrip("/"), timeout=timeout)
+        self.token = token
+
+    def close(self) -> None:
+        self.http.close()
+
+    def request(
+        self, method: str, path: str, *, json: Any = None, params: dict[str, Any] | None = None
+    ) -> httpx.Response:
+        response = self.http.request(
+            method,
+            path,
+            json=json,
+            params=params,
+            headers={"Authorization": f"Bearer {self.token}"},
+        )
+        if response.status_code >= 400:
+            try:
+                error = response.json()["error"]
+                code, message = str(error["code"]), str(error["message"])
+            except (ValueError, KeyError, TypeError):
+                code, message = "http_error", response.text[:200]
+            raise ApiError(response.status_code, code, message)
+        return response
+
+    def call(
+        self, method: str, path: str, *, json: Any = None, params: dict[str, Any] | None = None
+    ) -> Any:
+        return self.request(method, path, json=json, params=params).json()
+
+
+class AuditClient(_JsonClient):
+    """The auditor's view: search, verification, reconciliation, anomalies, reports."""
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        token: str,
+        timeout: float = 120.0,
+        http: httpx.Client | None = None,
+    ) -> None:
+        super().__init__(base_url, token, timeout, http)
+
+    def search(self, **filters: Any) -> Iterator[dict[str, Any]]:
+        """Every event matching ``filters`` (patient_id, actor_id, type, outcome, since,
+        until), following the pages."""
+        params = {k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in filters.items()}
+        cursor = 0
+        while True:
+            page = self.call("GET", "/events", params={**params, "cursor": cursor, "limit": 500})
+            yield from page["items"]
+            if page["next_cursor"] is None:
+                return
+            cursor = int(page["next_cursor"])
+
+    def event(self, event_id: str) -> dict[str, Any]:
+        """One event with its stored proof and its exact bus bytes (``raw``)."""
+        body: dict[str, Any] = self.call("GET", f"/events/{event_id}")
+        body["raw"] = base64.b64decode(body["raw_base64"])
+        return body
+
+    def verify(self, event_id: str) -> dict[str, Any]:
+        result: dict[str, Any] = self.call("GET", f"/events/{event_id}/verification")
+        return result
+
+    def reconcile(self) -> dict[str, Any]:
+        result: dict[str, Any] = self.call("POST", "/reconciliation")
+        return result
+
+    def detect(self) -> list[dict[str, Any]]:
+        return list(self.call("POST", "/anomalies/detection")["new_findings"])
+
+    def anomalies(self, rule: str | None = None) -> list[dict[str, Any]]:
+        params = {"rule": rule} if rule else None
+        return list(self.call("GET", "/anomalies", params=params)["items"])
+
+    def review(self, finding_id: str, disposition: str, note: str = "") -> dict[str, Any]:
+        """Marks a finding reviewed. ``disposition``: justified, false_positive,
+        violation_confirmed, escalated or needs_training."""
+        result: dict[str, Any] = self.call(
+            "POST",
+            f"/anomalies/{finding_id}/review",
+            json={"disposition": disposition, "note": note},
+        )
+        return result
+
+    def review_break_glass(self, event_id: str, disposition: str, note: str = "") -> dict[str, Any]:
+        """Records the review of a break-glass episode (dispositions as for ``review``)."""
+        result: dict[str, Any] = self.call(
+            "POST",
+            f"/break-glass/{event_id}/review",
+            json={"disposition": disposition, "note": note},
+        )
+        return result
+
+    def compliance_report(
+        self, since: datetime, until: datetime, report_format: str = "json"
+    ) -> httpx.Response:
+        """The compliance report for ``[since, until)`` as JSON, CSV or HTML."""
+        return self.request(
+            "GET",
+            "/reports/compliance",
+            params={
+                "since": since.isoformat(),
+                "until": until.isoformat(),
+                "format": report_format,
+            },
+        )
+
+    def my_access_report(self) -> dict[str, Any]:
+        """A patient's own access report (a patient's ``audit`` token)."""
+        result: dict[str, Any] = self.call("GET", "/me/access-report")
+        return result
+
+
+class LedgerClient(_JsonClient):
+    """The relay's proofs API: inclusion proofs and anchored checkpoints."""
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        token: str,
+        timeout: float = 60.0,
+        http: httpx.Client | None = None,
+    ) -> None:
+        super().__init__(base_url, token, timeout, http)
+
+    def inclusion_proof(self, event_id: str) -> dict[str, Any] | None:
+        """The event's proof to an anchored checkpoint; None while not yet anchored."""
+        try:
+            result: dict[str, Any] = self.call("GET", f"/proofs/events/{event_id}")
+        except ApiError as error:
+            if error.code in ("not_yet_anchored", "event_not_found"):
+                return None
+            raise
+        return result
+
+    def checkpoints(self) -> dict[str, Any]:
+        result: dict[str, Any] = self.call("GET", "/checkpoints")
+        return result

@@ -1,0 +1,1 @@
+"""The embedded default: the five services in one process behind one gateway app."""
