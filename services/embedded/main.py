@@ -212,7 +212,7 @@ def demo(
 
     console = Console(highlight=False, soft_wrap=True)
     settings = _settings(data_dir, port, Path(".run/demo"))
-    state = settings.data_dir / "state"
+    state = settings.data_dir.resolve() / "state"
     if state.exists():
         shutil.rmtree(state)
     admin = UserKeys.generate()  # the administrator's keys stay on this (client) side
