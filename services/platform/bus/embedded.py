@@ -190,6 +190,20 @@ class EmbeddedEventBus(EventBus):
         appended, self._appended = self._appended, asyncio.Event()
         appended.set()
 
+    async def end_offsets(self, topics: Sequence[str]) -> dict[Slot, int]:
+        def read(db: sqlite3.Connection) -> dict[Slot, int]:
+            ends: dict[Slot, int] = {}
+            for topic in dict.fromkeys(topics):
+                for partition in range(_partitions(db, topic)):
+                    (last,) = db.execute(
+                        "SELECT MAX(offset) FROM records WHERE topic = ? AND partition = ?",
+                        (topic, partition),
+                    ).fetchone()
+                    ends[(topic, partition)] = 0 if last is None else last + 1
+            return ends
+
+        return await self._run(read)
+
     # -- groups -----------------------------------------------------------------------------
     def consumer(self, group: str, topics: Sequence[str]) -> EmbeddedConsumer:
         return EmbeddedConsumer(self, group, list(topics))

@@ -40,6 +40,7 @@ class KafkaEventBus(EventBus):
         self.linger_ms = linger_ms
         self._producer: AIOKafkaProducer | None = None
         self._partitions: dict[str, int] = {}
+        self._offsets: AIOKafkaConsumer | None = None  # group-less, for end offsets only
 
     async def start(self) -> None:
         if self._producer is not None:
@@ -55,6 +56,9 @@ class KafkaEventBus(EventBus):
         self._producer = producer
 
     async def close(self) -> None:
+        if self._offsets is not None:
+            offsets, self._offsets = self._offsets, None
+            await offsets.stop()
         if self._producer is not None:
             producer, self._producer = self._producer, None
             await producer.stop()
@@ -120,6 +124,29 @@ class KafkaEventBus(EventBus):
         except KafkaError as exc:
             raise PublishError(f"publish failed: {exc!r}") from exc
         return [Position(a.topic, a.partition, a.offset) for a in acks]
+
+    async def end_offsets(self, topics: Sequence[str]) -> dict[Slot, int]:
+        self._started()
+        partitions = [
+            TopicPartition(topic, partition)
+            for topic in dict.fromkeys(topics)
+            for partition in range(await self.partitions(topic))
+        ]
+        if not partitions:
+            return {}
+        if self._offsets is None:
+            offsets = AIOKafkaConsumer(
+                bootstrap_servers=self.bootstrap_servers,
+                client_id=self.client_id,
+                enable_auto_commit=False,
+            )
+            await offsets.start()
+            self._offsets = offsets
+        try:
+            found = await self._offsets.end_offsets(partitions)
+        except KafkaError as exc:
+            raise PublishError(f"cannot read end offsets: {exc!r}") from exc
+        return {(tp.topic, tp.partition): int(offset) for tp, offset in found.items()}
 
     def consumer(self, group: str, topics: Sequence[str]) -> KafkaConsumer:
         return KafkaConsumer(self, group, list(topics))

@@ -148,6 +148,12 @@ class EventBus(ABC):
         return position
 
     @abstractmethod
+    async def end_offsets(self, topics: Sequence[str]) -> dict[tuple[str, int], int]:
+        """The high watermark of every partition of ``topics``: the offset the next record
+        published there will get (0 for an empty partition). ``UnknownTopicError`` if a
+        topic does not exist. Tells a consumer how far behind the log it is."""
+
+    @abstractmethod
     def consumer(self, group: str, topics: Sequence[str]) -> BusConsumer:
         """A new, not yet started member of consumer group ``group``."""
 

@@ -98,6 +98,42 @@ async def test_unknown_topic_is_refused(event_bus: EventBus, unique_name: str) -
         await event_bus.publish(f"test.bus.missing.{unique_name}", "k", b"v")
 
 
+async def test_end_offsets_are_each_partitions_next_offset_whatever_was_consumed(
+    bus_backend: BusBackend, unique_name: str
+) -> None:
+    bus = await bus_backend.open()
+    topic = await new_topic(bus, unique_name)
+    other = await new_topic(bus, f"{unique_name}-other", partitions=2)
+    assert await bus.end_offsets([topic, other]) == {
+        **{(topic, p): 0 for p in range(3)},
+        **{(other, p): 0 for p in range(2)},
+    }
+    positions = await bus.publish_many(
+        [Message(topic, f"k{i}", f"v{i}".encode()) for i in range(25)]
+    )
+    expected = {(topic, p): 0 for p in range(3)}
+    for position in positions:
+        slot = (position.topic, position.partition)
+        expected[slot] = max(expected[slot], position.offset + 1)
+    assert sum(expected.values()) == 25
+    assert await bus.end_offsets([topic]) == expected
+
+    # Consuming and committing moves the group, not the log's end.
+    async with bus.consumer(f"g-{unique_name}", [topic]) as consumer:
+        await consumer.commit_records(await consume(consumer, 25))
+    assert await bus.end_offsets([topic]) == expected
+
+    # Another process on the same log sees the same ends, and they grow with each publish.
+    await bus.close()
+    restarted = await bus_backend.open()
+    position = await restarted.publish(topic, "k-late", b"late")
+    expected[(topic, position.partition)] += 1
+    assert position.offset + 1 == expected[(topic, position.partition)]
+    assert await restarted.end_offsets([topic]) == expected
+    with pytest.raises(UnknownTopicError):
+        await restarted.end_offsets([f"test.bus.missing.{unique_name}"])
+
+
 async def test_uncommitted_records_are_redelivered_committed_ones_are_not(
     bus_backend: BusBackend, unique_name: str
 ) -> None:

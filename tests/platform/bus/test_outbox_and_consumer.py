@@ -62,6 +62,9 @@ class CrashAfterPublishBus(EventBus):
         await self.inner.publish_many(messages)
         raise RuntimeError("process crashed before marking the outbox")
 
+    async def end_offsets(self, topics: Sequence[str]) -> dict[tuple[str, int], int]:
+        return await self.inner.end_offsets(topics)
+
     def consumer(self, group: str, topics: Sequence[str]) -> BusConsumer:
         return self.inner.consumer(group, topics)
 
