@@ -181,12 +181,16 @@ class AuditAnalyticsRuntime:
 
         return create_app(
             self.settings,
-            [audit_router(self.service)],
+            [audit_router(self.service, self.end_offsets)],
             {"database": database},
             registry=self.registry,
             error_map=ERROR_MAP,
             lifespan=lifespan,
         )
+
+    async def end_offsets(self) -> dict[tuple[str, int], int]:
+        """The bus's end offsets of the consumed topics (for reconciliation)."""
+        return await self.bus.end_offsets(list(self.settings.topics))
 
     async def start(self) -> None:
         self._stop.clear()

@@ -155,6 +155,9 @@ async def test_event_detail_verification_and_reconciliation(api: Api) -> None:
     result = (await api.post("/reconciliation")).json()
     assert result["ok"] is True, result["discrepancies"]
     assert result["anchored"] >= len(api.raws)
+    # The runtime gives reconciliation the bus's end offsets: lag is pending, not missing.
+    assert result["bus_offsets_known"] is True
+    assert result["positions_not_consumed"] == sum(result["not_consumed"].values())
 
     # The same verification through the relay's HTTP API (the other EventProofs adapter).
     token = api.keys.token("service")

@@ -251,3 +251,77 @@ async def test_findings_and_reports_with_attestation(audit_stack: AuditStack) ->
         topics = [r.topic for r in c.execute(sa.select(outbox_table.c.topic))]
     assert topics.count("audit.anomalies.v1") == len(found)
     assert topics.count("audit.reports.v1") == 2
+
+
+async def test_reconciliation_tells_what_is_not_consumed_yet_from_what_is_missing(
+    audit_stack: AuditStack,
+) -> None:
+    first = ev.workflow(3)
+    await audit_stack.publish(first)
+    await audit_stack.run(len(first))
+    service = audit_stack.service()
+    bus = await audit_stack.bus()
+
+    async def ends() -> dict[tuple[str, int], int]:
+        return await bus.end_offsets(audit_stack.all_topics)
+
+    caught_up = service.integrity.reconcile(await ends())
+    assert caught_up.ok, caught_up.discrepancies
+    assert caught_up.bus_offsets_known and caught_up.not_consumed == {}
+
+    # More events: the relay logs and anchors them, the store has not consumed them yet.
+    later = ev.workflow(2, at=datetime(2026, 3, 9, 10, 0, tzinfo=UTC))
+    await audit_stack.publish(later)
+    await audit_stack.run(len(first) + len(later), store=False)
+    assert len(audit_stack.repo.all_events()) == len(first)
+    lagging = service.integrity.reconcile(await ends())
+    assert lagging.ok, lagging.discrepancies
+    assert sum(lagging.not_consumed.values()) == len(later)
+    assert lagging.leaves_not_consumed == len(later)
+    assert lagging.as_dict()["positions_not_consumed"] == len(later)
+    # Without the bus's end offsets the same lag cannot be told from a loss.
+    blind = service.integrity.reconcile()
+    assert not blind.bus_offsets_known
+    assert [d.kind for d in blind.discrepancies] == ["missing"] * len(later)
+
+    # A stored event deleted with its position below the consumed position is missing,
+    # lag or not; so is a leading gap.
+    engine, t, p = audit_stack.audit_engine, events_table, positions_table
+    snapshot = _snapshot(engine)
+    rows = sorted(
+        snapshot["audit_positions"], key=lambda r: (r["topic"], r["partition"], r["offset"])
+    )
+    by_slot: dict[tuple[str, int], list[dict[str, Any]]] = {}
+    for row in rows:
+        by_slot.setdefault((row["topic"], row["partition"]), []).append(row)
+    slot, members = next((s, m) for s, m in by_slot.items() if len(m) >= 3)
+    for victim in (members[1], members[0]):  # a gap, then a leading gap
+        with engine.begin() as c:
+            c.execute(t.delete().where(t.c.event_hash == victim["event_hash"]))
+            c.execute(
+                p.delete().where(
+                    p.c.topic == slot[0], p.c.partition == slot[1], p.c.offset == victim["offset"]
+                )
+            )
+        result = service.integrity.reconcile(await ends())
+        missing = [d for d in result.discrepancies if d.kind == "missing"]
+        assert f"{slot[0]}/{slot[1]}@{victim['offset']}" in {d.position for d in missing}, missing
+        assert sum(result.not_consumed.values()) == len(later)
+        _restore(engine, snapshot)
+
+    # A position beyond the bus's end was never on the bus.
+    beyond = dict(members[-1])
+    end = (await ends())[slot]
+    with engine.begin() as c:
+        c.execute(p.insert().values(**{**beyond, "offset": end + 5}))
+    result = service.integrity.reconcile(await ends())
+    assert "inserted" in _kinds(result), result.discrepancies
+    _restore(engine, snapshot)
+
+    # Once the store has caught up, nothing is pending any more.
+    await audit_stack.run(len(first) + len(later))
+    service.integrity.attach_proofs()
+    done = service.integrity.reconcile(await ends())
+    assert done.ok, done.discrepancies
+    assert done.not_consumed == {} and done.leaves_not_consumed == 0
+    assert done.anchored == len(first) + len(later)

@@ -11,7 +11,8 @@ from audit_analytics import events as ev
 from services.audit_analytics.adapters.consumer import store_record
 from services.audit_analytics.adapters.sql import SqlAuditRepository
 from services.audit_analytics.domain.errors import FindingNotFound
-from services.audit_analytics.domain.model import Finding, SearchQuery
+from services.audit_analytics.domain.model import BusPosition, Finding, SearchQuery
+from services.audit_analytics.domain.records import audit_record_of
 from services.platform.bus.port import Record
 from services.platform.events.envelope import decode, event_hash
 
@@ -128,3 +129,35 @@ def test_proofs_findings_reviews(repo: SqlAuditRepository) -> None:
         repo.review("nope", "justified", "aud-1", T0)
     repo.review_break_glass("bg-1", "justified", "aud-1", T0)
     assert repo.break_glass_reviews()["bg-1"][0] == "justified"
+
+
+def test_bulk_load_matches_the_consumers_path_and_events_stream_in_batches(
+    repo: SqlAuditRepository,
+) -> None:
+    raws = [
+        ev.read(f"pat-{i % 3}", "prov-1", f"rec-{i}", T0 + timedelta(minutes=i)) for i in range(7)
+    ]
+    _store(repo, raws[:2])
+    items = []
+    for offset, raw in enumerate(raws[2:], 2):
+        topic, _ = ev.route(raw)
+        record = audit_record_of(raw, BusPosition(topic, 0, offset))
+        items.append((record, raw, {"leaf_index": offset} if offset % 2 else None))
+    with repo.engine.begin() as connection:
+        repo.load(connection, items)
+    loaded = repo.get(decode(raws[3]).id)
+    consumed = repo.get(decode(raws[1]).id)
+    assert loaded is not None and consumed is not None
+    assert loaded.raw == raws[3] and loaded.event_hash == event_hash(raws[3])
+    assert loaded.proof == {"leaf_index": 3}
+    # The same AuditEvent fields as the consumer's path stores.
+    assert loaded.record == items[1][0]
+    assert consumed.record == audit_record_of(raws[1], consumed.position)
+    assert [p.position.offset for p in repo.positions()] == list(range(7))
+    assert {p.kind for p in repo.positions()} == {"event"}
+    assert [e.record.event_id for e in repo.without_proof(10)] == [
+        decode(raws[i]).id for i in (0, 1, 2, 4, 6)
+    ]
+    streamed = list(repo.iter_events(batch=2))
+    assert [e.record.event_id for e in streamed] == [e.record.event_id for e in repo.all_events()]
+    assert [e.raw for e in streamed] == raws

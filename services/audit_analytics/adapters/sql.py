@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import asdict
 from datetime import UTC, datetime
 from typing import Any
@@ -54,6 +54,13 @@ events_table = sa.Table(
     sa.Index("ix_audit_events_patient_sequence", "patient_id", "sequence"),
     sa.Index("ix_audit_events_actor_sequence", "actor_id", "sequence"),
     sa.Index("ix_audit_events_patient_time", "patient_id", "recorded_us"),
+    # The proof loop asks for events without a proof every second: only those are indexed.
+    sa.Index(
+        "ix_audit_events_without_proof",
+        "sequence",
+        postgresql_where=sa.text("proof IS NULL"),
+        sqlite_where=sa.text("proof IS NULL"),
+    ),
 )
 
 positions_table = sa.Table(
@@ -125,6 +132,67 @@ def _detail(record: AuditRecord) -> str:
     )
 
 
+def _event_row(record: AuditRecord, raw: bytes) -> dict[str, Any]:
+    assert record.position is not None
+    position = record.position
+    return {
+        "event_id": record.event_id,
+        "event_hash": record.event_hash,
+        "raw": raw,
+        "topic": position.topic,
+        "partition": position.partition,
+        "offset": position.offset,
+        "type": record.type,
+        "outcome": record.outcome,
+        "patient_id": record.patient_id,
+        "actor_id": record.actor_id,
+        "recorded_us": micros(record.recorded_at),
+        "detail": _detail(record),
+    }
+
+
+LoadItem = tuple[AuditRecord, bytes, dict[str, Any] | None]
+_LOAD_POSITION_COLUMNS = ("topic", "partition", "offset", "event_hash", "kind")
+_LOAD_EVENT_COLUMNS = (
+    "event_id",
+    "event_hash",
+    "raw",
+    "topic",
+    "partition",
+    "offset",
+    "type",
+    "outcome",
+    "patient_id",
+    "actor_id",
+    "recorded_us",
+    "detail",
+    "proof",
+)
+
+
+def _bulk_insert(
+    connection: sa.Connection,
+    table: sa.Table,
+    columns: Sequence[str],
+    rows: Sequence[tuple[Any, ...]],
+) -> None:
+    """Inserts plain tuples in the connection's transaction: ``COPY`` on PostgreSQL."""
+    if not rows:
+        return
+    names = ", ".join(f'"{c}"' for c in columns)
+    if connection.dialect.name == "postgresql":
+        driver: Any = connection.connection.driver_connection  # psycopg, same transaction
+        with (
+            driver.cursor() as cursor,
+            cursor.copy(f"COPY {table.name} ({names}) FROM STDIN") as copy,
+        ):
+            for row in rows:
+                copy.write_row(row)
+        return
+    marks = ", ".join("?" * len(columns))
+    connection.exec_driver_sql(f"INSERT INTO {table.name} ({names}) VALUES ({marks})", list(rows))
+
+
 def _stored(row: sa.Row[Any]) -> StoredEvent:
     detail = json.loads(row.detail)
     position = BusPosition(row.topic, row.partition, row.offset)
@@ -177,6 +245,10 @@ class SqlAuditRepository(AuditRepository):
 
     def create_schema(self) -> None:
         metadata.create_all(self.engine)
+        # Indexes added after a table was created are created on the existing table too.
+        for table in metadata.sorted_tables:
+            for index in table.indexes:
+                index.create(self.engine, checkfirst=True)
         create_outbox_table(self.engine)
         create_processed_events_table(self.engine)
 
@@ -208,22 +280,7 @@ class SqlAuditRepository(AuditRepository):
         )
         if seen is not None:
             return False
-        connection.execute(
-            events_table.insert().values(
-                event_id=record.event_id,
-                event_hash=record.event_hash,
-                raw=raw,
-                topic=position.topic,
-                partition=position.partition,
-                offset=position.offset,
-                type=record.type,
-                outcome=record.outcome,
-                patient_id=record.patient_id,
-                actor_id=record.actor_id,
-                recorded_us=micros(record.recorded_at),
-                detail=_detail(record),
-            )
-        )
+        connection.execute(events_table.insert().values(**_event_row(record, raw)))
         return True
 
     @staticmethod
@@ -276,6 +333,41 @@ class SqlAuditRepository(AuditRepository):
         with self.engine.connect() as connection:
             rows = connection.execute(sa.select(events_table).order_by(events_table.c.sequence))
             return [_stored(r) for r in rows]
+
+    def iter_events(self, batch: int = 5000) -> Iterator[StoredEvent]:
+        """Every stored event in store order, read ``batch`` rows at a time (bounded memory)."""
+        after = 0
+        while True:
+            with self.engine.connect() as connection:
+                rows = connection.execute(
+                    sa.select(events_table)
+                    .where(events_table.c.sequence > after)
+                    .order_by(events_table.c.sequence)
+                    .limit(batch)
+                ).all()
+            if not rows:
+                return
+            for row in rows:
+                yield _stored(row)
+            after = rows[-1].sequence
+
+    def load(self, connection: sa.Connection, items: Sequence[LoadItem]) -> None:
+        """Bulk load of a fresh store (backfill, benchmarks): ``COPY`` on PostgreSQL, one
+        ``executemany`` per table on SQLite, in the caller's transaction.
+
+        Each item is (record with its position, exact bytes, proof or None); the caller
+        guarantees that no item repeats an event already stored (no duplicate check).
+        """
+        positions, events = [], []
+        for record, raw, proof in items:
+            assert record.position is not None
+            p = record.position
+            positions.append((p.topic, p.partition, p.offset, record.event_hash, "event"))
+            row = _event_row(record, raw)
+            row["proof"] = json.dumps(proof) if proof is not None else None
+            events.append(tuple(row[c] for c in _LOAD_EVENT_COLUMNS))
+        _bulk_insert(connection, positions_table, _LOAD_POSITION_COLUMNS, positions)
+        _bulk_insert(connection, events_table, _LOAD_EVENT_COLUMNS, events)
 
     def positions(self) -> list[PositionRow]:
         t = positions_table

@@ -15,9 +15,11 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Depends, Path, Query
 from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
 from pydantic import BaseModel, Field
+from starlette.concurrency import run_in_threadpool
 
 from services.audit_analytics.domain import reports
 from services.audit_analytics.domain.model import Finding, SearchQuery, StoredEvent
+from services.audit_analytics.domain.ports import EndOffsets
 from services.audit_analytics.domain.service import DISPOSITIONS, AuditService
 from services.platform.app.auth import Principal, require_role
 
@@ -100,7 +102,7 @@ def _aware(value: datetime | None, default: datetime) -> datetime:
     return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
-def audit_router(service: AuditService) -> APIRouter:
+def audit_router(service: AuditService, end_offsets: EndOffsets | None = None) -> APIRouter:
     router = APIRouter(tags=["audit"])
 
     @router.get("/events")
@@ -141,9 +143,12 @@ def audit_router(service: AuditService) -> APIRouter:
         return asdict(service.verify(event_id))
 
     @router.post("/reconciliation")
-    def reconcile(principal: Auditor) -> dict[str, Any]:
-        """Every stored event anchored with a matching hash, every bus offset accounted for."""
-        return service.reconcile(principal.account_id).as_dict()
+    async def reconcile(principal: Auditor) -> dict[str, Any]:
+        """Every stored event anchored with a matching hash, every bus offset accounted for;
+        what the store has not consumed yet (the bus's end offsets) is pending, not missing."""
+        ends = await end_offsets() if end_offsets is not None else None
+        result = await run_in_threadpool(service.reconcile, principal.account_id, ends)
+        return result.as_dict()
 
     @router.post("/anomalies/detection")
     def detect(_: Auditor) -> dict[str, Any]:

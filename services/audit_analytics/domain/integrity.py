@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import time
 from collections import defaultdict
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from itertools import pairwise
 from typing import Any
@@ -22,6 +23,7 @@ from .errors import EventNotFound, NotYetAnchored
 from .model import AuditRepository, StoredEvent
 from .ports import CachedCheckpointReader, CheckpointReader, EventProofs
 
+Slot = tuple[str, int]
 KINDS = ("missing", "altered", "reordered", "inserted", "duplicated", "proof_invalid", "fork")
 
 
@@ -53,6 +55,13 @@ class Reconciliation:
     positions: int = 0
     anchored: int = 0
     pending: int = 0
+    """Stored events whose checkpoint is not anchored yet."""
+    bus_offsets_known: bool = False
+    """Whether the bus's end offsets were given (else lag cannot be told from loss)."""
+    not_consumed: dict[str, int] = field(default_factory=dict)
+    """Per ``topic/partition``: offsets on the bus the store has not consumed yet."""
+    leaves_not_consumed: int = 0
+    """Anchored leaves without a stored event, explained by ``not_consumed``."""
     checkpoint: dict[str, Any] | None = None
     discrepancies: list[Discrepancy] = field(default_factory=list)
     seconds: float = 0.0
@@ -74,6 +83,10 @@ class Reconciliation:
             "positions": self.positions,
             "anchored": self.anchored,
             "pending": self.pending,
+            "bus_offsets_known": self.bus_offsets_known,
+            "not_consumed": dict(self.not_consumed),
+            "positions_not_consumed": sum(self.not_consumed.values()),
+            "leaves_not_consumed": self.leaves_not_consumed,
             "checkpoint": self.checkpoint,
             "counts": self.counts(),
             "discrepancies": [
@@ -156,21 +169,57 @@ class IntegrityService:
         self.repository.set_proofs(found)
         return attached + len(found)
 
-    def reconcile(self) -> Reconciliation:
+    def reconcile(self, end_offsets: Mapping[Slot, int] | None = None) -> Reconciliation:
+        """Reconciles the store with the relay's log, the chain and (when given) the bus.
+
+        ``end_offsets`` are the bus's high watermarks per (topic, partition). With them,
+        what the store has not consumed yet is told apart from what is missing: offsets
+        from a partition's consumed position (its highest stored offset + 1) up to the end
+        are ``not_consumed`` (pending), and so are as many of the anchored leaves without
+        a stored event, newest first; an offset below the consumed position that never
+        reached the store (a gap) is ``missing``. Without them every leaf of the latest
+        checkpoint that no stored event maps to is ``missing``.
+        """
         started = time.perf_counter()
         reader = CachedCheckpointReader(self.reader)
-        out = Reconciliation()
+        out = Reconciliation(bus_offsets_known=end_offsets is not None)
         found = out.discrepancies
-        events = self.repository.all_events()
-        positions = self.repository.positions()
-        out.events, out.positions = len(events), len(positions)
         out.checkpoint = self.proofs.latest_checkpoint()
+
+        # Every stored event (read in batches): duplicates, bytes against hashes, and its
+        # anchoring. A stored proof that verifies on chain is evidence enough (the relay
+        # is not asked again); without one, the relay gives a fresh proof, which must
+        # verify too. Only what later checks need is kept in memory.
+        hashes: set[bytes] = set()
+        seen_ids: set[str] = set()
+        leaf_of: dict[str, int] = {}
+        per_partition: dict[Slot, list[tuple[int, int, str, str]]] = defaultdict(list)
+        for event in self.repository.iter_events():
+            out.events += 1
+            event_id = event.record.event_id
+            if event_id in seen_ids or event.event_hash in hashes:
+                hashes.add(event.event_hash)
+                found.append(
+                    Discrepancy(
+                        "duplicated", "the event is stored more than once", event_id, _where(event)
+                    )
+                )
+                continue
+            seen_ids.add(event_id)
+            hashes.add(event.event_hash)
+            leaf_index = self._check_event(event, reader, out)
+            if leaf_index is not None:
+                leaf_of[event_id] = leaf_index
+                slot = (event.position.topic, event.position.partition)
+                per_partition[slot].append(
+                    (event.position.offset, leaf_index, event_id, _where(event))
+                )
 
         # Every bus position is accounted for: contiguous offsets per partition, and each
         # position's event (or an earlier copy of it) is in the store.
-        hashes = {e.event_hash for e in events}
-        by_partition: dict[tuple[str, int], list[int]] = defaultdict(list)
-        for row in positions:
+        by_partition: dict[Slot, list[int]] = defaultdict(list)
+        for row in self.repository.positions():
+            out.positions += 1
             by_partition[(row.position.topic, row.position.partition)].append(row.position.offset)
             if row.kind != "undecodable" and row.event_hash not in hashes:
                 found.append(
@@ -180,8 +229,18 @@ class IntegrityService:
                         position=f"{row.position.topic}/{row.position.partition}@{row.position.offset}",
                     )
                 )
+        consumed: dict[Slot, int] = {}
         for (topic, partition), offsets in by_partition.items():
             offsets.sort()
+            consumed[(topic, partition)] = offsets[-1] + 1
+            if end_offsets is not None and offsets[0] > 0:
+                found.append(
+                    Discrepancy(
+                        "missing",
+                        f"offsets 0..{offsets[0] - 1} were never accounted for",
+                        position=f"{topic}/{partition}@0",
+                    )
+                )
             for previous, current in pairwise(offsets):
                 if current != previous + 1:
                     found.append(
@@ -191,131 +250,48 @@ class IntegrityService:
                             position=f"{topic}/{partition}@{previous + 1}",
                         )
                     )
-
-        # Duplicates: one event (id or bytes) stored twice.
-        seen_ids: dict[str, StoredEvent] = {}
-        seen_hashes: set[bytes] = set()
-        unique: list[StoredEvent] = []
-        for event in events:
-            if event.record.event_id in seen_ids or event.event_hash in seen_hashes:
-                found.append(
-                    Discrepancy(
-                        "duplicated",
-                        "the event is stored more than once",
-                        event.record.event_id,
-                        _where(event),
-                    )
-                )
-                continue
-            seen_ids[event.record.event_id] = event
-            seen_hashes.add(event.event_hash)
-            unique.append(event)
-
-        # Every stored event anchored with a matching hash. A stored proof that verifies on
-        # chain is evidence enough (the relay is not asked again); without one, the relay
-        # gives a fresh proof, which must verify too.
-        leaf_of: dict[str, int] = {}
-        for event in unique:
-            event_id = event.record.event_id
-            actual = hashlib.sha256(event.raw).digest()
-            if actual != event.event_hash:
-                found.append(
-                    Discrepancy(
-                        "altered",
-                        "the stored bytes no longer match their hash",
-                        event_id,
-                        _where(event),
-                    )
-                )
-            if event.position.topic not in self.anchored_topics:
-                continue
-            proof, stored = event.proof, event.proof is not None
-            if proof is None:
-                try:
-                    proof = self.proofs.inclusion(event_id)
-                except NotYetAnchored:
-                    out.pending += 1
-                    continue
-            if proof is None:
-                found.append(
-                    Discrepancy(
-                        "inserted", "the event is not in the ledger's log", event_id, _where(event)
-                    )
-                )
-                continue
-            try:
-                proven_id, proven_hash = proof.get("event_id"), str(proof["event_hash"])
-                leaf_index = int(proof["leaf_index"])
-            except (KeyError, TypeError, ValueError) as invalid:
-                found.append(
-                    Discrepancy(
-                        "proof_invalid", f"malformed proof: {invalid!r}", event_id, _where(event)
-                    )
-                )
-                continue
-            if proven_id not in (None, event_id):
-                found.append(
-                    Discrepancy(
-                        "inserted",
-                        f"the event carries the proof of {proven_id}",
-                        event_id,
-                        _where(event),
-                    )
-                )
-                continue
-            leaf_of[event_id] = leaf_index
-            if proven_hash != actual.hex():
-                if actual == event.event_hash:
+        anchored_not_consumed = 0
+        if end_offsets is not None:
+            for (topic, partition), end in sorted(end_offsets.items()):
+                position = consumed.get((topic, partition), 0)
+                if position > end:
                     found.append(
                         Discrepancy(
-                            "altered",
-                            "the stored bytes differ from the anchored event",
-                            event_id,
-                            _where(event),
-                            leaf_index,
+                            "inserted",
+                            f"offsets {end}..{position - 1} are beyond the bus's end offset",
+                            position=f"{topic}/{partition}@{end}",
                         )
                     )
-                continue
-            try:
-                verify_event(event.raw, proof, reader)
-            except (ProofInvalid, KeyError, TypeError, ValueError) as invalid:
-                found.append(
-                    Discrepancy(
-                        "proof_invalid" if stored else "fork",
-                        ("the stored proof" if stored else "the ledger's proof")
-                        + f" fails on chain: {invalid}",
-                        event_id,
-                        _where(event),
-                        leaf_index,
-                    )
-                )
-                continue
-            out.anchored += 1
+                elif position < end:
+                    out.not_consumed[f"{topic}/{partition}"] = end - position
+                    if topic in self.anchored_topics:
+                        anchored_not_consumed += end - position
 
         # Order: within a partition, the log's order is the bus order.
-        per_partition: dict[tuple[str, int], list[StoredEvent]] = defaultdict(list)
-        for event in unique:
-            if event.record.event_id in leaf_of:
-                per_partition[(event.position.topic, event.position.partition)].append(event)
         for members in per_partition.values():
-            members.sort(key=lambda e: e.position.offset)
+            members.sort()
             for a, b in pairwise(members):
-                if leaf_of[a.record.event_id] > leaf_of[b.record.event_id]:
+                if a[1] > b[1]:
                     found.append(
                         Discrepancy(
                             "reordered",
-                            f"stored before {a.record.event_id} but logged after it",
-                            b.record.event_id,
-                            _where(b),
-                            leaf_of[b.record.event_id],
+                            f"stored before {a[2]} but logged after it",
+                            b[2],
+                            b[3],
+                            b[1],
                         )
                     )
 
-        # Every anchored leaf has its event in the store (deletions, truncation).
+        # Every anchored leaf has its event in the store (deletions, truncation), unless the
+        # store has not consumed it yet: the store reads the bus in order, so the leaves it
+        # lacks because of its lag are the newest ones.
         if out.checkpoint is not None:
             covered = set(leaf_of.values())
             size = int(out.checkpoint["tree_size"])
             gaps = [i for i in range(size) if i not in covered]
+            lagging = min(len(gaps), anchored_not_consumed)
+            out.leaves_not_consumed = lagging
+            gaps = gaps[: len(gaps) - lagging]
             for index in gaps[:1000]:
                 found.append(
                     Discrepancy(
@@ -329,6 +305,87 @@ class IntegrityService:
             self._check_chain_root(out, reader)
         out.seconds = time.perf_counter() - started
         return out
+
+    def _check_event(
+        self, event: StoredEvent, reader: CheckpointReader, out: Reconciliation
+    ) -> int | None:
+        """Checks one event's bytes and anchoring; returns its leaf index when it has one."""
+        found = out.discrepancies
+        event_id = event.record.event_id
+        actual = hashlib.sha256(event.raw).digest()
+        if actual != event.event_hash:
+            found.append(
+                Discrepancy(
+                    "altered",
+                    "the stored bytes no longer match their hash",
+                    event_id,
+                    _where(event),
+                )
+            )
+        if event.position.topic not in self.anchored_topics:
+            return None
+        proof, stored = event.proof, event.proof is not None
+        if proof is None:
+            try:
+                proof = self.proofs.inclusion(event_id)
+            except NotYetAnchored:
+                out.pending += 1
+                return None
+        if proof is None:
+            found.append(
+                Discrepancy(
+                    "inserted", "the event is not in the ledger's log", event_id, _where(event)
+                )
+            )
+            return None
+        try:
+            proven_id, proven_hash = proof.get("event_id"), str(proof["event_hash"])
+            leaf_index = int(proof["leaf_index"])
+        except (KeyError, TypeError, ValueError) as invalid:
+            found.append(
+                Discrepancy(
+                    "proof_invalid", f"malformed proof: {invalid!r}", event_id, _where(event)
+                )
+            )
+            return None
+        if proven_id not in (None, event_id):
+            found.append(
+                Discrepancy(
+                    "inserted",
+                    f"the event carries the proof of {proven_id}",
+                    event_id,
+                    _where(event),
+                )
+            )
+            return None
+        if proven_hash != actual.hex():
+            if actual == event.event_hash:
+                found.append(
+                    Discrepancy(
+                        "altered",
+                        "the stored bytes differ from the anchored event",
+                        event_id,
+                        _where(event),
+                        leaf_index,
+                    )
+                )
+            return leaf_index
+        try:
+            verify_event(event.raw, proof, reader)
+        except (ProofInvalid, KeyError, TypeError, ValueError) as invalid:
+            found.append(
+                Discrepancy(
+                    "proof_invalid" if stored else "fork",
+                    ("the stored proof" if stored else "the ledger's proof")
+                    + f" fails on chain: {invalid}",
+                    event_id,
+                    _where(event),
+                    leaf_index,
+                )
+            )
+            return leaf_index
+        out.anchored += 1
+        return leaf_index
 
     def _check_chain_root(self, out: Reconciliation, reader: CheckpointReader) -> None:
         """The relay's latest checkpoint is the chain's (a forked log has another root)."""

@@ -8,7 +8,7 @@ once the relay has anchored a checkpoint covering the event.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -158,6 +158,10 @@ class AuditRepository(ABC):
     @abstractmethod
     def all_events(self) -> list[StoredEvent]:
         """Every stored event in store order."""
+
+    def iter_events(self, batch: int = 5000) -> Iterator[StoredEvent]:
+        """Every stored event in store order; adapters read it in batches (bounded memory)."""
+        return iter(self.all_events())
 
     @abstractmethod
     def positions(self) -> list[PositionRow]:

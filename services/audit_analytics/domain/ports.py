@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Protocol
 
 from services.ledger_relay.domain.model import ChainAnchor, ChainCheckpoint
@@ -52,3 +53,8 @@ class CachedCheckpointReader:
         if index not in self._anchors:
             self._anchors[index] = self._reader.find_anchor(index)
         return self._anchors[index]
+
+
+EndOffsets = Callable[[], Awaitable[Mapping[tuple[str, int], int]]]
+"""The bus's high watermark per (topic, partition) of the consumed topics (the bus port's
+``end_offsets``): how far the log goes, whatever the store has consumed."""

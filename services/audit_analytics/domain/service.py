@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -86,9 +86,15 @@ class AuditService:
     def verify(self, event_id: str) -> Verification:
         return self.integrity.verify(event_id)
 
-    def reconcile(self, actor_id: str = SOURCE) -> Reconciliation:
-        """Reconciles, and records every discrepancy as an ``integrity_failure`` finding."""
-        result = self.integrity.reconcile()
+    def reconcile(
+        self, actor_id: str = SOURCE, end_offsets: Mapping[tuple[str, int], int] | None = None
+    ) -> Reconciliation:
+        """Reconciles, and records every discrepancy as an ``integrity_failure`` finding.
+
+        ``end_offsets`` (the bus's high watermarks) tell what is not consumed yet from
+        what is missing.
+        """
+        result = self.integrity.reconcile(end_offsets)
         candidates = [
             Candidate(
                 "integrity_failure",
