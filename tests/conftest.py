@@ -16,9 +16,11 @@ import pytest
 from devstack.processes import pid_alive
 from devstack.settings import (
     PROJECT_ROOT,
+    GatewaySettings,
     GethSettings,
     KafkaSettings,
     PostgresSettings,
+    ServicesSettings,
     StackSettings,
 )
 from devstack.stack import Stack
@@ -35,6 +37,8 @@ class PytestStackSettings(StackSettings):
         p2p_port=31311, http_port=28545, authrpc_port=28651, metrics_port=26061
     )
     postgres: PostgresSettings = PostgresSettings(port=25432)
+    services: ServicesSettings = ServicesSettings(base_port=28100)
+    gateway: GatewaySettings = GatewaySettings(port=28080)
 
 
 def _progress(message: str) -> None:
@@ -71,6 +75,19 @@ def geth_stack(test_stack: Stack) -> Stack:
 @pytest.fixture(scope="session")
 def postgres_stack(test_stack: Stack) -> Stack:
     return _component(test_stack, "postgres")
+
+
+@pytest.fixture(scope="module")
+def services_stack(test_stack: Stack) -> Iterator[Stack]:
+    """The five services and the nginx gateway as separate processes (with Kafka, Geth
+    and PostgreSQL), started once per module and stopped at its end: they consume the
+    shared topics, so they do not run behind other modules' tests."""
+    test_stack.up(["services", "gateway"], progress=_progress)
+    yield test_stack
+    started = [pid for c in test_stack.components(["services", "gateway"]) for pid in c.pids()]
+    test_stack.down(["services", "gateway"], progress=_progress)
+    leftovers = [pid for pid in started if pid_alive(pid)]
+    assert not leftovers, f"service processes left behind after down: {leftovers}"
 
 
 # Shared fixtures of the platform's ports (each module owns one port's fixtures).

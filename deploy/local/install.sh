@@ -9,9 +9,10 @@
 #   .cache/k8s-schemas Gateway API / ServiceMonitor CRDs and skaffold's schema (Go modules)
 #   contracts/node_modules   the pinned Solidity compiler (npm solc)
 #
-# PostgreSQL and Java come from Debian's packages when they are missing.
+# PostgreSQL, Java, nginx (the local gateway) and Prometheus come from Debian's
+# packages when they are missing.
 # Every step is skipped when its stamp matches its inputs, so a second run
-# takes seconds. Usage: deploy/local/install.sh [python|kafka|geth|helm|schemas|solc|postgres|all]...
+# takes seconds. Usage: deploy/local/install.sh [python|kafka|geth|helm|schemas|solc|postgres|nginx|prometheus|all]...
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
@@ -164,13 +165,29 @@ install_postgres() {
   apt_install postgresql
 }
 
+install_nginx() {
+  if [[ -x /usr/sbin/nginx ]] || command -v nginx >/dev/null; then
+    log "nginx: present"; return
+  fi
+  # nginx-light: the core HTTP proxy only. The stack runs it as a plain process with
+  # its own config; the package's system service is neither enabled nor needed.
+  apt_install --no-install-recommends nginx-light
+}
+
+install_prometheus() {
+  if command -v prometheus >/dev/null && command -v promtool >/dev/null; then
+    log "prometheus: present"; return
+  fi
+  apt_install --no-install-recommends prometheus
+}
+
 main() {
   local steps=("$@")
-  [[ ${#steps[@]} -eq 0 || "${steps[0]}" == all ]] && steps=(python kafka geth helm schemas solc postgres)
+  [[ ${#steps[@]} -eq 0 || "${steps[0]}" == all ]] && steps=(python kafka geth helm schemas solc postgres nginx prometheus)
   for step in "${steps[@]}"; do
     case $step in
-      python|kafka|geth|helm|schemas|solc|postgres) timed "$step" "install_$step" ;;
-      *) echo "error: unknown step '$step' (python|kafka|geth|helm|schemas|solc|postgres|all)" >&2; exit 2 ;;
+      python|kafka|geth|helm|schemas|solc|postgres|nginx|prometheus) timed "$step" "install_$step" ;;
+      *) echo "error: unknown step '$step' (python|kafka|geth|helm|schemas|solc|postgres|nginx|prometheus|all)" >&2; exit 2 ;;
     esac
   done
 }

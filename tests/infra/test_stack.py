@@ -17,7 +17,7 @@ from devstack.stack import Stack
 def test_every_server_listens_on_loopback_only(
     kafka_stack: Stack, geth_stack: Stack, postgres_stack: Stack
 ) -> None:
-    servers = kafka_stack.status()
+    servers = kafka_stack.status(["postgres", "kafka", "geth"])
     assert {s.name for s in servers} == {"postgres", "kafka", "geth-0", "geth-1", "geth-2"}
     for server in servers:
         assert server.state == "running", server
@@ -57,6 +57,8 @@ def lifecycle_env() -> dict[str, str]:
             "EHR_STACK__GETH__AUTHRPC_PORT": "38651",
             "EHR_STACK__GETH__METRICS_PORT": "36061",
             "EHR_STACK__POSTGRES__PORT": "35432",
+            # Kafka, Geth and PostgreSQL only (the services are covered by test_services_stack)
+            "EHR_STACK__COMPONENTS": '["postgres", "kafka", "geth"]',
         }
     )
     return env

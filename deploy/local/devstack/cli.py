@@ -1,10 +1,12 @@
 """``ehr-stack``: start, inspect and stop the local real stack.
 
-ehr-stack up [postgres|kafka|geth ...]     start and wait until healthy
-ehr-stack status [--json]                  each server, its address and state
-ehr-stack down [postgres|kafka|geth ...]   stop; leaves no process behind
-ehr-stack reset                            stop and delete all stack data
-ehr-stack env                              connection settings as shell exports
+ehr-stack up [COMPONENT ...]     start (with what they need) and wait until healthy
+ehr-stack status [--json]        each server, its address and state
+ehr-stack down [COMPONENT ...]   stop; leaves no process behind
+ehr-stack reset                  stop and delete all stack data
+ehr-stack env                    connection settings as shell exports
+
+Components: postgres, kafka, geth, services (the five services), gateway (nginx).
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ console = Console(width=None if sys.stdout.isatty() else 160)
 
 ComponentsArg = Annotated[
     list[str] | None,
-    typer.Argument(help=f"components to act on (default: all of {', '.join(COMPONENTS)})"),
+    typer.Argument(help=f"components to act on (default: {', '.join(COMPONENTS)})"),
 ]
 
 
@@ -50,6 +52,10 @@ def up(components: ComponentsArg = None) -> None:
     except StackError as exc:
         _fail(exc)
     console.print(f"logs: {stack.settings.logs_dir}")
+    if stack.services.manifest_file.exists() and stack.gateway.process.pid() is not None:
+        console.print(f"gateway: {stack.gateway.url}")
+        console.print(f"services, chain and contracts: {stack.services.manifest_file}")
+        console.print(f"administrator keys: {stack.services.admin_key_file}")
 
 
 @app.command()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,17 @@ class Component(ABC):
 
     name: str
     state_dir: Path
+    # Components that must be up before this one (``up`` starts them first).
+    requires: tuple[str, ...] = ()
+
+    def set_progress(self, progress: Callable[[str], None]) -> None:
+        """Where a component with several steps reports them (``Stack.up`` sets it)."""
+        self._progress = progress
+
+    def progress(self, message: str) -> None:
+        report: Callable[[str], None] | None = getattr(self, "_progress", None)
+        if report is not None:
+            report(message)
 
     @abstractmethod
     def up(self, timeout_s: float) -> None:

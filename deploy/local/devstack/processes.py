@@ -139,6 +139,10 @@ class ManagedProcess:
     log_file: Path
     cwd: Path | None = None
     env: Mapping[str, str] | None = None
+    # When set, the running process is recognised by this text in its command line
+    # instead of by the name of ``argv[0]`` (for servers that exec another program,
+    # e.g. through setpriv, or that rewrite their process title, like nginx).
+    match: str | None = None
     _popen: subprocess.Popen[bytes] | None = field(default=None, repr=False)
 
     def pid(self) -> int | None:
@@ -150,7 +154,12 @@ class ManagedProcess:
         if not pid_alive(pid):
             return None
         cmdline = pid_cmdline(pid)
-        if not cmdline or Path(cmdline[0]).name != Path(self.argv[0]).name:
+        if not cmdline:
+            return None
+        if self.match is not None:
+            if self.match not in " ".join(cmdline):
+                return None  # the pid was reused by an unrelated process
+        elif Path(cmdline[0]).name != Path(self.argv[0]).name:
             return None  # the pid was reused by an unrelated process
         return pid
 

@@ -8,6 +8,8 @@ or ``EHR_STACK__GETH__SEALERS=1``.
 from __future__ import annotations
 
 import ipaddress
+import shutil
+import sys
 from pathlib import Path
 
 from pydantic import BaseModel, Field, field_validator
@@ -60,6 +62,37 @@ class PostgresSettings(BaseModel):
     )
 
 
+class ServicesSettings(BaseModel):
+    """The five services, each its own process (``python -m services.<name>.main``).
+
+    Service ``i`` in start order (identity, consent, ledger-relay, record-store,
+    audit-analytics) listens on ``base_port + i``.
+    """
+
+    base_port: int = Field(18100, ge=1024, le=65530)
+    python: Path = Field(Path(sys.executable), description="interpreter with the project installed")
+    log_level: str = "INFO"
+    funding_wei: int = Field(10**21, gt=0, description="given to each service account once")
+
+
+def _nginx() -> Path:
+    found = shutil.which("nginx") or "/usr/sbin/nginx"
+    return Path(found)
+
+
+class GatewaySettings(BaseModel):
+    """nginx in front of the services: /identity, /consent, /records, /ledger, /audit."""
+
+    port: int = Field(18080, ge=1024, le=65535)
+    binary: Path = Field(default_factory=_nginx, description="nginx from Debian's packages")
+    os_user: str = Field(
+        "www-data", description="system user nginx runs as when the stack is started by root"
+    )
+
+
+ALL_COMPONENTS = ("postgres", "kafka", "geth", "services", "gateway")
+
+
 class StackSettings(BaseSettings):
     """Where the stack keeps its state and which loopback ports it uses."""
 
@@ -74,6 +107,21 @@ class StackSettings(BaseSettings):
     kafka: KafkaSettings = KafkaSettings()
     geth: GethSettings = GethSettings()
     postgres: PostgresSettings = PostgresSettings()
+    services: ServicesSettings = ServicesSettings()
+    gateway: GatewaySettings = GatewaySettings()
+    components: list[str] = Field(
+        default_factory=lambda: list(ALL_COMPONENTS),
+        description="what `up` and `status` act on when no component is named "
+        '(e.g. EHR_STACK__COMPONENTS=\'["postgres","kafka","geth"]\')',
+    )
+
+    @field_validator("components")
+    @classmethod
+    def _known_components(cls, value: list[str]) -> list[str]:
+        unknown = [name for name in value if name not in ALL_COMPONENTS]
+        if unknown:
+            raise ValueError(f"unknown component(s) {unknown}; choose from {ALL_COMPONENTS}")
+        return value
 
     @field_validator("host")
     @classmethod
