@@ -44,8 +44,16 @@ bench: install ## Run the benchmarks; figures are printed and written to bench/r
 	@$(PY) -m bench
 
 .PHONY: up
-up: install ## Start Kafka, the Geth Clique network and PostgreSQL on loopback; wait until healthy
+up: install ## Start Kafka, Geth, PostgreSQL, the five services and the nginx gateway on loopback
 	@$(STACK) up
+
+.PHONY: demo-real
+demo-real: up ## The six-step scenario through the real stack's gateway (report under .run/demo-real/report)
+	@set -euo pipefail; eval "$$($(STACK) env)"; \
+	  read -r gateway rpc admin < <($(PY) -c 'import json, sys; m = json.load(open(sys.argv[1])); \
+	    print(m["gateway_url"], m["chain"]["rpc_urls"][0], m["admin_key_file"])' "$$EHR_SERVICES_FILE"); \
+	  $(VENV)/bin/ehr demo --gateway "$$gateway" --chain-rpc "$$rpc" --admin-key-file "$$admin" \
+	    --out .run/demo-real/report
 
 .PHONY: status
 status: ## List each server of the local stack with its address and state

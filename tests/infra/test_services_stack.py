@@ -32,8 +32,9 @@ def _manifest(stack: Stack) -> dict[str, Any]:
 
 
 def _admin_keys(path: Path) -> UserKeys:
+    """The agreed format: JSON with hex ``signing_key`` (secp256k1) and ``encryption_key``
+    (X25519), rebuilt with ``UserKeys.from_private_bytes``."""
     stored = json.loads(path.read_text())
-    assert set(stored) == {"signing_key", "encryption_key"}
     return UserKeys.from_private_bytes(
         bytes.fromhex(stored["signing_key"].removeprefix("0x")),
         bytes.fromhex(stored["encryption_key"].removeprefix("0x")),

@@ -172,21 +172,12 @@ class ServiceGroup(Component):
         return path.read_text().strip()
 
     def _admin_keys(self) -> Any:
-        from ehr_client.keys import UserKeys
+        """The administrator's keys, made client-side with the SDK on the first ``up``."""
+        from ehr_client.keys import UserKeys, read_key_file, write_key_file
 
-        path = self.admin_key_file
-        if not path.exists():
-            keys = UserKeys.generate()
-            document = {
-                "signing_key": "0x" + keys.signing_key_bytes().hex(),
-                "encryption_key": "0x" + keys.encryption_key_bytes().hex(),
-            }
-            write_private(path, json.dumps(document, indent=2) + "\n")
-        stored = json.loads(path.read_text())
-        return UserKeys.from_private_bytes(
-            bytes.fromhex(stored["signing_key"].removeprefix("0x")),
-            bytes.fromhex(stored["encryption_key"].removeprefix("0x")),
-        )
+        if not self.admin_key_file.exists():
+            write_key_file(self.admin_key_file, UserKeys.generate())
+        return read_key_file(self.admin_key_file)
 
     def _fund(self, private_keys: list[str], timeout_s: float) -> None:
         """Tops up each account below ``MIN_BALANCE_WEI`` from the Geth faucet."""
