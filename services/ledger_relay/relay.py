@@ -14,6 +14,21 @@ Exactly once, by construction:
   chain does not hold are forgotten and cut again. ``AuditAnchor`` only accepts
   a larger tree with a consistency proof from its latest checkpoint, so a stale
   retry can never anchor the same leaves twice.
+
+Off the event loop: the relay's database and chain calls run on its own threads, so
+consuming, cutting and receipt polling do not wait on each other:
+
+- ``ledger-store`` (one thread): a fetched batch's duplicate lookup, Merkle appends and
+  bulk write. The consume loop fetches the next batch while the current one is stored
+  (one batch stored at a time, in order, so a lookup sees every earlier batch's leaves)
+  and commits a batch's offsets only once its write has committed;
+- ``ledger-anchor`` (one thread): cutting a checkpoint (root and consistency proof from
+  the stored subtrees, the pending row), sending its transaction, marking it anchored;
+- ``ledger-receipts`` (one thread): receipt waits, oldest first (transactions are mined
+  in nonce order, and anchors are recorded in that order).
+
+A checkpoint covers only leaves whose write has committed (``stored``), never the ones
+of a batch still being written, so the chain never holds a root the log could lose.
 """
 
 from __future__ import annotations
@@ -24,7 +39,9 @@ import logging
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from ehr.ledger.v1 import ledger_pb2
 from ehr.vocabulary.v1 import vocabulary_pb2
@@ -61,6 +78,7 @@ DOMAIN_TOPICS: tuple[str, ...] = tuple(t.name for t in TOPICS if t != LEDGER_CHE
 """Every topic whose events are anchored (the relay's own checkpoint events are not)."""
 
 CrashHook = Callable[[str], None]
+T = TypeVar("T")
 
 
 def _now_ms() -> int:
@@ -114,6 +132,9 @@ class LedgerRelay:
         self._publish_outbox = publish_outbox
         self._crash_hook = crash_hook or (lambda _point: None)
         self._compact = CompactRange()
+        """Every leaf appended, including a batch whose write has not committed yet."""
+        self._stored = CompactRange()
+        """The leaves whose write has committed: what a checkpoint may cover."""
         self._cut_size = 0
         self._cut_root = EMPTY_ROOT
         self._next_index = 0
@@ -121,12 +142,32 @@ class LedgerRelay:
         self._uncovered_since_ms: int | None = None
         self._in_flight: deque[tuple[Checkpoint, int, asyncio.Future[ChainAnchor]]] = deque()
         self._wake = asyncio.Event()
+        self._executors: dict[str, ThreadPoolExecutor] = {}
+        self._outbox_task: asyncio.Task[None] | None = None
+        self._outbox_due = False
+
+    # -- threads -----------------------------------------------------------------
+
+    async def _on(self, thread: str, work: Callable[[], T]) -> T:
+        """Runs ``work`` on the relay's thread ``thread`` (one worker each, in order)."""
+        executor = self._executors.get(thread)
+        if executor is None:
+            executor = ThreadPoolExecutor(1, thread_name_prefix=f"ledger-{thread}")
+            self._executors[thread] = executor
+        return await asyncio.get_running_loop().run_in_executor(executor, work)
+
+    def _release_threads(self) -> None:
+        """Lets the threads end (work already running finishes; queued work is dropped)."""
+        executors, self._executors = self._executors, {}
+        for executor in executors.values():
+            executor.shutdown(wait=False, cancel_futures=True)
 
     # -- state -------------------------------------------------------------------
 
     @property
     def tree_size(self) -> int:
-        return self._compact.size
+        """Leaves stored (their write committed)."""
+        return self._stored.size
 
     @property
     def anchored_size(self) -> int:
@@ -141,6 +182,7 @@ class LedgerRelay:
         )
         size = self._repo.tree_size()
         self._compact = CompactRange.restore(size, self._repo.nodes)
+        self._stored = self._compact.copy()
         await self.reconcile()
         self._metrics.tree_size.set(size)
 
@@ -159,7 +201,7 @@ class LedgerRelay:
         previous = (0, EMPTY_ROOT) if latest is None else (latest.tree_size, latest.root)
         for index in range(first, count):
             on_chain = await asyncio.to_thread(self._anchor.checkpoint_at, index)
-            if on_chain.tree_size > self._compact.size or (
+            if on_chain.tree_size > self._stored.size or (
                 root_of(on_chain.tree_size, self._repo.nodes) != on_chain.root
             ):
                 raise LogDiverged(
@@ -188,15 +230,17 @@ class LedgerRelay:
         self._cut_size, self._cut_root = previous
         self._anchored_size = previous[0]
         self._next_index = count
-        if self._compact.size > self._cut_size and self._uncovered_since_ms is None:
+        if self._stored.size > self._cut_size and self._uncovered_since_ms is None:
             self._uncovered_since_ms = _now_ms()
-        self._metrics.lag.set(self._compact.size - self._anchored_size)
+        self._metrics.lag.set(self._stored.size - self._anchored_size)
         await self._flush_outbox()
 
     # -- consuming ---------------------------------------------------------------
 
-    def append(self, records: Sequence[Record]) -> int:
-        """Appends the records' events as leaves (skipping ones already in the log)."""
+    def _store(self, records: Sequence[Record]) -> tuple[int, int, CompactRange | None]:
+        """Appends the records' events as leaves, skipping ones already in the log, and
+        writes them in one transaction (``ledger-store`` thread). Returns the leaves
+        appended, the duplicates skipped and the stored range (``None`` if no leaf)."""
         digests = [event_hash(r.value) for r in records]
         seen = self._repo.known_event_hashes(list(set(digests)))
         now = _now_ms()
@@ -204,7 +248,6 @@ class LedgerRelay:
         nodes = []
         for record, digest in zip(records, digests, strict=True):
             if digest in seen:
-                self._metrics.duplicates_skipped.inc()
                 continue
             seen.add(digest)
             index = self._compact.size
@@ -218,82 +261,131 @@ class LedgerRelay:
                     now,
                 )
             )
+        duplicates = len(records) - len(leaves)
         if not leaves:
-            return 0
+            return 0, duplicates, None
         try:
             self._repo.append(leaves, nodes)
         except Exception:
             self._compact = CompactRange.restore(self._repo.tree_size(), self._repo.nodes)
             raise
-        if self._uncovered_since_ms is None:
-            self._uncovered_since_ms = now
-        self._metrics.leaves_appended.inc(len(leaves))
-        self._metrics.tree_size.set(self._compact.size)
-        self._metrics.lag.set(self._compact.size - self._anchored_size)
-        self._wake.set()
-        return len(leaves)
+        return len(leaves), duplicates, self._compact.copy()
 
-    async def consume_batch(self, consumer: BusConsumer, timeout_s: float = 0.2) -> int:
-        records = await consumer.fetch(self._config.fetch_max_records, timeout_s=timeout_s)
-        if not records:
-            return 0
-        appended = self.append(records)
+    async def _store_and_commit(self, consumer: BusConsumer, records: Sequence[Record]) -> int:
+        """Stores a batch on the store thread, publishes the stored size, commits offsets."""
+        appended, duplicates, stored = await self._on("store", lambda: self._store(records))
+        if duplicates:
+            self._metrics.duplicates_skipped.inc(duplicates)
+        if stored is not None:
+            self._stored = stored
+            if self._uncovered_since_ms is None:
+                self._uncovered_since_ms = _now_ms()
+            self._metrics.leaves_appended.inc(appended)
+            self._metrics.tree_size.set(stored.size)
+            self._metrics.lag.set(stored.size - self._anchored_size)
+            self._wake.set()
         self._crash_hook("before_commit")
         await consumer.commit_records(records)
         return appended
 
+    async def consume_batch(self, consumer: BusConsumer, timeout_s: float = 0.2) -> int:
+        """Fetches, stores and commits one batch; returns the leaves appended."""
+        records = await consumer.fetch(self._config.fetch_max_records, timeout_s=timeout_s)
+        if not records:
+            return 0
+        return await self._store_and_commit(consumer, records)
+
     async def _consume_loop(self, consumer: BusConsumer, stop: asyncio.Event) -> None:
-        while not stop.is_set():
-            await self.consume_batch(consumer)
+        """Fetches the next batch while the previous one is stored and committed."""
+        storing: asyncio.Task[int] | None = None
+        try:
+            while not stop.is_set():
+                records = await consumer.fetch(self._config.fetch_max_records, timeout_s=0.2)
+                if storing is not None:
+                    await storing
+                    storing = None
+                if records:
+                    storing = asyncio.create_task(self._store_and_commit(consumer, records))
+            if storing is not None:
+                await storing
+        finally:
+            if storing is not None and not storing.done():
+                storing.cancel()
 
     # -- anchoring ---------------------------------------------------------------
 
     def _due(self) -> bool:
         return len(self._in_flight) < self._config.max_in_flight and self._config.policy.due(
-            self._compact.size - self._cut_size, self._uncovered_since_ms, _now_ms()
+            self._stored.size - self._cut_size, self._uncovered_since_ms, _now_ms()
         )
 
     async def anchor_step(self, force: bool = False) -> None:
         """Records finished anchors, then cuts and sends one checkpoint if one is due."""
+        recorded = False
         while self._in_flight and self._in_flight[0][2].done():
             checkpoint, oldest_ms, future = self._in_flight.popleft()
-            self._record_anchored(checkpoint, future.result(), oldest_ms)
-            await self._flush_outbox()
-        if self._compact.size > self._cut_size and self._uncovered_since_ms is None:
+            await self._record_receipt(checkpoint, future.result(), oldest_ms)
+            recorded = True
+        if recorded:
+            self._schedule_outbox()
+        if self._stored.size > self._cut_size and self._uncovered_since_ms is None:
             self._uncovered_since_ms = _now_ms()  # e.g. after a failed send
-        if self._compact.size > self._cut_size and (force or self._due()):
+        if self._stored.size > self._cut_size and (force or self._due()):
             await self._cut_and_send()
 
     async def _cut_and_send(self) -> None:
-        size = self._compact.size
+        stored = self._stored
+        size = stored.size
         if self._config.max_checkpoint_leaves is not None:
             size = min(size, self._cut_size + self._config.max_checkpoint_leaves)
-        root = (
-            self._compact.root() if size == self._compact.size else root_of(size, self._repo.nodes)
-        )
-        proof = consistency_proof(self._cut_size, size, self._repo.nodes) if self._cut_size else []
-        checkpoint = Checkpoint(
-            self._next_index,
-            size,
-            root,
-            self._cut_size,
-            self._cut_root,
-            CheckpointStatus.PENDING,
-            cut_at_ms=_now_ms(),
-        )
-        self._repo.add_checkpoint(checkpoint)
-        # Leaves the consume loop appends while the transaction is sent are not in this
-        # cut: they start their own delay (a failed send is re-cut after reconcile).
-        oldest = self._uncovered_since_ms or checkpoint.cut_at_ms
-        self._uncovered_since_ms = None if size == self._compact.size else oldest
-        self._crash_hook("before_send")
-        tx_hash = await asyncio.to_thread(self._anchor.submit, size, root, proof)
-        self._crash_hook("after_send")
-        self._cut_size, self._cut_root = size, root
+        known_root = stored.root() if size == stored.size else None
+        index, previous_size, previous_root = self._next_index, self._cut_size, self._cut_root
+
+        def cut_and_send() -> tuple[Checkpoint, str]:
+            root = known_root or root_of(size, self._repo.nodes)
+            proof = (
+                consistency_proof(previous_size, size, self._repo.nodes) if previous_size else []
+            )
+            checkpoint = Checkpoint(
+                index,
+                size,
+                root,
+                previous_size,
+                previous_root,
+                CheckpointStatus.PENDING,
+                cut_at_ms=_now_ms(),
+            )
+            self._repo.add_checkpoint(checkpoint)
+            self._crash_hook("before_send")
+            tx_hash = self._anchor.submit(size, root, proof)
+            self._crash_hook("after_send")
+            return checkpoint, tx_hash
+
+        # Leaves stored while the transaction is sent are not in this cut: they start
+        # their own delay (a failed send is re-cut after reconcile).
+        oldest = self._uncovered_since_ms or _now_ms()
+        self._uncovered_since_ms = None if size == stored.size else oldest
+        checkpoint, tx_hash = await self._on("anchor", cut_and_send)
+        self._cut_size, self._cut_root = checkpoint.tree_size, checkpoint.root
         self._next_index += 1
-        future = asyncio.ensure_future(asyncio.to_thread(self._anchor.wait, tx_hash))
+        future = asyncio.ensure_future(self._on("receipts", lambda: self._anchor.wait(tx_hash)))
         future.add_done_callback(lambda _f: self._wake.set())
         self._in_flight.append((checkpoint, oldest, future))
+
+    async def _record_receipt(
+        self, checkpoint: Checkpoint, found: ChainAnchor, oldest_ms: int
+    ) -> None:
+        """Marks a checkpoint anchored (on the anchor thread) once its receipt is in."""
+        self._crash_hook("after_receipt")
+        event = self._anchored_event(checkpoint, found)
+
+        def mark() -> int:
+            now = _now_ms()
+            self._repo.mark_anchored(checkpoint.index, found, now, [event])
+            return now
+
+        now = await self._on("anchor", mark)
+        self._anchored(checkpoint, found, oldest_ms, now)
 
     def _record_anchored(
         self, checkpoint: Checkpoint, found: ChainAnchor, oldest_ms: int | None
@@ -302,12 +394,17 @@ class LedgerRelay:
         now = _now_ms()
         event = self._anchored_event(checkpoint, found)
         self._repo.mark_anchored(checkpoint.index, found, now, [event])
+        self._anchored(checkpoint, found, oldest_ms, now)
+
+    def _anchored(
+        self, checkpoint: Checkpoint, found: ChainAnchor, oldest_ms: int | None, now: int
+    ) -> None:
         self._anchored_size = max(self._anchored_size, checkpoint.tree_size)
         self._metrics.checkpoints_anchored.inc()
         self._metrics.gas_per_checkpoint.observe(found.gas_used)
         if oldest_ms is not None:
             self._metrics.anchoring_latency.observe(max(0, now - oldest_ms) / 1000)
-        self._metrics.lag.set(self._compact.size - self._anchored_size)
+        self._metrics.lag.set(self._stored.size - self._anchored_size)
 
     def _anchored_event(self, checkpoint: Checkpoint, found: ChainAnchor) -> OutgoingEvent:
         payload = ledger_pb2.CheckpointAnchored(
@@ -339,6 +436,23 @@ class LedgerRelay:
         except Exception:  # the outbox keeps the rows; the next flush retries
             log.exception("publishing checkpoint events failed; will retry")
 
+    def _schedule_outbox(self) -> None:
+        """Publishes the checkpoint events in the background (the anchor loop goes on)."""
+        if self._publish_outbox is None:
+            return
+        self._outbox_due = True
+        if self._outbox_task is None or self._outbox_task.done():
+            self._outbox_task = asyncio.create_task(self._outbox_worker())
+
+    async def _outbox_worker(self) -> None:
+        while self._outbox_due:
+            self._outbox_due = False
+            await self._flush_outbox()
+
+    async def _outbox_idle(self) -> None:
+        if self._outbox_task is not None:
+            await asyncio.gather(self._outbox_task, return_exceptions=True)
+
     async def _drain(self) -> None:
         """Waits for every in-flight transaction to settle (results are re-read from chain)."""
         futures = [future for _, _, future in self._in_flight]
@@ -348,15 +462,16 @@ class LedgerRelay:
     async def anchor_all(self, timeout_s: float = 60) -> None:
         """Anchors every leaf appended so far and waits for the receipts (tests, shutdown)."""
         deadline = time.monotonic() + timeout_s
-        while self._anchored_size < self._compact.size or self._in_flight:
+        while self._anchored_size < self._stored.size or self._in_flight:
             if time.monotonic() > deadline:
-                raise TimeoutError(f"{self._compact.size - self._anchored_size} leaves unanchored")
+                raise TimeoutError(f"{self._stored.size - self._anchored_size} leaves unanchored")
             try:
                 await self.anchor_step(force=not self._in_flight)
             except ChainError:
                 await self._recover_from_chain_error()
             if self._in_flight:
                 await asyncio.wait([self._in_flight[0][2]], timeout=1)
+        await self._outbox_idle()
 
     async def _recover_from_chain_error(self) -> None:
         self._metrics.chain_errors.labels("anchor").inc()
@@ -407,3 +522,5 @@ class LedgerRelay:
                 for task in tasks:
                     task.cancel()
                 await asyncio.gather(*tasks, return_exceptions=True)
+                await self._outbox_idle()
+                self._release_threads()

@@ -94,6 +94,13 @@ class CompactRange:
     def size(self) -> int:
         return self._size
 
+    def copy(self) -> CompactRange:
+        """An independent range of the same size (the frontier is at most 64 hashes)."""
+        copied = CompactRange()
+        copied._size = self._size
+        copied._frontier = list(self._frontier)
+        return copied
+
     def append(self, leaf: bytes) -> list[Node]:
         index = self._size
         completed = [Node(0, index, leaf)]

@@ -1,0 +1,87 @@
+"""The relay's threads: a batch being written holds up neither anchoring nor the chain's
+view of the log, and no checkpoint covers leaves whose write has not committed."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import replace
+
+from ledger_relay.conftest import RelayEnv, make_event
+from ledger_relay.test_relay import _check_log_against_chain, _publish, _until
+from prometheus_client import CollectorRegistry
+
+from services.ledger_relay.adapters.sql import SqlLogRepository
+from services.ledger_relay.domain.merkle import Node
+from services.ledger_relay.domain.model import Leaf
+from services.ledger_relay.domain.policy import CheckpointPolicy
+from services.ledger_relay.metrics import RelayMetrics
+from services.ledger_relay.relay import LedgerRelay
+from services.platform.bus.outbox import OutboxPublisher
+
+
+class GatedRepository(SqlLogRepository):
+    """Writes the first batch, then holds every later write until ``release`` is set."""
+
+    def __init__(self, *args: object) -> None:
+        super().__init__(*args)  # type: ignore[arg-type]
+        self.writes = 0
+        self.holding = threading.Event()
+        self.release = threading.Event()
+
+    def append(self, leaves: Sequence[Leaf], nodes: Sequence[Node]) -> None:
+        self.writes += 1
+        if self.writes > 1:
+            self.holding.set()
+            if not self.release.wait(120):
+                raise TimeoutError("the test never released the write")
+        super().append(leaves, nodes)
+
+
+async def test_anchoring_goes_on_while_a_batch_is_written_and_covers_only_committed_leaves(
+    relay_env: RelayEnv,
+) -> None:
+    events = [make_event(i) for i in range(30)]
+    await _publish(relay_env, events)
+    bus = await relay_env.bus()
+    repo = GatedRepository(relay_env.engine)
+    repo.create_schema()
+    outbox = OutboxPublisher(relay_env.engine, bus)
+    config = replace(
+        relay_env.config,
+        fetch_max_records=10,
+        policy=CheckpointPolicy(max_events=5, max_delay_ms=100),
+    )
+    metrics = RelayMetrics(CollectorRegistry())
+    relay = LedgerRelay(repo, relay_env.anchor, bus, config, metrics, outbox.publish_pending)
+    await relay.open()
+    stop = asyncio.Event()
+    task = asyncio.create_task(relay.run(stop))
+    try:
+        await _until(lambda: repo.holding.is_set() or task.done(), 60, "a second write")
+        assert not task.done(), task
+        first = relay.tree_size
+        assert 0 < first <= 10
+        # The second batch's write is held: the first batch is anchored all the same.
+        await _until(lambda: relay.anchored_size == first or task.done(), 60, "first anchored")
+        assert not task.done(), task
+        assert relay.tree_size == first, "a leaf counted before its write committed"
+        count = relay_env.anchor.count()
+        assert count >= 1
+        assert relay_env.anchor.checkpoint_at(count - 1).tree_size == first
+        # Nothing beyond the committed leaves is cut while the write is held.
+        deadline = time.monotonic() + 1.0
+        while time.monotonic() < deadline:
+            assert relay_env.anchor.count() == count
+            assert repo.checkpoints()[-1].tree_size == first
+            await asyncio.sleep(0.1)
+        repo.release.set()
+        await _until(lambda: relay.anchored_size == len(events) or task.done(), 90, "all anchored")
+        assert not task.done(), task
+    finally:
+        repo.release.set()
+        stop.set()
+        await asyncio.wait_for(task, 30)
+    _check_log_against_chain(relay_env, events)
