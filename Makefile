@@ -88,4 +88,8 @@ chart-check: ## helm lint + template the charts (default and ha values) offline
 
 .PHONY: deploy-check
 deploy-check: chart-check ## All offline deployment checks (tests/deploy: manifests, CRDs, skaffold, dashboards)
-	$(VENV)/bin/pytest tests/deploy -q
+	$(VENV)/bin/pytest tests/deploy -q --ignore=tests/deploy/test_dashboards_live.py
+
+.PHONY: dashboards-check
+dashboards-check: install ## Every dashboard panel's query against a live Prometheus after real traffic (own test stack)
+	$(VENV)/bin/pytest tests/deploy/test_dashboards_live.py -q

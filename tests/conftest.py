@@ -20,6 +20,7 @@ from devstack.settings import (
     GethSettings,
     KafkaSettings,
     PostgresSettings,
+    PrometheusSettings,
     ServicesSettings,
     StackSettings,
 )
@@ -39,6 +40,7 @@ class PytestStackSettings(StackSettings):
     postgres: PostgresSettings = PostgresSettings(port=25432)
     services: ServicesSettings = ServicesSettings(base_port=28100)
     gateway: GatewaySettings = GatewaySettings(port=28080)
+    prometheus: PrometheusSettings = PrometheusSettings(port=29090, scrape_interval_s=2)
 
 
 def _progress(message: str) -> None:
@@ -88,6 +90,14 @@ def services_stack(test_stack: Stack) -> Iterator[Stack]:
     test_stack.down(["services", "gateway"], progress=_progress)
     leftovers = [pid for pid in started if pid_alive(pid)]
     assert not leftovers, f"service processes left behind after down: {leftovers}"
+
+
+@pytest.fixture(scope="module")
+def monitored_stack(services_stack: Stack) -> Iterator[Stack]:
+    """``services_stack`` plus Prometheus scraping the services and the sealers."""
+    services_stack.up(["prometheus"], progress=_progress)
+    yield services_stack
+    services_stack.down(["prometheus"], progress=_progress)
 
 
 # Shared fixtures of the platform's ports (each module owns one port's fixtures).

@@ -6,7 +6,8 @@ ehr-stack down [COMPONENT ...]   stop; leaves no process behind
 ehr-stack reset                  stop and delete all stack data
 ehr-stack env                    connection settings as shell exports
 
-Components: postgres, kafka, geth, services (the five services), gateway (nginx).
+Components: postgres, kafka, geth, services (the five services), gateway (nginx),
+prometheus (scraping the services and the sealers).
 """
 
 from __future__ import annotations
@@ -56,6 +57,8 @@ def up(components: ComponentsArg = None) -> None:
         console.print(f"gateway: {stack.gateway.url}")
         console.print(f"services, chain and contracts: {stack.services.manifest_file}")
         console.print(f"administrator keys: {stack.services.admin_key_file}")
+    if stack.prometheus.process.pid() is not None:
+        console.print(f"prometheus: {stack.prometheus.url}")
 
 
 @app.command()

@@ -383,6 +383,7 @@ class ServiceGroup(Component):
                 "consent_registry": self.consent_registry_address(),
                 "audit_anchor": self.audit_anchor_address(),
             },
+            "prometheus_url": f"http://{self._settings.host}:{self._settings.prometheus.port}",
         }
 
     def write_manifest(self) -> None:

@@ -90,7 +90,20 @@ class GatewaySettings(BaseModel):
     )
 
 
-ALL_COMPONENTS = ("postgres", "kafka", "geth", "services", "gateway")
+def _prometheus() -> Path:
+    return Path(shutil.which("prometheus") or "/usr/bin/prometheus")
+
+
+class PrometheusSettings(BaseModel):
+    """Prometheus scraping the services' /metrics and the Geth sealers' metrics."""
+
+    port: int = Field(19090, ge=1024, le=65535)
+    binary: Path = Field(default_factory=_prometheus, description="prometheus (Debian)")
+    scrape_interval_s: int = Field(5, ge=1, le=60)
+    retention: str = Field("2d", description="--storage.tsdb.retention.time")
+
+
+ALL_COMPONENTS = ("postgres", "kafka", "geth", "services", "gateway", "prometheus")
 
 
 class StackSettings(BaseSettings):
@@ -109,6 +122,7 @@ class StackSettings(BaseSettings):
     postgres: PostgresSettings = PostgresSettings()
     services: ServicesSettings = ServicesSettings()
     gateway: GatewaySettings = GatewaySettings()
+    prometheus: PrometheusSettings = PrometheusSettings()
     components: list[str] = Field(
         default_factory=lambda: list(ALL_COMPONENTS),
         description="what `up` and `status` act on when no component is named "

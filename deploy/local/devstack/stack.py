@@ -13,6 +13,7 @@ from .geth import GethNetwork
 from .kafka import Kafka
 from .postgres import Postgres
 from .processes import StackError
+from .prometheus import Prometheus
 from .service_group import ServiceGroup
 from .settings import ALL_COMPONENTS, StackSettings
 
@@ -38,12 +39,14 @@ class Stack:
         self.geth = GethNetwork(settings)
         self.services = ServiceGroup(settings, self.postgres, self.kafka, self.geth)
         self.gateway = Gateway(settings, self.services)
+        self.prometheus = Prometheus(settings, self.services, self.geth)
         self._by_name: dict[str, Component] = {
             "postgres": self.postgres,
             "kafka": self.kafka,
             "geth": self.geth,
             "services": self.services,
             "gateway": self.gateway,
+            "prometheus": self.prometheus,
         }
 
     def components(
@@ -111,4 +114,6 @@ class Stack:
             env["EHR_GATEWAY_URL"] = self.gateway.url
             env["EHR_SERVICES_FILE"] = str(self.services.manifest_file)
             env["EHR_ADMIN_KEY_FILE"] = str(self.services.admin_key_file)
+        if self.prometheus.process.pid() is not None:
+            env["EHR_PROMETHEUS_URL"] = self.prometheus.url
         return env
