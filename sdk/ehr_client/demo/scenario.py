@@ -673,7 +673,8 @@ class Scenario:
         contracts = {p["contract"]["address"] for p in proofs.values()}
         if len(contracts) != 1:
             raise ScenarioFailed(f"proofs name several anchor contracts: {contracts}")
-        reader = self.reader_for(contracts.pop())
+        contract = contracts.pop()
+        reader = self.reader_for(contract)
         checkpoints: set[tuple[int, str]] = set()
         for e in events:
             raw = self.audit.event(e["id"])["raw"]
@@ -688,4 +689,8 @@ class Scenario:
         )
         for index, tx in sorted(checkpoints):
             self.note(f"checkpoint {index} anchored by tx {tx}")
-        return {"events_verified": len(events), "checkpoints": sorted(checkpoints)}
+        return {
+            "events_verified": len(events),
+            "checkpoints": sorted(checkpoints),
+            "anchor_contract": contract,
+        }
