@@ -53,13 +53,13 @@ def test_demo_runs_all_six_steps_in_one_process(tmp_path: Path) -> None:
     assert [b["review_status"] for b in report["break_glass"]] == ["reviewed"]
     # the scenario's state is on disk: the durable log and one SQLite file per service
     state = tmp_path / "state"
-    assert (state / "bus").is_dir()
-    assert sorted(p.name for p in state.rglob("*.sqlite3")) == [
-        "audit.sqlite3",
-        "consent.sqlite3",
-        "identity.sqlite3",
-        "ledger.sqlite3",
-        "records.sqlite3",
+    assert sorted(str(p.relative_to(state)) for p in state.rglob("*.sqlite3")) == [
+        "audit-analytics/audit.sqlite3",
+        "bus/log.sqlite3",
+        "consent/consent.sqlite3",
+        "identity/identity.sqlite3",
+        "ledger-relay/ledger.sqlite3",
+        "record-store/records.sqlite3",
     ]
 
 

@@ -486,6 +486,19 @@ class Scenario:
         types = {e["type"] for e in events}
         return [t for t in expected if not any(f".{t}." in f".{x}" for x in types)]
 
+    def _wait_logged(self, what: str, expected: tuple[str, ...]) -> list[dict[str, Any]]:
+        """Waits until the scenario's events in the audit log include each ``expected``
+        type; returns them."""
+        events: list[dict[str, Any]] = []
+
+        def logged() -> tuple[bool, str]:
+            events[:] = self._events_of_scenario()
+            missing = self._missing_types(events, expected)
+            return not missing, f"{len(events)} events so far, waiting for {', '.join(missing)}"
+
+        self.wait_for(what, logged)
+        return events
+
     def step_auditor(self) -> dict[str, Any]:
         self.audit = self.client(
             lambda: AuditClient(self.endpoints.of("audit"), token=self.auditor.token("audit"))
@@ -494,14 +507,7 @@ class Scenario:
             lambda: LedgerClient(self.endpoints.of("ledger"), token=self.auditor.token("ledger"))
         )
         before_reports = tuple(t for t in EXPECTED_EVENTS if not t.startswith("audit."))
-        events: list[dict[str, Any]] = []
-
-        def logged() -> tuple[bool, str]:
-            events[:] = self._events_of_scenario()
-            missing = self._missing_types(events, before_reports)
-            return not missing, f"{len(events)} events so far, waiting for {', '.join(missing)}"
-
-        self.wait_for("the audit log to hold every action so far", logged)
+        events = self._wait_logged("the audit log to hold every action so far", before_reports)
         counts = Counter(e["type"] for e in events)
         self.say(f"the auditor found {len(events)} events of this scenario in the log:")
         for event_type, count in sorted(counts.items()):
@@ -661,14 +667,7 @@ class Scenario:
         return proofs
 
     def step_anchored(self) -> dict[str, Any]:
-        events: list[dict[str, Any]] = []
-
-        def all_logged() -> tuple[bool, str]:
-            events[:] = self._events_of_scenario()
-            missing = self._missing_types(events, EXPECTED_EVENTS)
-            return not missing, f"{len(events)} events, waiting for {', '.join(missing)}"
-
-        self.wait_for("every action of the scenario in the log", all_logged)
+        events = self._wait_logged("every action of the scenario in the log", EXPECTED_EVENTS)
         proofs = self._wait_anchored(events)
         contracts = {p["contract"]["address"] for p in proofs.values()}
         if len(contracts) != 1:
