@@ -205,6 +205,23 @@ async def test_anomalies_are_events_with_evidence_and_can_be_reviewed(api: Api) 
         30,
         "anomaly events consumed",
     )
+    # So did each review, through the runtime's outbox, the bus and the store's consumer,
+    # with the reviewer as its agent; a refused review (404, 400, 422) emitted nothing.
+    for event_type in ("ehr.audit.anomaly_reviewed.v1", "ehr.audit.break_glass_reviewed.v1"):
+        await until(lambda t=event_type: bool(repo.search(_query(t)).items), 30, event_type)
+        (review,) = repo.search(_query(event_type)).items
+        assert review.record.extra["disposition"] == "justified"
+        assert review.record.actor_role == "auditor" and review.record.actor_id
+    (finding_review,) = repo.search(_query("ehr.audit.anomaly_reviewed.v1")).items
+    assert finding_review.record.entities[0].id == bg["finding_id"]
+    report = (
+        await api.get(
+            "/reports/compliance", since="2000-01-01T00:00:00Z", until="2100-01-01T00:00:00Z"
+        )
+    ).json()
+    (episode,) = [b for b in report["break_glass"] if b["event_id"] == bg_event]
+    assert episode["review_status"] == "reviewed" and episode["review_event_id"]
+    assert {r["kind"] for r in report["reviews"]} == {"anomaly", "break_glass"}
 
 
 def _query(event_type: str) -> Any:

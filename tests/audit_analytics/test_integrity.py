@@ -8,12 +8,21 @@ import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import pytest
 import sqlalchemy as sa
 from audit_analytics import events as ev
 from audit_analytics.conftest import AuditStack
+from ehr.audit.v1.audit_pb2 import (
+    DISPOSITION_FALSE_POSITIVE,
+    DISPOSITION_JUSTIFIED,
+    AnomalyReviewed,
+    BreakGlassReviewed,
+)
 
 from services.audit_analytics.adapters.proofs import DirectEventProofs
 from services.audit_analytics.adapters.sql import events_table, positions_table
+from services.audit_analytics.domain import reports
+from services.audit_analytics.domain.errors import FindingNotFound
 from services.audit_analytics.domain.integrity import IntegrityService, Reconciliation
 from services.audit_analytics.domain.service import AuditService
 from services.ledger_relay.adapters.anchor import AuditAnchorLedger
@@ -22,7 +31,7 @@ from services.ledger_relay.domain.merkle import CompactRange, leaf_hash
 from services.ledger_relay.domain.model import BusPosition, Checkpoint, CheckpointStatus, Leaf
 from services.ledger_relay.domain.proofs import ProofService
 from services.platform.bus.outbox import outbox_table
-from services.platform.events.envelope import decode, event_hash
+from services.platform.events.envelope import decode, event_hash, payload
 
 
 def _snapshot(engine: sa.Engine) -> dict[str, list[dict[str, Any]]]:
@@ -227,6 +236,8 @@ async def test_findings_and_reports_with_attestation(audit_stack: AuditStack) ->
             assert evidence is not None and evidence.proof is not None
     reviewed = service.review(found[0].finding_id, "false_positive", "aud-1")
     assert reviewed.disposition == "false_positive"
+    glass = next(e for e in audit_stack.repo.all_events() if e.record.subtype == "break_glass_used")
+    service.review_break_glass(glass.record.event_id, "justified", "aud-1")
 
     now = datetime.now(UTC)
     report = service.compliance_report(now - timedelta(days=1), now + timedelta(minutes=1), "aud-1")
@@ -249,8 +260,58 @@ async def test_findings_and_reports_with_attestation(audit_stack: AuditStack) ->
     # Findings and reports are events waiting in the outbox for the bus.
     with audit_stack.audit_engine.connect() as c:
         topics = [r.topic for r in c.execute(sa.select(outbox_table.c.topic))]
-    assert topics.count("audit.anomalies.v1") == len(found)
+    assert topics.count("audit.anomalies.v1") == len(found) + 2  # + the two reviews
     assert topics.count("audit.reports.v1") == 2
+    # A review of an unknown finding changes nothing and queues nothing.
+    with pytest.raises(FindingNotFound):
+        service.review("no-such-finding", "justified", "aud-1")
+    with audit_stack.audit_engine.connect() as c:
+        queued = [bytes(r.value) for r in c.execute(sa.select(outbox_table.c.value))]
+    assert len(queued) == len(topics)
+
+    # The reviews are events: published, anchored by the relay, consumed by the store ...
+    by_type = {decode(raw).type: raw for raw in queued}
+    anomaly_review = payload(decode(by_type["ehr.audit.anomaly_reviewed.v1"]), AnomalyReviewed)
+    assert (anomaly_review.anomaly_id, anomaly_review.rule, anomaly_review.reviewer_id) == (
+        found[0].finding_id,
+        found[0].rule,
+        "aud-1",
+    )
+    assert anomaly_review.disposition == DISPOSITION_FALSE_POSITIVE
+    glass_review = payload(decode(by_type["ehr.audit.break_glass_reviewed.v1"]), BreakGlassReviewed)
+    assert (glass_review.event_id, glass_review.patient_id, glass_review.reader_id) == (
+        glass.record.event_id,
+        glass.record.patient_id,
+        glass.record.actor_id,
+    )
+    assert glass_review.disposition == DISPOSITION_JUSTIFIED
+    await audit_stack.publish(queued)
+    await audit_stack.run(len(raws) + len(queued))
+    assert service.integrity.attach_proofs() == len(queued)
+    stored = {
+        e.record.subtype: e
+        for e in audit_stack.repo.all_events()
+        if e.record.subtype in ("anomaly_reviewed", "break_glass_reviewed")
+    }
+    assert stored["anomaly_reviewed"].record.extra["disposition"] == "false_positive"
+    assert stored["anomaly_reviewed"].record.actor_id == "aud-1"
+    assert stored["break_glass_reviewed"].record.extra["reviewed_event_id"] == glass.record.event_id
+    assert service.verify(stored["break_glass_reviewed"].record.event_id).verified
+
+    # ... and the next report shows each review with its event.
+    later = service.compliance_report(now - timedelta(days=1), now + timedelta(hours=1), "aud-1")
+    (finding_row,) = [a for a in later["anomalies"] if a["finding_id"] == found[0].finding_id]
+    assert finding_row["disposition"] == "false_positive"
+    assert finding_row["review_event_id"] == stored["anomaly_reviewed"].record.event_id
+    (episode,) = [b for b in later["break_glass"] if b["event_id"] == glass.record.event_id]
+    assert (episode["review_status"], episode["disposition"]) == ("reviewed", "justified")
+    assert episode["review_event_id"] == stored["break_glass_reviewed"].record.event_id
+    assert {(r["kind"], r["disposition"], r["reviewed_by"]) for r in later["reviews"]} == {
+        ("anomaly", "false_positive", "aud-1"),
+        ("break_glass", "justified", "aud-1"),
+    }
+    assert later["attestation"]["verification_result"] == "verified", later["attestation"]
+    assert "reviews[0]" in reports.to_csv(later)
 
 
 async def test_reconciliation_tells_what_is_not_consumed_yet_from_what_is_missing(

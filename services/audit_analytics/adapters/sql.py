@@ -476,7 +476,14 @@ class SqlAuditRepository(AuditRepository):
             ).first()
         return _finding(row) if row is not None else None
 
-    def review(self, finding_id: str, disposition: str, reviewer: str, at: datetime) -> Finding:
+    def review(
+        self,
+        finding_id: str,
+        disposition: str,
+        reviewer: str,
+        at: datetime,
+        outgoing: Sequence[tuple[str, str, bytes]] = (),
+    ) -> Finding:
         with self.engine.begin() as connection:
             updated = connection.execute(
                 findings_table.update()
@@ -485,6 +492,7 @@ class SqlAuditRepository(AuditRepository):
             )
             if updated.rowcount == 0:
                 raise FindingNotFound(f"no finding {finding_id}")
+            self._outbox.append(connection, [Message(t, k, v) for t, k, v in outgoing])
         found = self.finding(finding_id)
         assert found is not None
         return found
@@ -494,10 +502,16 @@ class SqlAuditRepository(AuditRepository):
             self._outbox.append(connection, [Message(t, k, v) for t, k, v in outgoing])
 
     def review_break_glass(
-        self, break_glass_id: str, disposition: str, reviewer: str, at: datetime
+        self,
+        break_glass_id: str,
+        disposition: str,
+        reviewer: str,
+        at: datetime,
+        outgoing: Sequence[tuple[str, str, bytes]] = (),
     ) -> None:
         t = break_glass_reviews_table
         with self.engine.begin() as connection:
+            self._outbox.append(connection, [Message(t, k, v) for t, k, v in outgoing])
             connection.execute(t.delete().where(t.c.break_glass_id == break_glass_id))
             connection.execute(
                 t.insert().values(

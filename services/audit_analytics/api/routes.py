@@ -176,13 +176,15 @@ def audit_router(service: AuditService, end_offsets: EndOffsets | None = None) -
 
     @router.post("/anomalies/{finding_id}/review")
     def review(principal: Auditor, finding_id: EventId, body: ReviewBody) -> dict[str, Any]:
-        return finding_body(service.review(finding_id, body.disposition, principal.account_id))
+        return finding_body(
+            service.review(finding_id, body.disposition, principal.account_id, principal.role)
+        )
 
     @router.post("/break-glass/{event_id}/review")
     def review_break_glass(
         principal: Auditor, event_id: EventId, body: ReviewBody
     ) -> dict[str, str]:
-        service.review_break_glass(event_id, body.disposition, principal.account_id)
+        service.review_break_glass(event_id, body.disposition, principal.account_id, principal.role)
         return {"event_id": event_id, "disposition": body.disposition}
 
     @router.get("/reports/compliance")

@@ -201,7 +201,15 @@ class AuditRepository(ABC):
     def finding(self, finding_id: str) -> Finding | None: ...
 
     @abstractmethod
-    def review(self, finding_id: str, disposition: str, reviewer: str, at: datetime) -> Finding: ...
+    def review(
+        self,
+        finding_id: str,
+        disposition: str,
+        reviewer: str,
+        at: datetime,
+        outgoing: Sequence[tuple[str, str, bytes]] = (),
+    ) -> Finding:
+        """Records a finding's review and queues its events in one transaction."""
 
     @abstractmethod
     def queue(self, outgoing: Sequence[tuple[str, str, bytes]]) -> None:
@@ -209,8 +217,14 @@ class AuditRepository(ABC):
 
     @abstractmethod
     def review_break_glass(
-        self, break_glass_id: str, disposition: str, reviewer: str, at: datetime
-    ) -> None: ...
+        self,
+        break_glass_id: str,
+        disposition: str,
+        reviewer: str,
+        at: datetime,
+        outgoing: Sequence[tuple[str, str, bytes]] = (),
+    ) -> None:
+        """Records a break-glass review and queues its events in one transaction."""
 
     @abstractmethod
     def break_glass_reviews(self) -> dict[str, tuple[str, str, datetime]]:

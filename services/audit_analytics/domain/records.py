@@ -40,6 +40,8 @@ ACTIONS = {
     "break_glass_used": "E",
     "checkpoint_anchored": "C",
     "anomaly_detected": "C",
+    "anomaly_reviewed": "U",
+    "break_glass_reviewed": "U",
     "report_generated": "C",
 }
 
@@ -66,6 +68,16 @@ def category_name(code: int) -> str:
     return (
         vocabulary_pb2.RecordCategory.Name(vocabulary_pb2.RecordCategory.ValueType(code))
         .removeprefix("RECORD_CATEGORY_")
+        .lower()
+    )
+
+
+def disposition_name(code: int) -> str:
+    if code == 0:
+        return ""
+    return (
+        audit_pb2.Disposition.Name(audit_pb2.Disposition.ValueType(code))
+        .removeprefix("DISPOSITION_")
         .lower()
     )
 
@@ -232,6 +244,32 @@ def _payload_fields(body: Message, actor: Agent) -> dict[str, Any]:
             "patient_id": body.patient_id,
             "entities": (Entity("anomaly", body.anomaly_id),),
             "extra": {"rule": body.rule, "account_id": body.account_id},
+        }
+    if isinstance(body, audit_pb2.AnomalyReviewed):
+        return {
+            "agents": (Agent(body.reviewer_id, actor.role, True, actor.network_address),),
+            "patient_id": body.patient_id,
+            "entities": (Entity("anomaly", body.anomaly_id),),
+            "extra": {
+                "rule": body.rule,
+                "account_id": body.account_id,
+                "disposition": disposition_name(body.disposition),
+            },
+        }
+    if isinstance(body, audit_pb2.BreakGlassReviewed):
+        return {
+            "agents": (Agent(body.reviewer_id, actor.role, True, actor.network_address),),
+            "patient_id": body.patient_id,
+            "entities": (
+                Entity("break_glass", body.break_glass_id),
+                Entity("event", body.event_id),
+            ),
+            "extra": {
+                "break_glass_id": body.break_glass_id,
+                "reviewed_event_id": body.event_id,
+                "reader_id": body.reader_id,
+                "disposition": disposition_name(body.disposition),
+            },
         }
     if isinstance(body, audit_pb2.ReportGenerated):
         return {

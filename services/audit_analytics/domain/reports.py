@@ -97,8 +97,13 @@ def consent_changes(records: Sequence[AuditRecord]) -> list[dict[str, Any]]:
     ]
 
 
+REVIEW_SUBTYPES = ("anomaly_reviewed", "break_glass_reviewed")
+
+
 def break_glass_episodes(
-    records: Sequence[AuditRecord], reviews: Mapping[str, tuple[str, str, datetime]]
+    records: Sequence[AuditRecord],
+    reviews: Mapping[str, tuple[str, str, datetime]],
+    review_events: Mapping[tuple[str, str], str] | None = None,
 ) -> list[dict[str, Any]]:
     out = []
     for r in records:
@@ -116,13 +121,33 @@ def break_glass_episodes(
                 "review_status": "reviewed" if review else "pending",
                 "disposition": review[0] if review else "",
                 "reviewed_by": review[1] if review else "",
+                "review_event_id": (review_events or {}).get(("break_glass", bg), ""),
                 "event_id": r.event_id,
             }
         )
     return out
 
 
-def anomalies(findings: Sequence[Finding]) -> list[dict[str, Any]]:
+def reviews_logged(records: Sequence[AuditRecord]) -> list[dict[str, Any]]:
+    """Evidence that the log was reviewed (45 CFR 164.312(b)): the review events."""
+    return [
+        {
+            "date": _when(r.recorded_at),
+            "kind": "anomaly" if r.subtype == "anomaly_reviewed" else "break_glass",
+            "subject": r.entities[0].id if r.entities else "",
+            "patient_id": r.patient_id,
+            "disposition": str(r.extra.get("disposition", "")),
+            "reviewed_by": r.actor_id,
+            "event_id": r.event_id,
+        }
+        for r in records
+        if r.subtype in REVIEW_SUBTYPES
+    ]
+
+
+def anomalies(
+    findings: Sequence[Finding], review_events: Mapping[tuple[str, str], str] | None = None
+) -> list[dict[str, Any]]:
     return [
         {
             "finding_id": f.finding_id,
@@ -133,6 +158,7 @@ def anomalies(findings: Sequence[Finding]) -> list[dict[str, Any]]:
             "detected_at": _when(f.detected_at),
             "disposition": f.disposition or "open",
             "reviewed_by": f.reviewed_by,
+            "review_event_id": (review_events or {}).get(("anomaly", f.finding_id), ""),
             "evidence": list(f.event_ids),
         }
         for f in findings
@@ -157,6 +183,7 @@ def compliance_report(
     findings: Sequence[Finding],
     reviews: Mapping[str, tuple[str, str, datetime]],
     attestation: Mapping[str, Any],
+    review_events: Mapping[tuple[str, str], str] | None = None,
 ) -> dict[str, Any]:
     return {
         "report_id": report_id,
@@ -168,8 +195,9 @@ def compliance_report(
         "disclosures": disclosures(records),
         "access_by_provider": access_by_provider(records),
         "consent_changes": consent_changes(records),
-        "break_glass": break_glass_episodes(records, reviews),
-        "anomalies": anomalies(findings),
+        "break_glass": break_glass_episodes(records, reviews, review_events),
+        "anomalies": anomalies(findings, review_events),
+        "reviews": reviews_logged(records),
         "accesses_per_day": accesses_per_day(records),
         "attestation": dict(attestation),
     }
@@ -242,7 +270,14 @@ def _sections(report: Mapping[str, Any]) -> list[tuple[str, list[dict[str, Any]]
             {"patient_id": p, **row} for p, items in report["disclosures"].items() for row in items
         ]
         out.append(("disclosures", rows))
-    for key in ("access_by_provider", "consent_changes", "break_glass", "anomalies", "accesses"):
+    for key in (
+        "access_by_provider",
+        "consent_changes",
+        "break_glass",
+        "anomalies",
+        "reviews",
+        "accesses",
+    ):
         if key in report:
             out.append((key, list(report[key])))
     return out

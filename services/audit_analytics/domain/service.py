@@ -1,6 +1,7 @@
 """Use cases of audit-analytics: search, verification, reconciliation, detection, review, reports.
 
-Findings and reports are events themselves (``ehr.audit.anomaly_detected.v1``,
+Findings, reviews and reports are events themselves (``ehr.audit.anomaly_detected.v1``,
+``ehr.audit.anomaly_reviewed.v1``, ``ehr.audit.break_glass_reviewed.v1``,
 ``ehr.audit.report_generated.v1``), queued in the outbox with the state change.
 """
 
@@ -35,6 +36,13 @@ SEVERITY = {
     "low": audit_pb2.SEVERITY_LOW,
     "medium": audit_pb2.SEVERITY_MEDIUM,
     "high": audit_pb2.SEVERITY_HIGH,
+}
+DISPOSITION_CODES = {
+    "justified": audit_pb2.DISPOSITION_JUSTIFIED,
+    "false_positive": audit_pb2.DISPOSITION_FALSE_POSITIVE,
+    "violation_confirmed": audit_pb2.DISPOSITION_VIOLATION_CONFIRMED,
+    "escalated": audit_pb2.DISPOSITION_ESCALATED,
+    "needs_training": audit_pb2.DISPOSITION_NEEDS_TRAINING,
 }
 ROLES = {
     "auditor": vocabulary_pb2.ROLE_AUDITOR,
@@ -162,19 +170,69 @@ class AuditService:
             raise FindingNotFound(f"no finding {finding_id}")
         return found
 
-    def review(self, finding_id: str, disposition: str, reviewer: str) -> Finding:
+    def review(
+        self, finding_id: str, disposition: str, reviewer: str, role: str = "auditor"
+    ) -> Finding:
+        """Records the disposition; the review is an ``ehr.audit.anomaly_reviewed.v1`` event
+        queued in the same transaction."""
         if disposition not in DISPOSITIONS:
             raise InvalidQuery(f"disposition must be one of {', '.join(DISPOSITIONS)}")
-        return self.repository.review(finding_id, disposition, reviewer, self.clock())
+        finding = self.finding(finding_id)
+        payload = audit_pb2.AnomalyReviewed(
+            anomaly_id=finding.finding_id,
+            rule=finding.rule,
+            patient_id=finding.patient_id,
+            account_id=finding.account_id or SOURCE,
+            disposition=DISPOSITION_CODES[disposition],
+            reviewer_id=reviewer,
+        )
+        return self.repository.review(
+            finding_id, disposition, reviewer, self.clock(), [_outgoing(payload, reviewer, role)]
+        )
 
-    def review_break_glass(self, event_id: str, disposition: str, reviewer: str) -> None:
+    def review_break_glass(
+        self, event_id: str, disposition: str, reviewer: str, role: str = "auditor"
+    ) -> None:
+        """Records the review of a break-glass access; the review is an
+        ``ehr.audit.break_glass_reviewed.v1`` event queued in the same transaction."""
         if disposition not in DISPOSITIONS:
             raise InvalidQuery(f"disposition must be one of {', '.join(DISPOSITIONS)}")
         stored = self.event(event_id)
         if stored.record.subtype != "break_glass_used":
             raise InvalidQuery(f"event {event_id} is not a break-glass access")
         bg = str(stored.record.extra.get("break_glass_id") or event_id)
-        self.repository.review_break_glass(bg, disposition, reviewer, self.clock())
+        payload = audit_pb2.BreakGlassReviewed(
+            break_glass_id=bg,
+            event_id=event_id,
+            patient_id=stored.record.patient_id,
+            reader_id=stored.record.actor_id,
+            disposition=DISPOSITION_CODES[disposition],
+            reviewer_id=reviewer,
+        )
+        self.repository.review_break_glass(
+            bg, disposition, reviewer, self.clock(), [_outgoing(payload, reviewer, role)]
+        )
+
+    def review_events(self) -> dict[tuple[str, str], str]:
+        """(``anomaly`` | ``break_glass``, id) -> the id of the latest review event the store
+        consumed for it: the review as it is on the log (and anchored)."""
+        found: dict[tuple[str, str], str] = {}
+        for event_type, kind, key in (
+            ("ehr.audit.anomaly_reviewed.v1", "anomaly", None),
+            ("ehr.audit.break_glass_reviewed.v1", "break_glass", "break_glass_id"),
+        ):
+            after = 0
+            while True:
+                page = self.repository.search(
+                    SearchQuery(type=event_type, limit=MAX_PAGE, after_sequence=after)
+                )
+                for e in page.items:
+                    subject = str(e.record.extra.get(key)) if key else e.record.entities[0].id
+                    found[(kind, subject)] = e.record.event_id
+                if page.next_cursor is None:
+                    break
+                after = page.next_cursor
+        return found
 
     # -- reports -------------------------------------------------------------------
 
@@ -288,6 +346,7 @@ class AuditService:
             records=records,
             findings=findings,
             reviews=self.repository.break_glass_reviews(),
+            review_events=self.review_events(),
             attestation=self._attestation(events),
         )
         self._emit_report(report, audit_pb2.REPORT_KIND_AUDIT_CONTROLS, period, auditor_id, role)

@@ -100,6 +100,8 @@ ROUTES: Mapping[str, Route] = MappingProxyType(
         "ehr.access.break_glass_used.v1": Route(RECORDS_ACCESS, _PATIENT),
         "ehr.ledger.checkpoint_anchored.v1": Route(LEDGER_CHECKPOINTS, ("log_id",)),
         "ehr.audit.anomaly_detected.v1": Route(AUDIT_ANOMALIES, ("patient_id", "account_id")),
+        "ehr.audit.anomaly_reviewed.v1": Route(AUDIT_ANOMALIES, ("patient_id", "account_id")),
+        "ehr.audit.break_glass_reviewed.v1": Route(AUDIT_ANOMALIES, _PATIENT),
         "ehr.audit.report_generated.v1": Route(AUDIT_REPORTS, ("patient_id", "auditor_id")),
     }
 )

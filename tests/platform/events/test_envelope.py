@@ -56,6 +56,8 @@ EXPECTED_EVENT_TYPES = {
     "ehr.access.break_glass_used.v1",
     "ehr.ledger.checkpoint_anchored.v1",
     "ehr.audit.anomaly_detected.v1",
+    "ehr.audit.anomaly_reviewed.v1",
+    "ehr.audit.break_glass_reviewed.v1",
     "ehr.audit.report_generated.v1",
 }
 

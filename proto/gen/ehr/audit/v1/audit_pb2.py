@@ -26,7 +26,7 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from ehr.envelope.v1 import options_pb2 as ehr_dot_envelope_dot_v1_dot_options__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18\x65hr/audit/v1/audit.proto\x12\x0c\x65hr.audit.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1d\x65hr/envelope/v1/options.proto\"\xdf\x01\n\x0f\x41nomalyDetected\x12\x12\n\nanomaly_id\x18\x01 \x01(\t\x12\x0c\n\x04rule\x18\x02 \x01(\t\x12(\n\x08severity\x18\x03 \x01(\x0e\x32\x16.ehr.audit.v1.Severity\x12\x12\n\npatient_id\x18\x04 \x01(\t\x12\x12\n\naccount_id\x18\x05 \x01(\t\x12\x11\n\tevent_ids\x18\x06 \x03(\t\x12\r\n\x05score\x18\x07 \x01(\x01\x12\x13\n\x0b\x65xplanation\x18\x08 \x01(\t:!\x8a\xb5\x18\x1d\x65hr.audit.anomaly_detected.v1\"\xff\x02\n\x0fReportGenerated\x12\x11\n\treport_id\x18\x01 \x01(\t\x12&\n\x04kind\x18\x02 \x01(\x0e\x32\x18.ehr.audit.v1.ReportKind\x12\x12\n\npatient_id\x18\x03 \x01(\t\x12\x12\n\nauditor_id\x18\x04 \x01(\t\x12\x30\n\x0cperiod_start\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nperiod_end\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x15\n\rreport_sha256\x18\x07 \x01(\x0c\x12\x1c\n\x14\x63heckpoint_tree_size\x18\x08 \x01(\x04\x12\x1c\n\x14\x63heckpoint_root_hash\x18\t \x01(\x0c\x12\x1f\n\x17\x61nchor_transaction_hash\x18\n \x01(\t\x12\x10\n\x08verified\x18\x0b \x01(\x08:!\x8a\xb5\x18\x1d\x65hr.audit.report_generated.v1*^\n\x08Severity\x12\x18\n\x14SEVERITY_UNSPECIFIED\x10\x00\x12\x10\n\x0cSEVERITY_LOW\x10\x01\x12\x13\n\x0fSEVERITY_MEDIUM\x10\x02\x12\x11\n\rSEVERITY_HIGH\x10\x03*\xb0\x01\n\nReportKind\x12\x1b\n\x17REPORT_KIND_UNSPECIFIED\x10\x00\x12)\n%REPORT_KIND_ACCOUNTING_OF_DISCLOSURES\x10\x01\x12\x1d\n\x19REPORT_KIND_ACCESS_REPORT\x10\x02\x12\x1e\n\x1aREPORT_KIND_AUDIT_CONTROLS\x10\x03\x12\x1b\n\x17REPORT_KIND_GDPR_ACCESS\x10\x04\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18\x65hr/audit/v1/audit.proto\x12\x0c\x65hr.audit.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1d\x65hr/envelope/v1/options.proto\"\xdf\x01\n\x0f\x41nomalyDetected\x12\x12\n\nanomaly_id\x18\x01 \x01(\t\x12\x0c\n\x04rule\x18\x02 \x01(\t\x12(\n\x08severity\x18\x03 \x01(\x0e\x32\x16.ehr.audit.v1.Severity\x12\x12\n\npatient_id\x18\x04 \x01(\t\x12\x12\n\naccount_id\x18\x05 \x01(\t\x12\x11\n\tevent_ids\x18\x06 \x03(\t\x12\r\n\x05score\x18\x07 \x01(\x01\x12\x13\n\x0b\x65xplanation\x18\x08 \x01(\t:!\x8a\xb5\x18\x1d\x65hr.audit.anomaly_detected.v1\"\xff\x02\n\x0fReportGenerated\x12\x11\n\treport_id\x18\x01 \x01(\t\x12&\n\x04kind\x18\x02 \x01(\x0e\x32\x18.ehr.audit.v1.ReportKind\x12\x12\n\npatient_id\x18\x03 \x01(\t\x12\x12\n\nauditor_id\x18\x04 \x01(\t\x12\x30\n\x0cperiod_start\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nperiod_end\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x15\n\rreport_sha256\x18\x07 \x01(\x0c\x12\x1c\n\x14\x63heckpoint_tree_size\x18\x08 \x01(\x04\x12\x1c\n\x14\x63heckpoint_root_hash\x18\t \x01(\x0c\x12\x1f\n\x17\x61nchor_transaction_hash\x18\n \x01(\t\x12\x10\n\x08verified\x18\x0b \x01(\x08:!\x8a\xb5\x18\x1d\x65hr.audit.report_generated.v1\"\xc3\x01\n\x0f\x41nomalyReviewed\x12\x12\n\nanomaly_id\x18\x01 \x01(\t\x12\x0c\n\x04rule\x18\x02 \x01(\t\x12\x12\n\npatient_id\x18\x03 \x01(\t\x12\x12\n\naccount_id\x18\x04 \x01(\t\x12.\n\x0b\x64isposition\x18\x05 \x01(\x0e\x32\x19.ehr.audit.v1.Disposition\x12\x13\n\x0breviewer_id\x18\x06 \x01(\t:!\x8a\xb5\x18\x1d\x65hr.audit.anomaly_reviewed.v1\"\xd1\x01\n\x12\x42reakGlassReviewed\x12\x16\n\x0e\x62reak_glass_id\x18\x01 \x01(\t\x12\x10\n\x08\x65vent_id\x18\x02 \x01(\t\x12\x12\n\npatient_id\x18\x03 \x01(\t\x12\x11\n\treader_id\x18\x04 \x01(\t\x12.\n\x0b\x64isposition\x18\x05 \x01(\x0e\x32\x19.ehr.audit.v1.Disposition\x12\x13\n\x0breviewer_id\x18\x06 \x01(\t:%\x8a\xb5\x18!ehr.audit.break_glass_reviewed.v1*^\n\x08Severity\x12\x18\n\x14SEVERITY_UNSPECIFIED\x10\x00\x12\x10\n\x0cSEVERITY_LOW\x10\x01\x12\x13\n\x0fSEVERITY_MEDIUM\x10\x02\x12\x11\n\rSEVERITY_HIGH\x10\x03*\xb0\x01\n\nReportKind\x12\x1b\n\x17REPORT_KIND_UNSPECIFIED\x10\x00\x12)\n%REPORT_KIND_ACCOUNTING_OF_DISCLOSURES\x10\x01\x12\x1d\n\x19REPORT_KIND_ACCESS_REPORT\x10\x02\x12\x1e\n\x1aREPORT_KIND_AUDIT_CONTROLS\x10\x03\x12\x1b\n\x17REPORT_KIND_GDPR_ACCESS\x10\x04*\xc5\x01\n\x0b\x44isposition\x12\x1b\n\x17\x44ISPOSITION_UNSPECIFIED\x10\x00\x12\x19\n\x15\x44ISPOSITION_JUSTIFIED\x10\x01\x12\x1e\n\x1a\x44ISPOSITION_FALSE_POSITIVE\x10\x02\x12#\n\x1f\x44ISPOSITION_VIOLATION_CONFIRMED\x10\x03\x12\x19\n\x15\x44ISPOSITION_ESCALATED\x10\x04\x12\x1e\n\x1a\x44ISPOSITION_NEEDS_TRAINING\x10\x05\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -37,12 +37,22 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_ANOMALYDETECTED']._serialized_options = b'\212\265\030\035ehr.audit.anomaly_detected.v1'
   _globals['_REPORTGENERATED']._loaded_options = None
   _globals['_REPORTGENERATED']._serialized_options = b'\212\265\030\035ehr.audit.report_generated.v1'
-  _globals['_SEVERITY']._serialized_start=718
-  _globals['_SEVERITY']._serialized_end=812
-  _globals['_REPORTKIND']._serialized_start=815
-  _globals['_REPORTKIND']._serialized_end=991
+  _globals['_ANOMALYREVIEWED']._loaded_options = None
+  _globals['_ANOMALYREVIEWED']._serialized_options = b'\212\265\030\035ehr.audit.anomaly_reviewed.v1'
+  _globals['_BREAKGLASSREVIEWED']._loaded_options = None
+  _globals['_BREAKGLASSREVIEWED']._serialized_options = b'\212\265\030!ehr.audit.break_glass_reviewed.v1'
+  _globals['_SEVERITY']._serialized_start=1128
+  _globals['_SEVERITY']._serialized_end=1222
+  _globals['_REPORTKIND']._serialized_start=1225
+  _globals['_REPORTKIND']._serialized_end=1401
+  _globals['_DISPOSITION']._serialized_start=1404
+  _globals['_DISPOSITION']._serialized_end=1601
   _globals['_ANOMALYDETECTED']._serialized_start=107
   _globals['_ANOMALYDETECTED']._serialized_end=330
   _globals['_REPORTGENERATED']._serialized_start=333
   _globals['_REPORTGENERATED']._serialized_end=716
+  _globals['_ANOMALYREVIEWED']._serialized_start=719
+  _globals['_ANOMALYREVIEWED']._serialized_end=914
+  _globals['_BREAKGLASSREVIEWED']._serialized_start=917
+  _globals['_BREAKGLASSREVIEWED']._serialized_end=1126
 # @@protoc_insertion_point(module_scope)
