@@ -66,6 +66,8 @@ EXPECTED_EVENTS = (
     "consent.granted",
     "consent.revoked",
     "audit.anomaly_detected",
+    "audit.anomaly_reviewed",
+    "audit.break_glass_reviewed",
     "audit.report_generated",
 )
 ReaderFactory = Callable[[str], CheckpointReader]

@@ -8,10 +8,12 @@ health data: the events carry none.
 from __future__ import annotations
 
 import base64
+from collections.abc import Mapping
 from dataclasses import asdict
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 
+import anyio
 from fastapi import APIRouter, Depends, Path, Query
 from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
 from pydantic import BaseModel, Field
@@ -146,8 +148,20 @@ def audit_router(service: AuditService, end_offsets: EndOffsets | None = None) -
     async def reconcile(principal: Auditor) -> dict[str, Any]:
         """Every stored event anchored with a matching hash, every bus offset accounted for;
         what the store has not consumed yet (the bus's end offsets) is pending, not missing."""
-        ends = await end_offsets() if end_offsets is not None else None
-        result = await run_in_threadpool(service.reconcile, principal.account_id, ends)
+        read_ends = end_offsets
+
+        def ends() -> Mapping[tuple[str, int], int]:
+            # called by reconcile (on the worker thread) after it read the store's positions
+            assert read_ends is not None
+
+            async def read() -> Mapping[tuple[str, int], int]:
+                return await read_ends()
+
+            return anyio.from_thread.run(read)
+
+        result = await run_in_threadpool(
+            service.reconcile, principal.account_id, ends if end_offsets is not None else None
+        )
         return result.as_dict()
 
     @router.post("/anomalies/detection")

@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import time
 from collections import defaultdict
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from itertools import pairwise
 from typing import Any
@@ -169,10 +169,15 @@ class IntegrityService:
         self.repository.set_proofs(found)
         return attached + len(found)
 
-    def reconcile(self, end_offsets: Mapping[Slot, int] | None = None) -> Reconciliation:
+    def reconcile(
+        self,
+        end_offsets: Mapping[Slot, int] | Callable[[], Mapping[Slot, int]] | None = None,
+    ) -> Reconciliation:
         """Reconciles the store with the relay's log, the chain and (when given) the bus.
 
-        ``end_offsets`` are the bus's high watermarks per (topic, partition). With them,
+        ``end_offsets`` are the bus's high watermarks per (topic, partition), or a function
+        that reads them: it is called after the store's positions are read, so that what
+        the consumer stores meanwhile cannot look beyond the end (inserted). With them,
         what the store has not consumed yet is told apart from what is missing: offsets
         from a partition's consumed position (its highest stored offset + 1) up to the end
         are ``not_consumed`` (pending), and so are as many of the anchored leaves without
@@ -229,6 +234,8 @@ class IntegrityService:
                         position=f"{row.position.topic}/{row.position.partition}@{row.position.offset}",
                     )
                 )
+        if callable(end_offsets):
+            end_offsets = end_offsets()
         consumed: dict[Slot, int] = {}
         for (topic, partition), offsets in by_partition.items():
             offsets.sort()

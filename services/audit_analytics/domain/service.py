@@ -95,7 +95,11 @@ class AuditService:
         return self.integrity.verify(event_id)
 
     def reconcile(
-        self, actor_id: str = SOURCE, end_offsets: Mapping[tuple[str, int], int] | None = None
+        self,
+        actor_id: str = SOURCE,
+        end_offsets: Mapping[tuple[str, int], int]
+        | Callable[[], Mapping[tuple[str, int], int]]
+        | None = None,
     ) -> Reconciliation:
         """Reconciles, and records every discrepancy as an ``integrity_failure`` finding.
 
