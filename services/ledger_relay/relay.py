@@ -51,6 +51,7 @@ from services.ledger_relay.domain.errors import LedgerError, LogDiverged
 from services.ledger_relay.domain.merkle import (
     EMPTY_ROOT,
     CompactRange,
+    Node,
     consistency_proof,
     leaf_hash,
     root_of,
@@ -242,33 +243,37 @@ class LedgerRelay:
         writes them in one transaction (``ledger-store`` thread). Returns the leaves
         appended, the duplicates skipped and the stored range (``None`` if no leaf)."""
         digests = [event_hash(r.value) for r in records]
-        seen = self._repo.known_event_hashes(list(set(digests)))
-        now = _now_ms()
-        leaves: list[Leaf] = []
-        nodes = []
-        for record, digest in zip(records, digests, strict=True):
-            if digest in seen:
-                continue
-            seen.add(digest)
-            index = self._compact.size
-            nodes.extend(self._compact.append(leaf_hash(digest)))
-            leaves.append(
-                Leaf(
-                    index,
-                    digest,
-                    event_id_of(record.value, digest),
-                    BusPosition(record.topic, record.partition, record.offset),
-                    now,
+
+        def build(seen: set[bytes]) -> tuple[list[Leaf], list[Node]]:
+            now = _now_ms()
+            compact = self._compact
+            leaves: list[Leaf] = []
+            nodes: list[Node] = []
+            for record, digest in zip(records, digests, strict=True):
+                if digest in seen:
+                    continue
+                seen.add(digest)
+                index = compact.size
+                nodes.extend(compact.append(leaf_hash(digest)))
+                leaves.append(
+                    Leaf(
+                        index,
+                        digest,
+                        event_id_of(record.value, digest),
+                        BusPosition(record.topic, record.partition, record.offset),
+                        now,
+                    )
                 )
-            )
-        duplicates = len(records) - len(leaves)
-        if not leaves:
-            return 0, duplicates, None
+            return leaves, nodes
+
         try:
-            self._repo.append(leaves, nodes)
+            leaves = self._repo.append_unknown(digests, build)
         except Exception:
             self._compact = CompactRange.restore(self._repo.tree_size(), self._repo.nodes)
             raise
+        duplicates = len(records) - len(leaves)
+        if not leaves:
+            return 0, duplicates, None
         return len(leaves), duplicates, self._compact.copy()
 
     async def _store_and_commit(self, consumer: BusConsumer, records: Sequence[Record]) -> int:

@@ -10,7 +10,7 @@ in the transaction that marks the checkpoint anchored.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
 import sqlalchemy as sa
 
@@ -110,6 +110,54 @@ def _bulk_insert(
     conn.exec_driver_sql(f"INSERT INTO {table.name} ({names}) VALUES ({marks})", list(rows))
 
 
+def _known(conn: sa.Connection, event_hashes: Sequence[bytes]) -> set[bytes]:
+    """Which of ``event_hashes`` are leaves (in the connection's transaction)."""
+    found: set[bytes] = set()
+    if conn.dialect.name == "postgresql":
+        # One array parameter instead of one bound parameter per hash, sent in
+        # binary (%b): no per-hash text escaping of bytea on either side.
+        driver = conn.connection.driver_connection
+        assert driver is not None
+        with driver.cursor() as cursor:
+            cursor.execute(
+                f"SELECT event_hash FROM {leaves_table.name} WHERE event_hash = ANY(%b)",
+                (list(event_hashes),),
+            )
+            found.update(bytes(r[0]) for r in cursor)
+        return found
+    for i in range(0, len(event_hashes), _SQLITE_IN_CHUNK):
+        chunk = list(event_hashes[i : i + _SQLITE_IN_CHUNK])
+        marks = ", ".join("?" * len(chunk))
+        rows = conn.exec_driver_sql(
+            f"SELECT event_hash FROM {leaves_table.name} WHERE event_hash IN ({marks})",
+            tuple(chunk),
+        )
+        found.update(bytes(r[0]) for r in rows)
+    return found
+
+
+def _insert(conn: sa.Connection, leaves: Sequence[Leaf], nodes: Sequence[Node]) -> None:
+    """Bulk-inserts leaves and subtree nodes (level 0: the leaf hashes) in ``conn``."""
+    leaf_hashes = {n.index: n.hash for n in nodes if n.level == 0}
+    leaf_rows = [
+        (
+            leaf.index,
+            leaf_hashes[leaf.index],
+            leaf.event_hash,
+            leaf.event_id,
+            leaf.position.topic,
+            leaf.position.partition,
+            leaf.position.offset,
+            leaf.appended_at_ms,
+        )
+        for leaf in leaves
+    ]
+    node_rows = [(_node_key(n.level, n.index), n.hash) for n in nodes if n.level > 0]
+    _bulk_insert(conn, leaves_table, _LEAF_COLUMNS, leaf_rows)
+    if node_rows:
+        _bulk_insert(conn, nodes_table, _NODE_COLUMNS, node_rows)
+
+
 def _node_key(level: int, index: int) -> int:
     return (level << _LEVEL_SHIFT) | index
 
@@ -195,29 +243,8 @@ class SqlLogRepository(LogRepository):
     def known_event_hashes(self, event_hashes: Sequence[bytes]) -> set[bytes]:
         if not event_hashes:
             return set()
-        found: set[bytes] = set()
         with self._engine.connect() as conn:
-            if conn.dialect.name == "postgresql":
-                # One array parameter instead of one bound parameter per hash, sent in
-                # binary (%b): no per-hash text escaping of bytea on either side.
-                driver = conn.connection.driver_connection
-                assert driver is not None
-                with driver.cursor() as cursor:
-                    cursor.execute(
-                        f"SELECT event_hash FROM {leaves_table.name} WHERE event_hash = ANY(%b)",
-                        (list(event_hashes),),
-                    )
-                    found.update(bytes(r[0]) for r in cursor)
-            else:
-                for i in range(0, len(event_hashes), _SQLITE_IN_CHUNK):
-                    chunk = list(event_hashes[i : i + _SQLITE_IN_CHUNK])
-                    marks = ", ".join("?" * len(chunk))
-                    rows = conn.exec_driver_sql(
-                        f"SELECT event_hash FROM {leaves_table.name} WHERE event_hash IN ({marks})",
-                        tuple(chunk),
-                    )
-                    found.update(bytes(r[0]) for r in rows)
-        return found
+            return _known(conn, event_hashes)
 
     def append(self, leaves: Sequence[Leaf], nodes: Sequence[Node]) -> None:
         """Writes a batch's leaves and completed subtrees in one transaction, in bulk:
@@ -225,25 +252,22 @@ class SqlLogRepository(LogRepository):
         tuples, bypassing per-row statement processing)."""
         if not leaves:
             return
-        leaf_hashes = {n.index: n.hash for n in nodes if n.level == 0}
-        leaf_rows = [
-            (
-                leaf.index,
-                leaf_hashes[leaf.index],
-                leaf.event_hash,
-                leaf.event_id,
-                leaf.position.topic,
-                leaf.position.partition,
-                leaf.position.offset,
-                leaf.appended_at_ms,
-            )
-            for leaf in leaves
-        ]
-        node_rows = [(_node_key(n.level, n.index), n.hash) for n in nodes if n.level > 0]
         with self._engine.begin() as conn:
-            _bulk_insert(conn, leaves_table, _LEAF_COLUMNS, leaf_rows)
-            if node_rows:
-                _bulk_insert(conn, nodes_table, _NODE_COLUMNS, node_rows)
+            _insert(conn, leaves, nodes)
+
+    def append_unknown(
+        self,
+        event_hashes: Sequence[bytes],
+        build: Callable[[set[bytes]], tuple[Sequence[Leaf], Sequence[Node]]],
+    ) -> Sequence[Leaf]:
+        """The lookup and the write on one connection, in one transaction (one pool
+        checkout per batch)."""
+        with self._engine.begin() as conn:
+            known = _known(conn, list(set(event_hashes))) if event_hashes else set()
+            leaves, nodes = build(known)
+            if leaves:
+                _insert(conn, leaves, nodes)
+        return leaves
 
     def _one_leaf(self, condition: sa.ColumnElement[bool]) -> Leaf | None:
         with self._engine.connect() as conn:

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from services.ledger_relay.domain.errors import InvalidRange, ProofInvalid
 
@@ -25,6 +25,7 @@ HASH_SIZE = 32
 LEAF_PREFIX = b"\x00"
 NODE_PREFIX = b"\x01"
 EMPTY_ROOT = hashlib.sha256(b"").digest()
+_sha256 = hashlib.sha256
 
 Coordinate = tuple[int, int]
 """``(level, index)`` of a perfect subtree: leaves ``[index << level, (index + 1) << level)``."""
@@ -38,7 +39,7 @@ def leaf_hash(data: bytes) -> bytes:
 
 
 def node_hash(left: bytes, right: bytes) -> bytes:
-    return hashlib.sha256(NODE_PREFIX + left + right).digest()
+    return _sha256(NODE_PREFIX + left + right).digest()
 
 
 def split_point(n: int) -> int:
@@ -50,12 +51,12 @@ def _is_power_of_two(n: int) -> bool:
     return n > 0 and n & (n - 1) == 0
 
 
-@dataclass(frozen=True, slots=True)
-class Node:
-    """A stored perfect subtree hash."""
+class Node(NamedTuple):
+    """A stored perfect subtree hash (a named tuple: one is made per leaf and level
+    completed, on the consume path)."""
 
     level: int
-    index: int
+    index: int  # type: ignore[assignment]  # a field, shadowing tuple.index
     hash: bytes
 
 
@@ -103,15 +104,16 @@ class CompactRange:
 
     def append(self, leaf: bytes) -> list[Node]:
         index = self._size
+        frontier = self._frontier
         completed = [Node(0, index, leaf)]
         level, digest = 0, leaf
-        while self._frontier and self._frontier[-1][0] == level:
-            _, left = self._frontier.pop()
-            digest = node_hash(left, digest)
+        # The levels merged are the trailing one bits of the old size.
+        while index >> level & 1:
+            digest = _sha256(NODE_PREFIX + frontier.pop()[1] + digest).digest()
             level += 1
             completed.append(Node(level, index >> level, digest))
-        self._frontier.append((level, digest))
-        self._size += 1
+        frontier.append((level, digest))
+        self._size = index + 1
         return completed
 
     def root(self) -> bytes:

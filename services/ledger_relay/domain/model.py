@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -93,6 +93,19 @@ class LogRepository(ABC):
     @abstractmethod
     def append(self, leaves: Sequence[Leaf], nodes: Sequence[Node]) -> None:
         """Stores leaves (indices continuing the log) and completed subtrees atomically."""
+
+    def append_unknown(
+        self,
+        event_hashes: Sequence[bytes],
+        build: Callable[[set[bytes]], tuple[Sequence[Leaf], Sequence[Node]]],
+    ) -> Sequence[Leaf]:
+        """Looks up which of ``event_hashes`` already are leaves, has ``build`` make the
+        leaves and subtrees of the others, stores them and returns the leaves (one
+        connection and transaction where the backend allows)."""
+        leaves, nodes = build(self.known_event_hashes(list(set(event_hashes))))
+        if leaves:
+            self.append(leaves, nodes)
+        return leaves
 
     @abstractmethod
     def leaf_by_event_id(self, event_id: str) -> Leaf | None: ...
