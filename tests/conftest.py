@@ -4,7 +4,7 @@ The test stack keeps its state in ``.run/pytest`` and uses its own loopback
 ports (so it never collides with a developer's ``make up``). It starts from a
 clean slate, starts only the components a test asks for, and stops them when
 the session ends. Every port can be changed with ``EHR_TEST_STACK__...``
-variables, e.g. ``EHR_TEST_STACK__KAFKA__PORT=39092``.
+variables, e.g. ``EHR_TEST_STACK__KAFKA__PORT=29192``.
 """
 
 from __future__ import annotations

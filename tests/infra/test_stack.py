@@ -41,7 +41,9 @@ def lifecycle_env() -> dict[str, str]:
     """A separate stack (one sealer, its own folder and ports) driven through make.
 
     Its folder is inside the project (not pytest's private tmp folder) because
-    PostgreSQL runs as the ``postgres`` user when the tests run as root.
+    PostgreSQL runs as the ``postgres`` user when the tests run as root. Its ports are
+    below Linux's ephemeral range (32768-60999), like every default port of the stacks,
+    so an outgoing connection of another process can never be holding one.
     """
     run_dir = PROJECT_ROOT / ".run" / "pytest-lifecycle"
     shutil.rmtree(run_dir, ignore_errors=True)
@@ -49,14 +51,14 @@ def lifecycle_env() -> dict[str, str]:
     env.update(
         {
             "EHR_STACK__RUN_DIR": str(run_dir),
-            "EHR_STACK__KAFKA__PORT": "39092",
-            "EHR_STACK__KAFKA__CONTROLLER_PORT": "39093",
+            "EHR_STACK__KAFKA__PORT": "24092",
+            "EHR_STACK__KAFKA__CONTROLLER_PORT": "24093",
             "EHR_STACK__GETH__SEALERS": "1",
-            "EHR_STACK__GETH__P2P_PORT": "41311",
-            "EHR_STACK__GETH__HTTP_PORT": "38545",
-            "EHR_STACK__GETH__AUTHRPC_PORT": "38651",
-            "EHR_STACK__GETH__METRICS_PORT": "36061",
-            "EHR_STACK__POSTGRES__PORT": "35432",
+            "EHR_STACK__GETH__P2P_PORT": "24311",
+            "EHR_STACK__GETH__HTTP_PORT": "24545",
+            "EHR_STACK__GETH__AUTHRPC_PORT": "24651",
+            "EHR_STACK__GETH__METRICS_PORT": "24061",
+            "EHR_STACK__POSTGRES__PORT": "24432",
             # Kafka, Geth and PostgreSQL only (the services are covered by test_services_stack)
             "EHR_STACK__COMPONENTS": '["postgres", "kafka", "geth"]',
         }
@@ -106,7 +108,7 @@ def test_make_up_status_down_twice_leaves_nothing_behind(lifecycle_env: dict[str
             assert all(s["state"] == "running" for s in again)
 
             status_text = _make("status", lifecycle_env).stdout
-            assert "127.0.0.1:39092" in status_text and "running" in status_text
+            assert "127.0.0.1:24092" in status_text and "running" in status_text
 
             _make("down", lifecycle_env)
             assert all(s["state"] == "stopped" for s in _status(lifecycle_env))
