@@ -43,8 +43,8 @@ from services.ledger_relay.relay import DOMAIN_TOPICS
 from services.platform.app.factory import create_app, serve
 from services.platform.app.logging import configure_logging
 from services.platform.app.settings import ServiceSettings
+from services.platform.app.workers import every, stop_workers
 from services.platform.bus.embedded import EmbeddedEventBus
-from services.platform.bus.errors import HandlerFailedError
 from services.platform.bus.kafka import KafkaEventBus
 from services.platform.bus.outbox import OutboxPublisher
 from services.platform.bus.port import EventBus, TopicSpec
@@ -205,12 +205,24 @@ class AuditAnalyticsRuntime:
         self._tasks = [
             asyncio.create_task(self.consumer.run(self._stop)),
             asyncio.create_task(
-                self._every(self.settings.proof_interval_seconds, self._proofs_once)
+                every(
+                    self._stop,
+                    self.settings.proof_interval_seconds,
+                    self._proofs_once,
+                    "audit_proofs_failed",
+                )
             ),
             asyncio.create_task(
-                self._every(self.settings.detect_interval_seconds, self._detect_once)
+                every(
+                    self._stop,
+                    self.settings.detect_interval_seconds,
+                    self._detect_once,
+                    "audit_detection_failed",
+                )
             ),
-            asyncio.create_task(self._every(0.2, self.publisher.publish_pending)),
+            asyncio.create_task(
+                every(self._stop, 0.2, self.publisher.publish_pending, "outbox_publish_failed")
+            ),
         ]
 
     async def _proofs_once(self) -> None:
@@ -219,21 +231,8 @@ class AuditAnalyticsRuntime:
     async def _detect_once(self) -> None:
         await run_in_threadpool(self.service.detect)
 
-    async def _every(self, seconds: float, action: Any) -> None:
-        while not self._stop.is_set():
-            try:
-                await action()
-            except (HandlerFailedError, Exception) as failure:  # retried next round
-                log.warning("audit_loop_failed", error=repr(failure))
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stop.wait(), seconds)
-
     async def stop(self) -> None:
-        self._stop.set()
-        for task in self._tasks:
-            with contextlib.suppress(Exception):
-                await task
-        self._tasks = []
+        await stop_workers(self._stop, self._tasks)
         with contextlib.suppress(Exception):
             await self.publisher.publish_pending()
         if hasattr(self, "consumer"):

@@ -17,8 +17,8 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager, suppress
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import sqlalchemy as sa
@@ -44,6 +44,7 @@ from services.consent.domain.service import ConsentService
 from services.platform.app.factory import create_app, serve
 from services.platform.app.logging import configure_logging
 from services.platform.app.settings import ServiceSettings
+from services.platform.app.workers import every, stop_workers
 from services.platform.bus.consumer import IdempotentConsumer
 from services.platform.bus.embedded import EmbeddedEventBus
 from services.platform.bus.kafka import KafkaEventBus
@@ -231,28 +232,25 @@ class ConsentRuntime:
             ),
             asyncio.create_task(self._consumer.run(self._stop)),
             asyncio.create_task(
-                self._every(self.settings.sweep_interval_seconds, self.service.sweep_expired)
+                every(
+                    self._stop,
+                    self.settings.sweep_interval_seconds,
+                    lambda: run_in_threadpool(self.service.sweep_expired),
+                    "consent_sweep_failed",
+                )
             ),
             asyncio.create_task(
-                self._every(self.settings.reconcile_interval_seconds, self.service.reconcile)
+                every(
+                    self._stop,
+                    self.settings.reconcile_interval_seconds,
+                    lambda: run_in_threadpool(self.service.reconcile),
+                    "consent_reconcile_failed",
+                )
             ),
         ]
 
-    async def _every(self, interval: float, work: Callable[[], object]) -> None:
-        while not self._stop.is_set():
-            try:
-                await run_in_threadpool(work)
-            except Exception as failure:  # a worker keeps running; the next round retries
-                log.warning("consent_worker_failed", error=repr(failure))
-            with suppress(TimeoutError):
-                await asyncio.wait_for(self._stop.wait(), interval)
-
     async def stop(self) -> None:
-        self._stop.set()
-        for task in self._tasks:
-            with suppress(Exception):
-                await task
-        self._tasks = []
+        await stop_workers(self._stop, self._tasks)
         if self._consumer is not None:
             await self._consumer.consumer.close()
             self._consumer.close()

@@ -52,6 +52,7 @@ from services.ledger_relay.relay import DOMAIN_TOPICS, CrashHook, LedgerRelay, R
 from services.platform.app.factory import create_app, serve
 from services.platform.app.logging import configure_logging
 from services.platform.app.settings import ServiceSettings
+from services.platform.app.workers import every, stop_workers
 from services.platform.bus.embedded import EmbeddedEventBus
 from services.platform.bus.kafka import KafkaEventBus
 from services.platform.bus.outbox import OutboxPublisher
@@ -275,23 +276,21 @@ class LedgerRelayRuntime:
         await self.relay.open()
         self._tasks = [
             asyncio.create_task(self._run_relay()),
-            asyncio.create_task(self._publish_loop()),
+            # retries what the relay's own publish after each checkpoint could not send
+            asyncio.create_task(
+                every(
+                    self._stop,
+                    self.settings.publish_interval_seconds,
+                    self.publish_outbox,
+                    "outbox_publish_failed",
+                )
+            ),
         ]
 
     async def publish_outbox(self) -> int:
         """Publishes the pending checkpoint-anchored events (one publish at a time)."""
         async with self._outbox_lock:
             return await self.publisher.publish_pending()
-
-    async def _publish_loop(self) -> None:
-        """Retries what the relay's own publish after each checkpoint could not send."""
-        while not self._stop.is_set():
-            try:
-                await self.publish_outbox()
-            except Exception as failure:  # the rows stay; the next round retries
-                log.warning("outbox_publish_failed", error=repr(failure))
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stop.wait(), self.settings.publish_interval_seconds)
 
     async def _run_relay(self) -> None:
         try:
@@ -305,11 +304,7 @@ class LedgerRelayRuntime:
         await asyncio.wait(self._tasks, return_when=asyncio.FIRST_COMPLETED)
 
     async def stop(self) -> None:
-        self._stop.set()
-        for task in self._tasks:
-            with contextlib.suppress(Exception):
-                await task
-        self._tasks = []
+        await stop_workers(self._stop, self._tasks)
         with contextlib.suppress(Exception):
             await self.publish_outbox()
         await self.bus.close()

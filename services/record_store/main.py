@@ -21,7 +21,7 @@ import asyncio
 import secrets
 import time
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager, suppress
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import sqlalchemy as sa
@@ -32,6 +32,7 @@ from starlette.concurrency import run_in_threadpool
 from services.platform.app.factory import create_app, serve
 from services.platform.app.logging import configure_logging
 from services.platform.app.settings import ServiceSettings
+from services.platform.app.workers import stop_workers
 from services.platform.bus.consumer import IdempotentConsumer
 from services.platform.bus.embedded import EmbeddedEventBus
 from services.platform.bus.kafka import KafkaEventBus
@@ -188,11 +189,7 @@ class RecordStoreRuntime:
         ]
 
     async def stop(self) -> None:
-        self._stop.set()
-        for task in self._tasks:
-            with suppress(Exception):
-                await task
-        self._tasks = []
+        await stop_workers(self._stop, self._tasks)
         if self._consumer is not None:
             await self._consumer.consumer.close()
             self._consumer.close()
