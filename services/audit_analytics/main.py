@@ -16,8 +16,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +41,7 @@ from services.ledger_relay.relay import DOMAIN_TOPICS
 from services.platform.app.factory import create_app, serve
 from services.platform.app.logging import configure_logging
 from services.platform.app.settings import ServiceSettings
-from services.platform.app.workers import every, stop_workers
+from services.platform.app.workers import every, lifespan_of, stop_workers
 from services.platform.bus.embedded import EmbeddedEventBus
 from services.platform.bus.kafka import KafkaEventBus
 from services.platform.bus.outbox import OutboxPublisher
@@ -171,21 +169,13 @@ class AuditAnalyticsRuntime:
         async def database() -> None:
             await run_in_threadpool(self.repository.ping)
 
-        @asynccontextmanager
-        async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-            await self.start()
-            try:
-                yield
-            finally:
-                await self.stop()
-
         return create_app(
             self.settings,
             [audit_router(self.service, self.end_offsets)],
             {"database": database},
             registry=self.registry,
             error_map=ERROR_MAP,
-            lifespan=lifespan,
+            lifespan=lifespan_of(self.start, self.stop),
         )
 
     async def end_offsets(self) -> dict[tuple[str, int], int]:

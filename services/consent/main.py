@@ -17,8 +17,6 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 
 import sqlalchemy as sa
@@ -44,7 +42,7 @@ from services.consent.domain.service import ConsentService
 from services.platform.app.factory import create_app, serve
 from services.platform.app.logging import configure_logging
 from services.platform.app.settings import ServiceSettings
-from services.platform.app.workers import every, stop_workers
+from services.platform.app.workers import every, lifespan_of, stop_workers
 from services.platform.bus.consumer import IdempotentConsumer
 from services.platform.bus.embedded import EmbeddedEventBus
 from services.platform.bus.kafka import KafkaEventBus
@@ -193,20 +191,12 @@ class ConsentRuntime:
         async def chain() -> None:
             await run_in_threadpool(self.registry.latest_block)
 
-        @asynccontextmanager
-        async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-            await self.start()
-            try:
-                yield
-            finally:
-                await self.stop()
-
         app = create_app(
             self.settings,
             [router],
             {"database": database, "chain": chain},
             error_map=ERROR_MAP,
-            lifespan=lifespan,
+            lifespan=lifespan_of(self.start, self.stop),
         )
         app.state.consent_service = self.service
         return app

@@ -26,8 +26,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Literal
 
@@ -52,7 +50,7 @@ from services.ledger_relay.relay import DOMAIN_TOPICS, CrashHook, LedgerRelay, R
 from services.platform.app.factory import create_app, serve
 from services.platform.app.logging import configure_logging
 from services.platform.app.settings import ServiceSettings
-from services.platform.app.workers import every, stop_workers
+from services.platform.app.workers import every, lifespan_of, stop_workers
 from services.platform.bus.embedded import EmbeddedEventBus
 from services.platform.bus.kafka import KafkaEventBus
 from services.platform.bus.outbox import OutboxPublisher
@@ -252,21 +250,13 @@ class LedgerRelayRuntime:
             if failed or not self._tasks:
                 raise RuntimeError("the relay loop is not running")
 
-        @asynccontextmanager
-        async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-            await self.start()
-            try:
-                yield
-            finally:
-                await self.stop()
-
         return create_app(
             self.settings,
             [proofs_router(self.proofs, self.contract)],
             {"database": database, "chain": chain, "relay": relay_loop},
             registry=self.registry,
             error_map=ERROR_MAP,
-            lifespan=lifespan,
+            lifespan=lifespan_of(self.start, self.stop),
         )
 
     async def start(self) -> None:

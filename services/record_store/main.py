@@ -20,8 +20,6 @@ from __future__ import annotations
 import asyncio
 import secrets
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 
 import sqlalchemy as sa
@@ -32,7 +30,7 @@ from starlette.concurrency import run_in_threadpool
 from services.platform.app.factory import create_app, serve
 from services.platform.app.logging import configure_logging
 from services.platform.app.settings import ServiceSettings
-from services.platform.app.workers import stop_workers
+from services.platform.app.workers import lifespan_of, stop_workers
 from services.platform.bus.consumer import IdempotentConsumer
 from services.platform.bus.embedded import EmbeddedEventBus
 from services.platform.bus.kafka import KafkaEventBus
@@ -150,16 +148,12 @@ class RecordStoreRuntime:
         async def database() -> None:
             await run_in_threadpool(self.repository.ping)
 
-        @asynccontextmanager
-        async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-            await self.start()
-            try:
-                yield
-            finally:
-                await self.stop()
-
         app = create_app(
-            self.settings, [router], {"database": database}, error_map=ERROR_MAP, lifespan=lifespan
+            self.settings,
+            [router],
+            {"database": database},
+            error_map=ERROR_MAP,
+            lifespan=lifespan_of(self.start, self.stop),
         )
         app.state.record_service = self.service
         app.state.service_registration = self.account.registration

@@ -3,16 +3,19 @@
 Every composition root runs the same kind of workers next to its app (publishing the
 outbox, sweeping, reconciling, attaching proofs): ``every`` runs one on an interval
 until the stop event is set, surviving failures (the next round retries), and
-``stop_workers`` sets the event and waits for each task to end.
+``stop_workers`` sets the event and waits for each task to end; ``lifespan_of`` makes
+an app lifespan of a runtime's ``start`` and ``stop``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 
 import structlog
+from fastapi import FastAPI
 
 log = structlog.get_logger(__name__)
 
@@ -42,3 +45,20 @@ async def stop_workers(stop: asyncio.Event, tasks: list[asyncio.Task[None]]) -> 
         with contextlib.suppress(Exception):
             await task
     tasks.clear()
+
+
+def lifespan_of(
+    start: Callable[[], Awaitable[None]], stop: Callable[[], Awaitable[None]]
+) -> Callable[[FastAPI], AbstractAsyncContextManager[None]]:
+    """An app lifespan that awaits ``start`` before serving and ``stop`` after (also
+    when serving ends with an error)."""
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        await start()
+        try:
+            yield
+        finally:
+            await stop()
+
+    return lifespan

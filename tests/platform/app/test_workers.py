@@ -56,3 +56,28 @@ async def test_stop_workers_waits_for_every_task_even_after_one_failed() -> None
     tasks = [asyncio.create_task(failing()), asyncio.create_task(careful())]
     await stop_workers(stop, tasks)
     assert finished == ["careful"] and tasks == []
+
+
+async def test_lifespan_of_starts_before_and_stops_after_even_on_error() -> None:
+    from fastapi import FastAPI
+
+    from services.platform.app.workers import lifespan_of
+
+    calls: list[str] = []
+
+    async def start() -> None:
+        calls.append("start")
+
+    async def stop() -> None:
+        calls.append("stop")
+
+    lifespan = lifespan_of(start, stop)
+    async with lifespan(FastAPI()):
+        assert calls == ["start"]
+    assert calls == ["start", "stop"]
+    try:
+        async with lifespan(FastAPI()):
+            raise RuntimeError("serving failed")
+    except RuntimeError:
+        pass
+    assert calls == ["start", "stop", "start", "stop"]
