@@ -112,7 +112,7 @@ def test_locally_signed_transaction_is_mined_and_seen_by_every_node(
 
 @pytest.fixture
 def third_sealer_stopped(geth_stack: Stack) -> Iterator[int]:
-    geth_stack.geth.stop_node(2)
+    geth_stack.geth.stop_sealer(2)
     try:
         yield 2
     finally:

@@ -34,7 +34,7 @@ def _deploy(stack: Stack, work_dir: Path, rpc_urls: list[str] | None) -> RelayDe
 @pytest.fixture
 def one_sealer_down(real_stack: Stack) -> Iterator[int]:
     stopped = 2
-    real_stack.geth.stop_node(stopped)
+    real_stack.geth.stop_sealer(stopped)
     try:
         yield stopped
     finally:

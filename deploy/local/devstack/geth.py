@@ -277,6 +277,37 @@ class GethNetwork(Component):
     def stop_node(self, index: int, timeout_s: float | None = None) -> None:
         self.nodes[index].stop(timeout_s or self._settings.stop_timeout_s)
 
+    def stop_sealer(self, index: int, timeout_s: float = 30) -> None:
+        """Stops sealer ``index`` right after another sealer sealed a new head block.
+
+        Clique lets a signer seal at most one of any ``len(signers) // 2 + 1`` consecutive
+        blocks. With three sealers, stopping one just after it sealed the head would leave
+        the other two both allowed to seal the next block; if both do, each keeps its own
+        fork (equal difficulty) and each fork needs the other's signer next: the chain
+        stalls. Stopped just after another sealer's block, the two left can only alternate.
+        """
+        me = self.sealers()[index].address.lower()
+        other = self.rpc_url((index + 1) % len(self.nodes))
+        seen = rpc_call(other, "eth_blockNumber")
+
+        def stopped_after_another_sealer() -> bool:
+            nonlocal seen
+            head = rpc_call(other, "eth_blockNumber")
+            if head == seen:
+                return False
+            seen = head
+            if str(rpc_call(other, "clique_getSigner", [head])).lower() == me:
+                return False
+            self.stop_node(index)
+            return True
+
+        wait_until(
+            stopped_after_another_sealer,
+            timeout_s,
+            f"a new block sealed by another sealer than node {index}",
+            interval_s=0.02,
+        )
+
     def node_healthy(self, index: int) -> bool:
         return bool(rpc_call(self.rpc_url(index), "eth_chainId") == hex(self._geth.chain_id))
 

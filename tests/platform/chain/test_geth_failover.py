@@ -23,7 +23,7 @@ def test_calls_and_transactions_fail_over_when_the_first_node_is_down(
         assert chain.current_url == urls[0]
         height = chain.block_number()
 
-        geth_stack.geth.stop_node(0)
+        geth_stack.geth.stop_sealer(0)
         try:
             assert geth_stack.geth.nodes[0].pid() is None
             assert chain.block_number() >= height
