@@ -91,6 +91,9 @@ class LedgerRelaySettings(ServiceSettings):
         default=None, ge=0, description="blocks to wait on start for in-flight transactions"
     )
     fetch_max_records: int = Field(default=2000, ge=1)
+    max_write_records: int = Field(
+        default=20000, ge=1, description="at most this many events in one write of the log"
+    )
     consumer_group: str = "ledger-relay"
     topics: list[str] = Field(default_factory=lambda: list(DOMAIN_TOPICS))
     topic_partitions: int = Field(default=3, ge=1)
@@ -214,6 +217,7 @@ class LedgerRelayRuntime:
             policy=settings.policy(),
             max_in_flight=settings.max_in_flight,
             fetch_max_records=settings.fetch_max_records,
+            max_write_records=settings.max_write_records,
             settle_blocks=settle,
             max_checkpoint_leaves=1 if settings.mode == "baseline" else None,
         )

@@ -4,7 +4,9 @@ Exactly once, by construction:
 
 - Consuming: the leaves of a fetched batch and their bus positions are stored in
   one transaction; offsets are committed only afterwards. A redelivered event
-  (same bytes, hence same hash) is skipped, so it keeps its first leaf position.
+  (same bytes, hence same hash) is skipped, so it keeps its first leaf position:
+  a batch is written optimistically, and the unique event hash rejects one that
+  holds a known event, which is then looked up and the batch built again.
 - Anchoring: a checkpoint is recorded as *pending* before its transaction is
   sent and marked *anchored* (with the checkpoint-anchored event in the outbox,
   same transaction) after the receipt. The chain is the source of truth: on
@@ -18,10 +20,10 @@ Exactly once, by construction:
 Off the event loop: the relay's database and chain calls run on its own threads, so
 consuming, cutting and receipt polling do not wait on each other:
 
-- ``ledger-store`` (one thread): a fetched batch's duplicate lookup, Merkle appends and
+- ``ledger-store`` (one thread): a fetched batch's event hashes, ids, Merkle appends and
   bulk write. The consume loop fetches the next batch while the current one is stored
-  (one batch stored at a time, in order, so a lookup sees every earlier batch's leaves)
-  and commits a batch's offsets only once its write has committed;
+  (one batch stored at a time, in order) and commits a batch's offsets only once its
+  write has committed;
 - ``ledger-anchor`` (one thread): cutting a checkpoint (root and consistency proof from
   the stored subtrees, the pending row), sending its transaction, marking it anchored;
 - ``ledger-receipts`` (one thread): receipt waits, oldest first (transactions are mined
@@ -50,6 +52,7 @@ from google.protobuf.message import DecodeError
 from services.ledger_relay.domain.errors import LedgerError, LogDiverged
 from services.ledger_relay.domain.merkle import (
     EMPTY_ROOT,
+    STORED_FROM_LEVEL,
     CompactRange,
     Node,
     consistency_proof,
@@ -96,6 +99,8 @@ class RelayConfig:
     max_in_flight: int = 8
     """Anchoring transactions in flight at once (each proves consistency from the previous)."""
     fetch_max_records: int = 2000
+    max_write_records: int = 20000
+    """At most this many records in one write (fetched while the previous write runs)."""
     settle_blocks: int = 0
     """Blocks to wait, before reading the chain, for transactions a crash left in flight."""
     retry_initial_s: float = 0.2
@@ -112,6 +117,18 @@ def event_id_of(raw: bytes, digest: bytes) -> str:
     except (DecodeError, RuntimeError, ValueError):
         return digest.hex()
     return envelope.id or digest.hex()
+
+
+@dataclass(frozen=True, slots=True)
+class _Built:
+    """A fetched batch made into leaves on top of ``base`` (the stored range it was built on)."""
+
+    records: Sequence[Record]
+    digests: list[bytes]
+    base: CompactRange
+    leaves: list[Leaf]
+    nodes: list[Node]
+    compact: CompactRange
 
 
 class LedgerRelay:
@@ -133,7 +150,7 @@ class LedgerRelay:
         self._publish_outbox = publish_outbox
         self._crash_hook = crash_hook or (lambda _point: None)
         self._compact = CompactRange()
-        """Every leaf appended, including a batch whose write has not committed yet."""
+        """The store thread's range: every leaf whose write has committed."""
         self._stored = CompactRange()
         """The leaves whose write has committed: what a checkpoint may cover."""
         self._cut_size = 0
@@ -238,47 +255,68 @@ class LedgerRelay:
 
     # -- consuming ---------------------------------------------------------------
 
-    def _store(self, records: Sequence[Record]) -> tuple[int, int, CompactRange | None]:
-        """Appends the records' events as leaves, skipping ones already in the log, and
-        writes them in one transaction (``ledger-store`` thread). Returns the leaves
-        appended, the duplicates skipped and the stored range (``None`` if no leaf)."""
+    def _build(self, records: Sequence[Record]) -> _Built:
+        """Makes a fetched batch's leaves and stored subtrees on top of the stored range, as
+        if every event were new (the write checks that)."""
         digests = [event_hash(r.value) for r in records]
+        leaves, nodes, compact = self._leaves_of(records, digests, self._compact, set())
+        return _Built(records, digests, self._compact, leaves, nodes, compact)
+
+    @staticmethod
+    def _leaves_of(
+        records: Sequence[Record], digests: Sequence[bytes], base: CompactRange, seen: set[bytes]
+    ) -> tuple[list[Leaf], list[Node], CompactRange]:
+        """The leaves of the records whose hash is not in ``seen``, appended to a copy of
+        ``base``, with the subtrees they complete at the stored levels."""
+        compact = base.copy()
+        seen = set(seen)
+        now = _now_ms()
+        index = compact.size
+        leaves: list[Leaf] = []
+        for record, digest in zip(records, digests, strict=True):
+            if digest in seen:
+                continue
+            seen.add(digest)
+            position = BusPosition(record.topic, record.partition, record.offset)
+            leaves.append(Leaf(index, digest, event_id_of(record.value, digest), position, now))
+            index += 1
+        nodes = compact.extend((leaf_hash(leaf.event_hash) for leaf in leaves), STORED_FROM_LEVEL)
+        return leaves, nodes, compact
+
+    def _write(self, built: _Built) -> tuple[int, int, CompactRange | None]:
+        """Writes a built batch in one transaction, skipping events already in the log
+        (the repository builds it again, from the known hashes, if it holds any). Returns
+        the leaves appended, the duplicates skipped and the stored range (``None`` if no
+        leaf)."""
+        result: list[CompactRange] = []
 
         def build(seen: set[bytes]) -> tuple[list[Leaf], list[Node]]:
-            now = _now_ms()
-            compact = self._compact
-            leaves: list[Leaf] = []
-            nodes: list[Node] = []
-            for record, digest in zip(records, digests, strict=True):
-                if digest in seen:
-                    continue
-                seen.add(digest)
-                index = compact.size
-                nodes.extend(compact.append(leaf_hash(digest)))
-                leaves.append(
-                    Leaf(
-                        index,
-                        digest,
-                        event_id_of(record.value, digest),
-                        BusPosition(record.topic, record.partition, record.offset),
-                        now,
-                    )
-                )
+            if not seen and built.base is self._compact:
+                result[:] = [built.compact]
+                return built.leaves, built.nodes
+            leaves, nodes, compact = self._leaves_of(
+                built.records, built.digests, self._compact, seen
+            )
+            result[:] = [compact]
             return leaves, nodes
 
         try:
-            leaves = self._repo.append_unknown(digests, build)
+            leaves = self._repo.append_unknown(built.digests, build)
         except Exception:
             self._compact = CompactRange.restore(self._repo.tree_size(), self._repo.nodes)
             raise
-        duplicates = len(records) - len(leaves)
+        duplicates = len(built.records) - len(leaves)
         if not leaves:
             return 0, duplicates, None
+        self._compact = result[0]
         return len(leaves), duplicates, self._compact.copy()
 
     async def _store_and_commit(self, consumer: BusConsumer, records: Sequence[Record]) -> int:
-        """Stores a batch on the store thread, publishes the stored size, commits offsets."""
-        appended, duplicates, stored = await self._on("store", lambda: self._store(records))
+        """Builds and writes a batch on the store thread, publishes the stored size, commits
+        offsets; returns the leaves appended."""
+        appended, duplicates, stored = await self._on(
+            "store", lambda: self._write(self._build(records))
+        )
         if duplicates:
             self._metrics.duplicates_skipped.inc(duplicates)
         if stored is not None:
@@ -301,16 +339,30 @@ class LedgerRelay:
         return await self._store_and_commit(consumer, records)
 
     async def _consume_loop(self, consumer: BusConsumer, stop: asyncio.Event) -> None:
-        """Fetches the next batch while the previous one is stored and committed."""
+        """Fetches while a write runs; the next write takes everything fetched meanwhile.
+
+        One write at a time, in bus order. Batches grow with the load (up to
+        ``max_write_records``), so a write's fixed costs (the commit's flush, the offset
+        commit) are shared by more events the busier the relay is, and a quiet relay
+        writes each fetch at once.
+        """
+        pending: list[Record] = []
         storing: asyncio.Task[int] | None = None
         try:
             while not stop.is_set():
-                records = await consumer.fetch(self._config.fetch_max_records, timeout_s=0.2)
-                if storing is not None:
+                if storing is None:
+                    pending += await consumer.fetch(self._config.fetch_max_records, timeout_s=0.2)
+                elif len(pending) < self._config.max_write_records:
+                    # Short waits: the write's end is noticed within a few milliseconds.
+                    pending += await consumer.fetch(self._config.fetch_max_records, timeout_s=0.005)
+                else:
+                    await asyncio.wait([storing])
+                if storing is not None and storing.done():
                     await storing
                     storing = None
-                if records:
-                    storing = asyncio.create_task(self._store_and_commit(consumer, records))
+                if storing is None and pending:
+                    storing = asyncio.create_task(self._store_and_commit(consumer, pending))
+                    pending = []
             if storing is not None:
                 await storing
         finally:

@@ -92,6 +92,7 @@ class RelayDeployment:
             "EHR_CHECKPOINT_EVENTS": "100",
             "EHR_CHECKPOINT_INTERVAL_MS": "300",
             "EHR_FETCH_MAX_RECORDS": "50",
+            "EHR_MAX_WRITE_RECORDS": "100",  # many writes and checkpoints: many crash passages
             "EHR_LOG_LEVEL": "INFO",
         }
         env.update(self.extra_env)

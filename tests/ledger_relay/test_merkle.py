@@ -9,6 +9,7 @@ import pytest
 from services.ledger_relay.domain.errors import InvalidRange, ProofInvalid
 from services.ledger_relay.domain.merkle import (
     EMPTY_ROOT,
+    STORED_FROM_LEVEL,
     CompactRange,
     Coordinate,
     consistency_proof,
@@ -17,6 +18,7 @@ from services.ledger_relay.domain.merkle import (
     memory_lookup,
     node_hash,
     root_of,
+    subtree_hash,
     verify_consistency,
     verify_inclusion,
 )
@@ -165,3 +167,31 @@ def test_proofs_at_a_million_leaves_need_only_log_n_lookups() -> None:
     cproof = consistency_proof(500_001, n, lookup)
     assert len(cproof) <= 2 * 21
     assert len(asked) <= 2 * 21
+
+
+@pytest.mark.parametrize("n", [1, 63, 64, 65, 200, 1025])
+@pytest.mark.parametrize("min_level", [0, 1, STORED_FROM_LEVEL])
+def test_extend_returns_the_subtrees_append_completes_from_a_level_on(
+    n: int, min_level: int
+) -> None:
+    leaves, store, compact = build(n)
+    extended = CompactRange()
+    # In two calls: the second continues the first's frontier.
+    nodes = extended.extend(leaves[: n // 3], min_level) + extended.extend(
+        leaves[n // 3 :], min_level
+    )
+    assert {(x.level, x.index): x.hash for x in nodes} == {
+        c: h for c, h in store.items() if c[0] >= min_level
+    }
+    assert extended.size == compact.size == n
+    assert extended.root() == compact.root()
+
+
+@pytest.mark.parametrize("level", range(7))
+def test_subtree_hash_of_its_leaves_is_the_stored_subtree(level: int) -> None:
+    leaves, store, _ = build(300)
+    for index in range(300 >> level):
+        span = leaves[index << level : (index + 1) << level]
+        assert subtree_hash(span) == store[(level, index)]
+    with pytest.raises(InvalidRange):
+        subtree_hash(leaves[:3])

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
-from services.ledger_relay.adapters.sql import SqlLogRepository
+from services.ledger_relay.adapters.sql import SqlLogRepository, nodes_table
 from services.ledger_relay.domain.merkle import (
+    STORED_FROM_LEVEL,
     CompactRange,
+    Node,
     consistency_proof,
     inclusion_proof,
     leaf_hash,
@@ -119,3 +121,61 @@ def test_checkpoint_lifecycle_writes_the_outbox_in_the_same_transaction(
         assert conn.execute(sa.select(sa.func.count()).select_from(outbox_table)).scalar() == 1
     assert repo.drop_pending(0) == 1
     assert [c.index for c in repo.checkpoints()] == [0]
+
+
+def test_small_subtrees_are_recomputed_from_leaves_and_only_large_ones_stored(
+    sql_engine: sa.Engine,
+) -> None:
+    repo = SqlLogRepository(sql_engine)
+    repo.create_schema()
+    compact = CompactRange()
+    _fill(repo, compact, 300)
+    memory = CompactRange()
+    tree = {}
+    for i in range(300):
+        for node in memory.append(leaf_hash(i.to_bytes(32, "big"))):
+            tree[(node.level, node.index)] = node.hash
+    assert repo.nodes(list(tree)) == tree  # every level, from the table or from leaves
+    with sql_engine.connect() as conn:
+        levels = {int(k) >> 48 for (k,) in conn.execute(sa.select(nodes_table.c.node_key))}
+    assert levels and min(levels) >= STORED_FROM_LEVEL
+    try:
+        repo.nodes([(3, 40)])  # leaves 320..327 do not exist
+    except KeyError:
+        pass
+    else:
+        raise AssertionError("a subtree over missing leaves was made up")
+
+
+def test_append_unknown_skips_known_events_and_builds_again_from_scratch(
+    sql_engine: sa.Engine,
+) -> None:
+    repo = SqlLogRepository(sql_engine)
+    repo.create_schema()
+    compact = CompactRange()
+    _fill(repo, compact, 10)
+    hashes = [i.to_bytes(32, "big") for i in (8, 9, 10, 11)]  # 8 and 9 are leaves
+    calls: list[set[bytes]] = []
+
+    def build(known: set[bytes]) -> tuple[list[Leaf], list[Node]]:
+        calls.append(set(known))
+        fresh = compact.copy()
+        new = [h for h in hashes if h not in known]
+        leaves = [
+            Leaf(fresh.size + k, h, f"event-{h[-1]}", BusPosition("t.x.v1", 0, 100 + k), 1)
+            for k, h in enumerate(new)
+        ]
+        return leaves, fresh.extend([leaf_hash(h) for h in new])
+
+    written = repo.append_unknown(hashes, build)
+    assert calls == [set(), {hashes[0], hashes[1]}]  # optimistic first, then looked up
+    assert [leaf.event_hash for leaf in written] == hashes[2:]
+    assert repo.tree_size() == 12
+    assert repo.leaf_by_event_hash(hashes[0]) == repo.leaf_at(8)  # kept its first position
+    assert repo.leaf_at(10) == written[0]
+
+    calls.clear()
+    hashes = [i.to_bytes(32, "big") for i in (12, 13)]
+    compact = CompactRange.restore(12, repo.nodes)
+    assert len(repo.append_unknown(hashes, build)) == 2
+    assert calls == [set()]  # nothing known: one build, no lookup

@@ -1,8 +1,9 @@
 """``SqlLogRepository``: the Merkle log and its checkpoints on SQLite or PostgreSQL.
 
 Tables: ``ledger_leaves`` (one row per leaf with its bus position),
-``ledger_nodes`` (perfect subtrees of level >= 1, keyed by ``level << 48 | index``
-so a proof's hashes come back in one ``IN`` query), ``ledger_checkpoints`` and
+``ledger_nodes`` (perfect subtrees of level >= ``STORED_FROM_LEVEL``, keyed by
+``level << 48 | index`` so a proof's hashes come back in one ``IN`` query; smaller
+subtrees are recomputed from the leaf hashes of their block), ``ledger_checkpoints`` and
 ``ledger_state`` (key/value, e.g. the anchor contract's address).
 The checkpoint-anchored event is written to the shared outbox (``bus_outbox``)
 in the transaction that marks the checkpoint anchored.
@@ -10,11 +11,19 @@ in the transaction that marks the checkpoint anchored.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import cast
 
 import sqlalchemy as sa
 
-from services.ledger_relay.domain.merkle import Coordinate, Node
+from services.ledger_relay.domain.merkle import (
+    STORED_FROM_LEVEL,
+    Coordinate,
+    Node,
+    leaf_hash,
+    subtree_hash,
+)
 from services.ledger_relay.domain.model import (
     BusPosition,
     ChainAnchor,
@@ -26,6 +35,8 @@ from services.ledger_relay.domain.model import (
 )
 from services.platform.bus.outbox import OutboxWriter, create_outbox_table
 from services.platform.bus.port import Message
+
+log = logging.getLogger(__name__)
 
 metadata = sa.MetaData()
 
@@ -75,6 +86,7 @@ state_table = sa.Table(
 _LEVEL_SHIFT = 48
 
 
+_BLOCKS_PER_QUERY = 200
 _SQLITE_IN_CHUNK = 900  # below SQLite's bound-parameter limit on old builds
 _LEAF_COLUMNS = (
     "leaf_index",
@@ -137,12 +149,12 @@ def _known(conn: sa.Connection, event_hashes: Sequence[bytes]) -> set[bytes]:
 
 
 def _insert(conn: sa.Connection, leaves: Sequence[Leaf], nodes: Sequence[Node]) -> None:
-    """Bulk-inserts leaves and subtree nodes (level 0: the leaf hashes) in ``conn``."""
-    leaf_hashes = {n.index: n.hash for n in nodes if n.level == 0}
+    """Bulk-inserts leaves (with their leaf hashes) and the subtree nodes of stored levels
+    (``STORED_FROM_LEVEL`` and above; smaller ones are recomputed) in ``conn``."""
     leaf_rows = [
         (
             leaf.index,
-            leaf_hashes[leaf.index],
+            leaf_hash(leaf.event_hash),
             leaf.event_hash,
             leaf.event_id,
             leaf.position.topic,
@@ -152,10 +164,29 @@ def _insert(conn: sa.Connection, leaves: Sequence[Leaf], nodes: Sequence[Node]) 
         )
         for leaf in leaves
     ]
-    node_rows = [(_node_key(n.level, n.index), n.hash) for n in nodes if n.level > 0]
+    node_rows = [
+        (_node_key(n.level, n.index), n.hash) for n in nodes if n.level >= STORED_FROM_LEVEL
+    ]
     _bulk_insert(conn, leaves_table, _LEAF_COLUMNS, leaf_rows)
     if node_rows:
         _bulk_insert(conn, nodes_table, _NODE_COLUMNS, node_rows)
+
+
+def _leaf_hashes_of_blocks(conn: sa.Connection, blocks: Sequence[int]) -> dict[int, bytes]:
+    """The stored leaf hashes of the aligned blocks of ``2**STORED_FROM_LEVEL`` leaves."""
+    found: dict[int, bytes] = {}
+    width = 1 << STORED_FROM_LEVEL
+    for i in range(0, len(blocks), _BLOCKS_PER_QUERY):
+        spans = [
+            leaves_table.c.leaf_index.between(block * width, (block + 1) * width - 1)
+            for block in blocks[i : i + _BLOCKS_PER_QUERY]
+        ]
+        rows = conn.execute(
+            sa.select(leaves_table.c.leaf_index, leaves_table.c.leaf_hash).where(sa.or_(*spans))
+        )
+        for index, digest in rows:
+            found[int(index)] = bytes(digest)
+    return found
 
 
 def _node_key(level: int, index: int) -> int:
@@ -214,19 +245,25 @@ class SqlLogRepository(LogRepository):
         return 0 if top is None else int(top) + 1
 
     def nodes(self, coords: Iterable[Coordinate]) -> Mapping[Coordinate, bytes]:
-        wanted = list(coords)
-        leaf_indices = [index for level, index in wanted if level == 0]
-        keys = {_node_key(level, index): (level, index) for level, index in wanted if level > 0}
+        """Subtrees of level ``STORED_FROM_LEVEL`` and above from the nodes table; smaller
+        ones (level 0 included) from the leaf hashes of the aligned blocks they lie in."""
+        wanted = list(dict.fromkeys(coords))
+        small = [(level, index) for level, index in wanted if level < STORED_FROM_LEVEL]
+        keys = {
+            _node_key(level, index): (level, index)
+            for level, index in wanted
+            if level >= STORED_FROM_LEVEL
+        }
         found: dict[Coordinate, bytes] = {}
         with self._engine.connect() as conn:
-            if leaf_indices:
-                rows = conn.execute(
-                    sa.select(leaves_table.c.leaf_index, leaves_table.c.leaf_hash).where(
-                        leaves_table.c.leaf_index.in_(leaf_indices)
-                    )
+            if small:
+                leaf_hashes = _leaf_hashes_of_blocks(
+                    conn, sorted({(index << level) >> STORED_FROM_LEVEL for level, index in small})
                 )
-                for index, digest in rows:
-                    found[(0, int(index))] = bytes(digest)
+                for level, index in small:
+                    span = [leaf_hashes.get(i) for i in range(index << level, (index + 1) << level)]
+                    if all(span):
+                        found[(level, index)] = subtree_hash(cast(list[bytes], span))
             if keys:
                 rows = conn.execute(
                     sa.select(nodes_table.c.node_key, nodes_table.c.hash).where(
@@ -260,10 +297,21 @@ class SqlLogRepository(LogRepository):
         event_hashes: Sequence[bytes],
         build: Callable[[set[bytes]], tuple[Sequence[Leaf], Sequence[Node]]],
     ) -> Sequence[Leaf]:
-        """The lookup and the write on one connection, in one transaction (one pool
-        checkout per batch)."""
+        """Optimistic: writes what ``build`` makes without looking anything up, and lets
+        the unique event hash reject a batch holding an event that already is a leaf
+        (a redelivery, rare: after a restart or a rebalance); only then looks the
+        hashes up and builds again, lookup and write in one transaction."""
+        leaves, nodes = build(set())
+        if not leaves:
+            return leaves
+        try:
+            with self._engine.begin() as conn:
+                _insert(conn, leaves, nodes)
+            return leaves
+        except sa.exc.IntegrityError:
+            log.info("a batch of %d events holds known ones; looking them up", len(leaves))
         with self._engine.begin() as conn:
-            known = _known(conn, list(set(event_hashes))) if event_hashes else set()
+            known = _known(conn, list(set(event_hashes)))
             leaves, nodes = build(known)
             if leaves:
                 _insert(conn, leaves, nodes)

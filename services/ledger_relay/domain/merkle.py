@@ -5,12 +5,15 @@ Hashing (RFC 9162 section 2.1.1): leaf ``SHA-256(0x00 || d)``, interior node
 ``n > 1`` leaves splits at the largest power of two smaller than ``n``.
 
 Storage model: every *perfect* subtree (``2**level`` leaves starting at a
-multiple of ``2**level``) is stored once, under ``(level, index)``, as soon as
-its last leaf is appended (level 0 are the leaf hashes). Any range the RFC
+multiple of ``2**level``) has a hash under ``(level, index)``; level 0 are the
+leaf hashes. Subtrees of level ``STORED_FROM_LEVEL`` and above are stored once,
+as soon as their last leaf is appended; the smaller ones are recomputed from the
+at most ``2**STORED_FROM_LEVEL`` leaf hashes they cover (``subtree_hash``), which
+keeps the write path to about one stored row per leaf. Any range the RFC
 recursion visits splits into at most one perfect subtree per level, so a root
-or a proof needs O(log n) stored hashes and never re-hashes leaves. Proofs are
-computed in two passes: the first records which ``(level, index)`` hashes are
-needed, one batch read fetches them, the second computes the proof.
+or a proof needs O(log n) subtree hashes. Proofs are computed in two passes: the
+first records which ``(level, index)`` hashes are needed, one batch read fetches
+them, the second computes the proof.
 """
 
 from __future__ import annotations
@@ -25,6 +28,8 @@ HASH_SIZE = 32
 LEAF_PREFIX = b"\x00"
 NODE_PREFIX = b"\x01"
 EMPTY_ROOT = hashlib.sha256(b"").digest()
+STORED_FROM_LEVEL = 6
+"""The lowest level of stored subtrees: below it, hashes are recomputed from leaf hashes."""
 _sha256 = hashlib.sha256
 
 Coordinate = tuple[int, int]
@@ -40,6 +45,16 @@ def leaf_hash(data: bytes) -> bytes:
 
 def node_hash(left: bytes, right: bytes) -> bytes:
     return _sha256(NODE_PREFIX + left + right).digest()
+
+
+def subtree_hash(leaves: Sequence[bytes]) -> bytes:
+    """The hash of a perfect subtree from its leaf hashes (a power of two of them)."""
+    if not _is_power_of_two(len(leaves)):
+        raise InvalidRange(f"{len(leaves)} leaves are not a perfect subtree")
+    level = list(leaves)
+    while len(level) > 1:
+        level = [node_hash(level[i], level[i + 1]) for i in range(0, len(level), 2)]
+    return level[0]
 
 
 def split_point(n: int) -> int:
@@ -103,17 +118,29 @@ class CompactRange:
         return copied
 
     def append(self, leaf: bytes) -> list[Node]:
-        index = self._size
+        """Appends one leaf hash; returns every perfect subtree it completes, level 0 first."""
+        return self.extend((leaf,))
+
+    def extend(self, leaves: Iterable[bytes], min_level: int = 0) -> list[Node]:
+        """Appends leaf hashes in order; returns the perfect subtrees they complete at
+        ``min_level`` or above (the ones a store keeps), smaller ones first."""
         frontier = self._frontier
-        completed = [Node(0, index, leaf)]
-        level, digest = 0, leaf
-        # The levels merged are the trailing one bits of the old size.
-        while index >> level & 1:
-            digest = _sha256(NODE_PREFIX + frontier.pop()[1] + digest).digest()
-            level += 1
-            completed.append(Node(level, index >> level, digest))
-        frontier.append((level, digest))
-        self._size = index + 1
+        size = self._size
+        completed: list[Node] = []
+        sha256, prefix, new_node = _sha256, NODE_PREFIX, Node._make
+        for leaf in leaves:
+            if min_level == 0:
+                completed.append(new_node((0, size, leaf)))
+            level, digest = 0, leaf
+            # The levels merged are the trailing one bits of the old size.
+            while size >> level & 1:
+                digest = sha256(prefix + frontier.pop()[1] + digest).digest()
+                level += 1
+                if level >= min_level:
+                    completed.append(new_node((level, size >> level, digest)))
+            frontier.append((level, digest))
+            size += 1
+        self._size = size
         return completed
 
     def root(self) -> bytes:

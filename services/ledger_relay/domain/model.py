@@ -99,9 +99,11 @@ class LogRepository(ABC):
         event_hashes: Sequence[bytes],
         build: Callable[[set[bytes]], tuple[Sequence[Leaf], Sequence[Node]]],
     ) -> Sequence[Leaf]:
-        """Looks up which of ``event_hashes`` already are leaves, has ``build`` make the
-        leaves and subtrees of the others, stores them and returns the leaves (one
-        connection and transaction where the backend allows)."""
+        """Has ``build`` make the leaves and subtrees of the events among ``event_hashes``
+        that are not leaves yet (``build`` gets the known ones), stores them atomically and
+        returns the leaves. A backend may call ``build`` twice: first optimistically with
+        nothing known, then, if the write is rejected for a known event, with the known
+        hashes; so ``build`` must not keep state from a call whose write failed."""
         leaves, nodes = build(self.known_event_hashes(list(set(event_hashes))))
         if leaves:
             self.append(leaves, nodes)
