@@ -89,3 +89,56 @@ async def test_anchoring_goes_on_while_a_batch_is_written_and_covers_only_commit
         stop.set()
         await asyncio.wait_for(task, 30)
     _check_log_against_chain(relay_env, events)
+
+
+class SlowFirstWrite(SqlLogRepository):
+    """Holds the first write for a while; records how many events each write carried."""
+
+    def __init__(self, *args: object) -> None:
+        super().__init__(*args)  # type: ignore[arg-type]
+        self.sizes: list[int] = []
+
+    def append_unknown(
+        self,
+        event_hashes: Sequence[bytes],
+        build: Callable[[set[bytes]], tuple[Sequence[Leaf], Sequence[Node]]],
+    ) -> Sequence[Leaf]:
+        self.sizes.append(len(event_hashes))
+        if len(self.sizes) == 1:
+            time.sleep(1.0)  # a slow write: the relay keeps fetching meanwhile
+        return super().append_unknown(event_hashes, build)
+
+
+async def test_what_is_fetched_during_a_write_goes_into_the_next_write_in_bus_order(
+    relay_env: RelayEnv,
+) -> None:
+    events = [make_event(i) for i in range(120)]
+    await _publish(relay_env, events)
+    bus = await relay_env.bus()
+    repo = SlowFirstWrite(relay_env.engine)
+    repo.create_schema()
+    config = replace(relay_env.config, fetch_max_records=10, max_write_records=1000)
+    relay = LedgerRelay(
+        repo, relay_env.anchor, bus, config, RelayMetrics(CollectorRegistry()), None
+    )
+    await relay.open()
+    stop = asyncio.Event()
+    task = asyncio.create_task(relay.run(stop))
+    try:
+        await _until(lambda: relay.anchored_size == len(events) or task.done(), 90, "anchored")
+        assert not task.done(), task
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 30)
+    assert sum(repo.sizes) == len(events)
+    assert repo.sizes[0] <= 10
+    assert max(repo.sizes[1:]) > 10, repo.sizes  # fetches gathered into one write
+    offsets: dict[tuple[str, int], list[int]] = {}
+    for index in range(len(events)):
+        leaf = repo.leaf_at(index)
+        assert leaf is not None
+        offsets.setdefault((leaf.position.topic, leaf.position.partition), []).append(
+            leaf.position.offset
+        )
+    assert all(o == sorted(o) for o in offsets.values())  # each partition in bus order
+    _check_log_against_chain(relay_env, events)
