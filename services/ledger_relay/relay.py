@@ -20,10 +20,11 @@ Exactly once, by construction:
 Off the event loop: the relay's database and chain calls run on its own threads, so
 consuming, cutting and receipt polling do not wait on each other:
 
-- ``ledger-store`` (one thread): a fetched batch's event hashes, ids, Merkle appends and
-  bulk write. The consume loop fetches the next batch while the current one is stored
-  (one batch stored at a time, in order) and commits a batch's offsets only once its
-  write has committed;
+- ``ledger-build`` (one thread): a fetched batch's event hashes, ids and Merkle appends,
+  on top of the batches built before it, while those are being written;
+- ``ledger-store`` (one thread): the bulk write of the batches built so far, in one
+  transaction (one write at a time, in bus order). The consume loop fetches and builds
+  while a write runs, and commits offsets only once their write has committed;
 - ``ledger-anchor`` (one thread): cutting a checkpoint (root and consistency proof from
   the stored subtrees, the pending row), sending its transaction, marking it anchored;
 - ``ledger-receipts`` (one thread): receipt waits, oldest first (transactions are mined
@@ -43,6 +44,8 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
+from itertools import pairwise
 from typing import TypeVar
 
 from ehr.ledger.v1 import ledger_pb2
@@ -121,7 +124,7 @@ def event_id_of(raw: bytes, digest: bytes) -> str:
 
 @dataclass(frozen=True, slots=True)
 class _Built:
-    """A fetched batch made into leaves on top of ``base`` (the stored range it was built on)."""
+    """A fetched batch made into leaves on top of ``base`` (the range it was built on)."""
 
     records: Sequence[Record]
     digests: list[bytes]
@@ -151,6 +154,8 @@ class LedgerRelay:
         self._crash_hook = crash_hook or (lambda _point: None)
         self._compact = CompactRange()
         """The store thread's range: every leaf whose write has committed."""
+        self._tip = self._compact
+        """The build thread's range: the last batch built, maybe not written yet."""
         self._stored = CompactRange()
         """The leaves whose write has committed: what a checkpoint may cover."""
         self._cut_size = 0
@@ -256,11 +261,13 @@ class LedgerRelay:
     # -- consuming ---------------------------------------------------------------
 
     def _build(self, records: Sequence[Record]) -> _Built:
-        """Makes a fetched batch's leaves and stored subtrees on top of the stored range, as
-        if every event were new (the write checks that)."""
+        """Makes a fetched batch's leaves and stored subtrees on top of the last batch built
+        (``ledger-build`` thread), as if every event were new: the write checks that."""
+        base = self._tip
         digests = [event_hash(r.value) for r in records]
-        leaves, nodes, compact = self._leaves_of(records, digests, self._compact, set())
-        return _Built(records, digests, self._compact, leaves, nodes, compact)
+        leaves, nodes, compact = self._leaves_of(records, digests, base, set())
+        self._tip = compact
+        return _Built(records, digests, base, leaves, nodes, compact)
 
     @staticmethod
     def _leaves_of(
@@ -283,40 +290,47 @@ class LedgerRelay:
         nodes = compact.extend((leaf_hash(leaf.event_hash) for leaf in leaves), STORED_FROM_LEVEL)
         return leaves, nodes, compact
 
-    def _write(self, built: _Built) -> tuple[int, int, CompactRange | None]:
-        """Writes a built batch in one transaction, skipping events already in the log
-        (the repository builds it again, from the known hashes, if it holds any). Returns
-        the leaves appended, the duplicates skipped and the stored range (``None`` if no
-        leaf)."""
+    def _write(self, group: Sequence[_Built]) -> tuple[int, int, CompactRange | None, bool]:
+        """Writes built batches in one transaction (``ledger-store`` thread), skipping events
+        already in the log. They are written as built when they follow the stored range and
+        each other and hold no known event; otherwise (a redelivery, or a batch before them
+        that held one) the repository has them built again on the stored range. Returns the
+        leaves appended, the duplicates skipped, the stored range (``None`` if no leaf) and
+        whether they were built again."""
+        records = [r for built in group for r in built.records]
+        digests = [d for built in group for d in built.digests]
         result: list[CompactRange] = []
 
         def build(seen: set[bytes]) -> tuple[list[Leaf], list[Node]]:
-            if not seen and built.base is self._compact:
-                result[:] = [built.compact]
-                return built.leaves, built.nodes
-            leaves, nodes, compact = self._leaves_of(
-                built.records, built.digests, self._compact, seen
+            chained = group[0].base is self._compact and all(
+                after.base is before.compact for before, after in pairwise(group)
             )
+            if not seen and chained:
+                result[:] = [group[-1].compact]
+                return (
+                    [leaf for built in group for leaf in built.leaves],
+                    [node for built in group for node in built.nodes],
+                )
+            leaves, nodes, compact = self._leaves_of(records, digests, self._compact, seen)
             result[:] = [compact]
             return leaves, nodes
 
         try:
-            leaves = self._repo.append_unknown(built.digests, build)
+            leaves = self._repo.append_unknown(digests, build)
         except Exception:
             self._compact = CompactRange.restore(self._repo.tree_size(), self._repo.nodes)
             raise
-        duplicates = len(built.records) - len(leaves)
+        rebuilt = not result or result[0] is not group[-1].compact
+        duplicates = len(records) - len(leaves)
         if not leaves:
-            return 0, duplicates, None
+            return 0, duplicates, None, rebuilt
         self._compact = result[0]
-        return len(leaves), duplicates, self._compact.copy()
+        return len(leaves), duplicates, self._compact.copy(), rebuilt
 
-    async def _store_and_commit(self, consumer: BusConsumer, records: Sequence[Record]) -> int:
-        """Builds and writes a batch on the store thread, publishes the stored size, commits
-        offsets; returns the leaves appended."""
-        appended, duplicates, stored = await self._on(
-            "store", lambda: self._write(self._build(records))
-        )
+    async def _write_and_commit(self, consumer: BusConsumer, group: Sequence[_Built]) -> bool:
+        """Writes built batches on the store thread, publishes the stored size, commits
+        their offsets; returns whether they had to be built again."""
+        appended, duplicates, stored, rebuilt = await self._on("store", lambda: self._write(group))
         if duplicates:
             self._metrics.duplicates_skipped.inc(duplicates)
         if stored is not None:
@@ -328,46 +342,62 @@ class LedgerRelay:
             self._metrics.lag.set(stored.size - self._anchored_size)
             self._wake.set()
         self._crash_hook("before_commit")
-        await consumer.commit_records(records)
-        return appended
+        await consumer.commit_records([r for built in group for r in built.records])
+        return rebuilt
 
     async def consume_batch(self, consumer: BusConsumer, timeout_s: float = 0.2) -> int:
         """Fetches, stores and commits one batch; returns the leaves appended."""
         records = await consumer.fetch(self._config.fetch_max_records, timeout_s=timeout_s)
         if not records:
             return 0
-        return await self._store_and_commit(consumer, records)
+        before = self.tree_size
+        self._tip = self._compact
+        built = await self._on("build", partial(self._build, records))
+        await self._write_and_commit(consumer, [built])
+        return self.tree_size - before
 
     async def _consume_loop(self, consumer: BusConsumer, stop: asyncio.Event) -> None:
-        """Fetches while a write runs; the next write takes everything fetched meanwhile.
+        """Fetches and builds while a write runs; the next write takes everything built
+        meanwhile.
 
-        One write at a time, in bus order. Batches grow with the load (up to
+        One write at a time, in bus order. Writes grow with the load (up to
         ``max_write_records``), so a write's fixed costs (the commit's flush, the offset
         commit) are shared by more events the busier the relay is, and a quiet relay
-        writes each fetch at once.
+        writes each fetch at once. Batches are built on top of the ones before them,
+        before those are written; if a write had to build its batches again (it skipped
+        known events), the batches built since are built again on what was stored.
         """
-        pending: list[Record] = []
-        storing: asyncio.Task[int] | None = None
+        built: list[_Built] = []
+        waiting = 0
+        writing: asyncio.Task[bool] | None = None
+        self._tip = self._compact
         try:
             while not stop.is_set():
-                if storing is None:
-                    pending += await consumer.fetch(self._config.fetch_max_records, timeout_s=0.2)
-                elif len(pending) < self._config.max_write_records:
-                    # Short waits: the write's end is noticed within a few milliseconds.
-                    pending += await consumer.fetch(self._config.fetch_max_records, timeout_s=0.005)
+                if writing is not None and waiting >= self._config.max_write_records:
+                    await asyncio.wait([writing])
                 else:
-                    await asyncio.wait([storing])
-                if storing is not None and storing.done():
-                    await storing
-                    storing = None
-                if storing is None and pending:
-                    storing = asyncio.create_task(self._store_and_commit(consumer, pending))
-                    pending = []
-            if storing is not None:
-                await storing
+                    # Short waits while writing: its end is noticed within milliseconds.
+                    records = await consumer.fetch(
+                        self._config.fetch_max_records, timeout_s=0.2 if writing is None else 0.005
+                    )
+                    if records:
+                        built.append(await self._on("build", partial(self._build, records)))
+                        waiting += len(records)
+                if writing is not None and writing.done():
+                    if await writing:
+                        self._tip = self._compact
+                        built = [
+                            await self._on("build", partial(self._build, b.records)) for b in built
+                        ]
+                    writing = None
+                if writing is None and built:
+                    writing = asyncio.create_task(self._write_and_commit(consumer, built))
+                    built, waiting = [], 0
+            if writing is not None:
+                await writing
         finally:
-            if storing is not None and not storing.done():
-                storing.cancel()
+            if writing is not None and not writing.done():
+                writing.cancel()
 
     # -- anchoring ---------------------------------------------------------------
 
