@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import os
 from pathlib import Path
 from typing import Literal
@@ -93,6 +94,13 @@ class LedgerRelaySettings(ServiceSettings):
     fetch_max_records: int = Field(default=2000, ge=1)
     max_write_records: int = Field(
         default=20000, ge=1, description="at most this many events in one write of the log"
+    )
+    gc_threshold: int = Field(
+        default=50_000,
+        ge=0,
+        description="Python's generation-0 collection threshold, set at start (0: keep "
+        "Python's 700): consuming allocates several objects per event, and frequent young "
+        "collections cost the relay about a fifth of its throughput",
     )
     consumer_group: str = "ledger-relay"
     topics: list[str] = Field(default_factory=lambda: list(DOMAIN_TOPICS))
@@ -266,6 +274,8 @@ class LedgerRelayRuntime:
     async def start(self) -> None:
         """Starts the bus, reconciles the log with the chain, starts the loops."""
         self._stop.clear()
+        if self.settings.gc_threshold:
+            gc.set_threshold(self.settings.gc_threshold, *gc.get_threshold()[1:])
         await self.bus.start()
         await self.relay.open()
         self._tasks = [
