@@ -290,14 +290,15 @@ class LedgerRelay:
         nodes = compact.extend((leaf_hash(leaf.event_hash) for leaf in leaves), STORED_FROM_LEVEL)
         return leaves, nodes, compact
 
-    def _write(self, group: Sequence[_Built]) -> tuple[int, int, CompactRange | None, bool]:
+    def _write(
+        self, group: Sequence[_Built], records: Sequence[Record]
+    ) -> tuple[int, int, CompactRange | None, bool]:
         """Writes built batches in one transaction (``ledger-store`` thread), skipping events
         already in the log. They are written as built when they follow the stored range and
         each other and hold no known event; otherwise (a redelivery, or a batch before them
         that held one) the repository has them built again on the stored range. Returns the
         leaves appended, the duplicates skipped, the stored range (``None`` if no leaf) and
-        whether they were built again."""
-        records = [r for built in group for r in built.records]
+        whether they were built again. ``records`` are the group's records, in order."""
         digests = [d for built in group for d in built.digests]
         result: list[CompactRange] = []
 
@@ -330,7 +331,10 @@ class LedgerRelay:
     async def _write_and_commit(self, consumer: BusConsumer, group: Sequence[_Built]) -> bool:
         """Writes built batches on the store thread, publishes the stored size, commits
         their offsets; returns whether they had to be built again."""
-        appended, duplicates, stored, rebuilt = await self._on("store", lambda: self._write(group))
+        records = [r for built in group for r in built.records]
+        appended, duplicates, stored, rebuilt = await self._on(
+            "store", lambda: self._write(group, records)
+        )
         if duplicates:
             self._metrics.duplicates_skipped.inc(duplicates)
         if stored is not None:
@@ -342,7 +346,7 @@ class LedgerRelay:
             self._metrics.lag.set(stored.size - self._anchored_size)
             self._wake.set()
         self._crash_hook("before_commit")
-        await consumer.commit_records([r for built in group for r in built.records])
+        await consumer.commit_records(records)
         return rebuilt
 
     async def consume_batch(self, consumer: BusConsumer, timeout_s: float = 0.2) -> int:

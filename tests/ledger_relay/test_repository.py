@@ -38,6 +38,15 @@ def _fill(repo: SqlLogRepository, compact: CompactRange, count: int, batch: int 
         repo.append(leaves, nodes)
 
 
+def _filled(sql_engine: sa.Engine, count: int) -> tuple[SqlLogRepository, CompactRange]:
+    """A repository on a fresh schema holding leaves 0..count-1, and its compact range."""
+    repo = SqlLogRepository(sql_engine)
+    repo.create_schema()
+    compact = CompactRange()
+    _fill(repo, compact, count)
+    return repo, compact
+
+
 def test_leaves_nodes_and_proofs_survive_reopening(sql_engine: sa.Engine) -> None:
     repo = SqlLogRepository(sql_engine)
     repo.create_schema()
@@ -65,10 +74,7 @@ def test_leaves_nodes_and_proofs_survive_reopening(sql_engine: sa.Engine) -> Non
 
 
 def test_an_append_is_all_or_nothing(sql_engine: sa.Engine) -> None:
-    repo = SqlLogRepository(sql_engine)
-    repo.create_schema()
-    compact = CompactRange()
-    _fill(repo, compact, 4)
+    repo, compact = _filled(sql_engine, 4)
     duplicate = (2).to_bytes(32, "big")  # already leaf 2: the unique event hash refuses it
     nodes = compact.append(leaf_hash(b"x")) + compact.append(leaf_hash(duplicate))
     leaves = [
@@ -88,10 +94,7 @@ def test_an_append_is_all_or_nothing(sql_engine: sa.Engine) -> None:
 def test_checkpoint_lifecycle_writes_the_outbox_in_the_same_transaction(
     sql_engine: sa.Engine,
 ) -> None:
-    repo = SqlLogRepository(sql_engine)
-    repo.create_schema()
-    compact = CompactRange()
-    _fill(repo, compact, 20)
+    repo, _ = _filled(sql_engine, 20)
     first = Checkpoint(0, 10, b"r" * 32, 0, b"\0" * 32, CheckpointStatus.PENDING, cut_at_ms=1)
     second = Checkpoint(1, 20, b"s" * 32, 10, b"r" * 32, CheckpointStatus.PENDING, cut_at_ms=2)
     repo.add_checkpoint(first)
@@ -126,10 +129,7 @@ def test_checkpoint_lifecycle_writes_the_outbox_in_the_same_transaction(
 def test_small_subtrees_are_recomputed_from_leaves_and_only_large_ones_stored(
     sql_engine: sa.Engine,
 ) -> None:
-    repo = SqlLogRepository(sql_engine)
-    repo.create_schema()
-    compact = CompactRange()
-    _fill(repo, compact, 300)
+    repo, _ = _filled(sql_engine, 300)
     memory = CompactRange()
     tree = {}
     for i in range(300):
@@ -150,10 +150,7 @@ def test_small_subtrees_are_recomputed_from_leaves_and_only_large_ones_stored(
 def test_append_unknown_skips_known_events_and_builds_again_from_scratch(
     sql_engine: sa.Engine,
 ) -> None:
-    repo = SqlLogRepository(sql_engine)
-    repo.create_schema()
-    compact = CompactRange()
-    _fill(repo, compact, 10)
+    repo, compact = _filled(sql_engine, 10)
     hashes = [i.to_bytes(32, "big") for i in (8, 9, 10, 11)]  # 8 and 9 are leaves
     calls: list[set[bytes]] = []
 
