@@ -83,6 +83,7 @@ from services.ledger_relay.domain.model import (
     Checkpoint,
     CheckpointStatus,
     Leaf,
+    LeafBatch,
 )
 from services.ledger_relay.domain.proofs import ProofService
 from services.platform.bus.port import Record, partition_for_key
@@ -319,7 +320,7 @@ def _measure(n: int, backend: str, audit_url: str, ledger_url: str, chain: Chain
             for node in completed:
                 tree[(node.level, node.index)] = node.hash
             leaves.append(Leaf(i, digest, event_id, BusPosition(topic, partition, offset), 0))
-        log.append(leaves, nodes)
+        log.append(LeafBatch.of(leaves), nodes)
         if (first // CHUNK) % 20 == 19:
             _progress(f"relay log: {first + CHUNK:,} leaves")
     anchor = AuditAnchorLedger.deploy(chain, chain.new_account(), chain.new_account())

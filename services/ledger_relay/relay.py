@@ -64,11 +64,10 @@ from services.ledger_relay.domain.merkle import (
 )
 from services.ledger_relay.domain.model import (
     AnchorLedger,
-    BusPosition,
     ChainAnchor,
     Checkpoint,
     CheckpointStatus,
-    Leaf,
+    LeafBatch,
     LogRepository,
     OutgoingEvent,
 )
@@ -113,13 +112,18 @@ class RelayConfig:
     """At most this many new leaves per checkpoint (1: the per-event baseline)."""
 
 
-def event_id_of(raw: bytes, digest: bytes) -> str:
-    """The envelope id of an event, or its hash in hex if the bytes are not an envelope."""
-    try:
-        envelope = Envelope.FromString(raw)
-    except (DecodeError, RuntimeError, ValueError):
-        return digest.hex()
-    return envelope.id or digest.hex()
+def event_ids_of(values: Sequence[bytes], digests: Sequence[bytes]) -> list[str]:
+    """The envelope id of each event, or its hash in hex if its bytes are not an envelope
+    (or carry no id). One loop over the batch: it runs for every event consumed."""
+    parse = Envelope.FromString
+    ids: list[str] = []
+    append = ids.append
+    for raw, digest in zip(values, digests, strict=True):
+        try:
+            append(parse(raw).id or digest.hex())
+        except (DecodeError, RuntimeError, ValueError):
+            append(digest.hex())
+    return ids
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,9 +131,8 @@ class _Built:
     """A fetched batch made into leaves on top of ``base`` (the range it was built on)."""
 
     records: Sequence[Record]
-    digests: list[bytes]
     base: CompactRange
-    leaves: list[Leaf]
+    batch: LeafBatch
     nodes: list[Node]
     compact: CompactRange
 
@@ -264,60 +267,73 @@ class LedgerRelay:
         """Makes a fetched batch's leaves and stored subtrees on top of the last batch built
         (``ledger-build`` thread), as if every event were new: the write checks that."""
         base = self._tip
-        digests = [event_hash(r.value) for r in records]
-        leaves, nodes, compact = self._leaves_of(records, digests, base, set())
+        batch, nodes, compact = self._leaves_of(records, base, set())
         self._tip = compact
-        return _Built(records, digests, base, leaves, nodes, compact)
+        return _Built(records, base, batch, nodes, compact)
 
     @staticmethod
     def _leaves_of(
-        records: Sequence[Record], digests: Sequence[bytes], base: CompactRange, seen: set[bytes]
-    ) -> tuple[list[Leaf], list[Node], CompactRange]:
-        """The leaves of the records whose hash is not in ``seen``, appended to a copy of
-        ``base``, with the subtrees they complete at the stored levels."""
+        records: Sequence[Record], base: CompactRange, seen: set[bytes]
+    ) -> tuple[LeafBatch, list[Node], CompactRange]:
+        """The leaves of the records whose hash is not in ``seen`` (each hash once),
+        appended to a copy of ``base``, with the subtrees they complete at the stored
+        levels. Column by column: this runs for every event consumed."""
+        values = [r.value for r in records]
+        digests = list(map(event_hash, values))
+        distinct = set(digests)
+        if len(distinct) != len(digests) or not seen.isdisjoint(distinct):
+            seen = set(seen)
+            kept = []
+            for record, digest in zip(records, digests, strict=True):
+                if digest not in seen:
+                    seen.add(digest)
+                    kept.append(record)
+            records = kept
+            values = [r.value for r in records]
+            digests = list(map(event_hash, values))
         compact = base.copy()
-        seen = set(seen)
-        now = _now_ms()
-        index = compact.size
-        leaves: list[Leaf] = []
-        for record, digest in zip(records, digests, strict=True):
-            if digest in seen:
-                continue
-            seen.add(digest)
-            position = BusPosition(record.topic, record.partition, record.offset)
-            leaves.append(Leaf(index, digest, event_id_of(record.value, digest), position, now))
-            index += 1
-        nodes = compact.extend((leaf_hash(leaf.event_hash) for leaf in leaves), STORED_FROM_LEVEL)
-        return leaves, nodes, compact
+        leaf_hashes = list(map(leaf_hash, digests))
+        batch = LeafBatch(
+            compact.size,
+            digests,
+            leaf_hashes,
+            event_ids_of(values, digests),
+            [r.topic for r in records],
+            [r.partition for r in records],
+            [r.offset for r in records],
+            _now_ms(),
+        )
+        nodes = compact.extend(leaf_hashes, STORED_FROM_LEVEL)
+        return batch, nodes, compact
 
     def _write(
         self, group: Sequence[_Built], records: Sequence[Record]
     ) -> tuple[int, int, CompactRange | None, bool]:
         """Writes built batches in one transaction (``ledger-store`` thread), skipping events
         already in the log. They are written as built when they follow the stored range and
-        each other and hold no known event; otherwise (a redelivery, or a batch before them
-        that held one) the repository has them built again on the stored range. Returns the
-        leaves appended, the duplicates skipped, the stored range (``None`` if no leaf) and
-        whether they were built again. ``records`` are the group's records, in order."""
-        digests = [d for built in group for d in built.digests]
+        each other; if that write is refused for a known event (a redelivery, a batch before
+        them that held one, or one event in two of them), the repository has them built
+        again on the stored range, without the known events. Returns the leaves appended,
+        the duplicates skipped, the stored range (``None`` if no leaf) and whether they were
+        built again. ``records`` are the group's records, in order."""
         result: list[CompactRange] = []
+        chained = group[0].base is self._compact and all(
+            after.base is before.compact for before, after in pairwise(group)
+        )
 
-        def build(seen: set[bytes]) -> tuple[list[Leaf], list[Node]]:
-            chained = group[0].base is self._compact and all(
-                after.base is before.compact for before, after in pairwise(group)
-            )
-            if not seen and chained:
+        def build(seen: set[bytes]) -> tuple[LeafBatch, list[Node]]:
+            if chained and not result:  # the first, optimistic call: as built
                 result[:] = [group[-1].compact]
                 return (
-                    [leaf for built in group for leaf in built.leaves],
+                    LeafBatch.concat([built.batch for built in group]),
                     [node for built in group for node in built.nodes],
                 )
-            leaves, nodes, compact = self._leaves_of(records, digests, self._compact, seen)
+            batch, nodes, compact = self._leaves_of(records, self._compact, seen)
             result[:] = [compact]
-            return leaves, nodes
+            return batch, nodes
 
         try:
-            leaves = self._repo.append_unknown(digests, build)
+            leaves = self._repo.append_unknown(build)
         except Exception:
             self._compact = CompactRange.restore(self._repo.tree_size(), self._repo.nodes)
             raise

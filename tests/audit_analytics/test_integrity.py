@@ -28,7 +28,13 @@ from services.audit_analytics.domain.service import AuditService
 from services.ledger_relay.adapters.anchor import AuditAnchorLedger
 from services.ledger_relay.adapters.sql import SqlLogRepository
 from services.ledger_relay.domain.merkle import CompactRange, leaf_hash
-from services.ledger_relay.domain.model import BusPosition, Checkpoint, CheckpointStatus, Leaf
+from services.ledger_relay.domain.model import (
+    BusPosition,
+    Checkpoint,
+    CheckpointStatus,
+    Leaf,
+    LeafBatch,
+)
 from services.ledger_relay.domain.proofs import ProofService
 from services.platform.bus.outbox import outbox_table
 from services.platform.events.envelope import decode, event_hash, payload
@@ -188,7 +194,7 @@ async def test_events_are_stored_proven_verified_and_every_tampering_is_detected
         digest = event_hash(raw)
         leaves.append(Leaf(i, digest, decode(raw).id, BusPosition("fork", 0, i), 0))
         nodes += frontier.append(leaf_hash(digest))
-    fork_repo.append(leaves, nodes)
+    fork_repo.append(LeafBatch.of(leaves), nodes)
     fork_anchor = AuditAnchorLedger.deploy(
         audit_stack.chain, audit_stack.chain.new_account(), audit_stack.chain.new_account()
     )

@@ -169,8 +169,8 @@ def test_proofs_at_a_million_leaves_need_only_log_n_lookups() -> None:
     assert len(asked) <= 2 * 21
 
 
-@pytest.mark.parametrize("n", [1, 63, 64, 65, 200, 1025])
-@pytest.mark.parametrize("min_level", [0, 1, STORED_FROM_LEVEL])
+@pytest.mark.parametrize("n", [1, 63, 64, 65, 200, 1025, 4099])
+@pytest.mark.parametrize("min_level", [0, 1, 3, STORED_FROM_LEVEL])
 def test_extend_returns_the_subtrees_append_completes_from_a_level_on(
     n: int, min_level: int
 ) -> None:

@@ -15,7 +15,7 @@ from prometheus_client import CollectorRegistry
 
 from services.ledger_relay.adapters.sql import SqlLogRepository
 from services.ledger_relay.domain.merkle import Node
-from services.ledger_relay.domain.model import Leaf
+from services.ledger_relay.domain.model import LeafBatch
 from services.ledger_relay.domain.policy import CheckpointPolicy
 from services.ledger_relay.metrics import RelayMetrics
 from services.ledger_relay.relay import LedgerRelay
@@ -32,16 +32,14 @@ class GatedRepository(SqlLogRepository):
         self.release = threading.Event()
 
     def append_unknown(
-        self,
-        event_hashes: Sequence[bytes],
-        build: Callable[[set[bytes]], tuple[Sequence[Leaf], Sequence[Node]]],
-    ) -> Sequence[Leaf]:
+        self, build: Callable[[set[bytes]], tuple[LeafBatch, Sequence[Node]]]
+    ) -> LeafBatch:
         self.writes += 1
         if self.writes > 1:
             self.holding.set()
             if not self.release.wait(120):
                 raise TimeoutError("the test never released the write")
-        return super().append_unknown(event_hashes, build)
+        return super().append_unknown(build)
 
 
 async def test_anchoring_goes_on_while_a_batch_is_written_and_covers_only_committed_leaves(
@@ -99,14 +97,13 @@ class SlowFirstWrite(SqlLogRepository):
         self.sizes: list[int] = []
 
     def append_unknown(
-        self,
-        event_hashes: Sequence[bytes],
-        build: Callable[[set[bytes]], tuple[Sequence[Leaf], Sequence[Node]]],
-    ) -> Sequence[Leaf]:
-        self.sizes.append(len(event_hashes))
-        if len(self.sizes) == 1:
+        self, build: Callable[[set[bytes]], tuple[LeafBatch, Sequence[Node]]]
+    ) -> LeafBatch:
+        if not self.sizes:
             time.sleep(1.0)  # a slow write: the relay keeps fetching meanwhile
-        return super().append_unknown(event_hashes, build)
+        written = super().append_unknown(build)
+        self.sizes.append(len(written))
+        return written
 
 
 async def test_what_is_fetched_during_a_write_goes_into_the_next_write_in_bus_order(
@@ -141,4 +138,39 @@ async def test_what_is_fetched_during_a_write_goes_into_the_next_write_in_bus_or
             leaf.position.offset
         )
     assert all(o == sorted(o) for o in offsets.values())  # each partition in bus order
+    _check_log_against_chain(relay_env, events)
+
+
+async def test_one_event_in_two_fetches_of_one_write_becomes_one_leaf(
+    relay_env: RelayEnv,
+) -> None:
+    """The same bytes published twice, fetched into different batches that are written
+    together: the optimistic write is refused and the batches are built again as one."""
+    events = [make_event(i) for i in range(80)]
+    await _publish(relay_env, [*events, events[20]])
+    bus = await relay_env.bus()
+    repo = SlowFirstWrite(relay_env.engine)
+    repo.create_schema()
+    registry = CollectorRegistry()
+    config = replace(relay_env.config, fetch_max_records=10, max_write_records=1000)
+    relay = LedgerRelay(repo, relay_env.anchor, bus, config, RelayMetrics(registry), None)
+    await relay.open()
+    stop = asyncio.Event()
+    task = asyncio.create_task(relay.run(stop))
+    try:
+        await _until(
+            lambda: (
+                registry.get_sample_value("ledger_duplicates_skipped_total") == 1 or task.done()
+            ),
+            90,
+            "the copy skipped",
+        )
+        assert not task.done(), task
+        await _until(lambda: relay.anchored_size == len(events) or task.done(), 90, "anchored")
+        assert not task.done(), task
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 30)
+    assert sum(repo.sizes) == len(events)
+    assert max(repo.sizes[1:]) > 10, repo.sizes  # the copy was in a write of several fetches
     _check_log_against_chain(relay_env, events)

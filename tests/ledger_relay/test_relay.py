@@ -16,7 +16,7 @@ from services.ledger_relay.domain.merkle import (
     verify_inclusion,
 )
 from services.ledger_relay.domain.model import CheckpointStatus
-from services.ledger_relay.relay import LedgerRelay
+from services.ledger_relay.relay import LedgerRelay, event_ids_of
 from services.platform.bus.outbox import outbox_table
 from services.platform.bus.port import Message, TopicSpec
 from services.platform.events.envelope import decode, event_hash
@@ -58,9 +58,9 @@ def _check_log_against_chain(env: RelayEnv, events: list[bytes]) -> None:
     assert repo.tree_size() == len(events)
     indices = set()
     for raw in events:
-        leaf = repo.leaf_by_event_hash(event_hash(raw))
+        leaf = repo.leaf_by_event_id(decode(raw).id)
         assert leaf is not None
-        assert leaf.event_id == decode(raw).id
+        assert leaf.event_hash == event_hash(raw)
         indices.add(leaf.index)
     assert indices == set(range(len(events)))
     anchored = repo.checkpoints(CheckpointStatus.ANCHORED)
@@ -82,6 +82,18 @@ def _check_log_against_chain(env: RelayEnv, events: list[bytes]) -> None:
     with env.engine.connect() as conn:
         outbox = conn.execute(sa.select(outbox_table.c.value)).all()
     assert len(outbox) == len(anchored), "one checkpoint-anchored event per checkpoint"
+
+
+def test_an_event_id_is_the_envelope_id_or_else_the_event_hash_in_hex() -> None:
+    raw = make_event(1)
+    values = [raw, b"\xff\xff not an envelope", b"", raw]  # b"": an envelope without id
+    digests = [event_hash(v) for v in values]
+    assert event_ids_of(values, digests) == [
+        decode(raw).id,
+        digests[1].hex(),
+        digests[2].hex(),
+        decode(raw).id,
+    ]
 
 
 async def test_events_are_anchored_in_checkpoints_and_survive_restart(relay_env: RelayEnv) -> None:

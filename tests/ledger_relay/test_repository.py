@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
-from services.ledger_relay.adapters.sql import SqlLogRepository, nodes_table
+from services.ledger_relay.adapters.sql import SqlLogRepository, leaves_table, nodes_table
 from services.ledger_relay.domain.merkle import (
     STORED_FROM_LEVEL,
     CompactRange,
@@ -22,20 +22,38 @@ from services.ledger_relay.domain.model import (
     Checkpoint,
     CheckpointStatus,
     Leaf,
+    LeafBatch,
     OutgoingEvent,
 )
 from services.platform.bus.outbox import outbox_table
 
 
+def _event(n: int) -> tuple[str, bytes]:
+    """Event ``n``'s id and hash (an id is a function of the event, as on the bus)."""
+    return f"event-{n}", n.to_bytes(32, "big")
+
+
+def _batch(first: int, numbers: list[int], offset: int = 0, at: int | None = None) -> LeafBatch:
+    """Leaves ``first``.. for events ``numbers``, at bus offsets from ``offset`` (or each
+    event's number), appended at ``at`` (or each leaf's index: the batch's first)."""
+    hashes = [_event(n)[1] for n in numbers]
+    return LeafBatch(
+        first,
+        hashes,
+        [leaf_hash(h) for h in hashes],
+        [_event(n)[0] for n in numbers],
+        ["t.x.v1"] * len(numbers),
+        [n % 3 for n in numbers],
+        [offset + k if offset else n for k, n in enumerate(numbers)],
+        first if at is None else at,
+    )
+
+
 def _fill(repo: SqlLogRepository, compact: CompactRange, count: int, batch: int = 50) -> None:
     first, end = compact.size, compact.size + count
     for start in range(first, end, batch):
-        leaves, nodes = [], []
-        for i in range(start, min(start + batch, end)):
-            event_hash = i.to_bytes(32, "big")
-            nodes.extend(compact.append(leaf_hash(event_hash)))
-            leaves.append(Leaf(i, event_hash, f"event-{i}", BusPosition("t.x.v1", i % 3, i), i))
-        repo.append(leaves, nodes)
+        leaves = _batch(start, list(range(start, min(start + batch, end))))
+        repo.append(leaves, compact.extend(leaves.leaf_hashes))
 
 
 def _filled(sql_engine: sa.Engine, count: int) -> tuple[SqlLogRepository, CompactRange]:
@@ -67,26 +85,21 @@ def test_leaves_nodes_and_proofs_survive_reopening(sql_engine: sa.Engine) -> Non
     assert leaf == Leaf(
         200, (200).to_bytes(32, "big"), "event-200", BusPosition("t.x.v1", 2, 200), 200
     )
-    assert reopened.leaf_by_event_hash((7).to_bytes(32, "big")) == reopened.leaf_at(7)
+    assert reopened.leaf_at(7) == _batch(0, list(range(50))).leaves()[7]
     assert reopened.leaf_by_event_id("nope") is None
-    known = reopened.known_event_hashes([(5).to_bytes(32, "big"), (999).to_bytes(32, "big")])
-    assert known == {(5).to_bytes(32, "big")}
+    known = reopened.known_events(*zip(*[_event(5), _event(999), _event(332)], strict=True))
+    assert known == {_event(5)[1], _event(332)[1]}
 
 
 def test_an_append_is_all_or_nothing(sql_engine: sa.Engine) -> None:
     repo, compact = _filled(sql_engine, 4)
-    duplicate = (2).to_bytes(32, "big")  # already leaf 2: the unique event hash refuses it
-    nodes = compact.append(leaf_hash(b"x")) + compact.append(leaf_hash(duplicate))
-    leaves = [
-        Leaf(4, b"x".rjust(32, b"\0"), "e4", BusPosition("t", 0, 4), 0),
-        Leaf(5, duplicate, "e5", BusPosition("t", 0, 5), 0),
-    ]
+    leaves = _batch(4, [100, 2], offset=4)  # event 2 already is leaf 2: refused
     try:
-        repo.append(leaves, nodes)
+        repo.append(leaves, compact.extend(leaves.leaf_hashes))
     except sa.exc.IntegrityError:
         pass
     else:
-        raise AssertionError("a duplicate event hash was stored")
+        raise AssertionError("a known event was stored again")
     assert repo.tree_size() == 4
     assert repo.leaf_at(4) is None
 
@@ -151,28 +164,75 @@ def test_append_unknown_skips_known_events_and_builds_again_from_scratch(
     sql_engine: sa.Engine,
 ) -> None:
     repo, compact = _filled(sql_engine, 10)
-    hashes = [i.to_bytes(32, "big") for i in (8, 9, 10, 11)]  # 8 and 9 are leaves
+    numbers = [8, 9, 10, 11]  # 8 and 9 are leaves
     calls: list[set[bytes]] = []
 
-    def build(known: set[bytes]) -> tuple[list[Leaf], list[Node]]:
+    def build(known: set[bytes]) -> tuple[LeafBatch, list[Node]]:
         calls.append(set(known))
         fresh = compact.copy()
-        new = [h for h in hashes if h not in known]
-        leaves = [
-            Leaf(fresh.size + k, h, f"event-{h[-1]}", BusPosition("t.x.v1", 0, 100 + k), 1)
-            for k, h in enumerate(new)
-        ]
-        return leaves, fresh.extend([leaf_hash(h) for h in new])
+        leaves = _batch(fresh.size, [n for n in numbers if _event(n)[1] not in known], 100)
+        return leaves, fresh.extend(leaves.leaf_hashes)
 
-    written = repo.append_unknown(hashes, build)
-    assert calls == [set(), {hashes[0], hashes[1]}]  # optimistic first, then looked up
-    assert [leaf.event_hash for leaf in written] == hashes[2:]
+    written = repo.append_unknown(build)
+    assert calls == [set(), {_event(8)[1], _event(9)[1]}]  # optimistic, then looked up
+    assert written.event_hashes == [_event(10)[1], _event(11)[1]]
     assert repo.tree_size() == 12
-    assert repo.leaf_by_event_hash(hashes[0]) == repo.leaf_at(8)  # kept its first position
-    assert repo.leaf_at(10) == written[0]
+    assert repo.leaf_by_event_id("event-8") == repo.leaf_at(8)  # kept its first position
+    assert repo.leaf_at(10) == written.leaves()[0]
 
     calls.clear()
-    hashes = [i.to_bytes(32, "big") for i in (12, 13)]
+    numbers = [12, 13]
     compact = CompactRange.restore(12, repo.nodes)
-    assert len(repo.append_unknown(hashes, build)) == 2
+    assert len(repo.append_unknown(build)) == 2
     assert calls == [set()]  # nothing known: one build, no lookup
+
+
+def test_a_log_of_the_earlier_layout_is_upgraded_in_place(sql_engine: sa.Engine) -> None:
+    """Logs written before the leaf hash was dropped (``leaf_hash`` column, unique
+    ``event_hash``, index on ``event_id``) open with their leaves, subtrees and proofs
+    unchanged, and take appends and refuse known events like a new one."""
+    repo, compact = _filled(sql_engine, 130)
+    with sql_engine.begin() as conn:
+        rows = [r._asdict() for r in conn.execute(sa.select(leaves_table))]
+        conn.execute(sa.text("DROP TABLE ledger_leaves"))
+    earlier = sa.Table(  # the earlier definition, as it created the table
+        "ledger_leaves",
+        sa.MetaData(),
+        sa.Column("leaf_index", sa.BigInteger, primary_key=True, autoincrement=False),
+        sa.Column("leaf_hash", sa.LargeBinary(32), nullable=False),
+        sa.Column("event_hash", sa.LargeBinary(32), nullable=False, unique=True),
+        sa.Column("event_id", sa.String(64), nullable=False, index=True),
+        sa.Column("topic", sa.String(249), nullable=False),
+        sa.Column("partition", sa.Integer, nullable=False),
+        sa.Column("bus_offset", sa.BigInteger, nullable=False),
+        sa.Column("appended_at_ms", sa.BigInteger, nullable=False),
+    )
+    earlier.create(sql_engine)
+    with sql_engine.begin() as conn:
+        conn.execute(
+            earlier.insert(), [{**r, "leaf_hash": leaf_hash(r["event_hash"])} for r in rows]
+        )
+    reopened = SqlLogRepository(sql_engine)
+    reopened.create_schema()
+    inspector = sa.inspect(sql_engine)
+    assert "leaf_hash" not in {c["name"] for c in inspector.get_columns("ledger_leaves")}
+    assert {i["name"] for i in inspector.get_indexes("ledger_leaves")} >= {"ux_ledger_leaves_event"}
+    assert "ix_ledger_leaves_event_id" not in {
+        i["name"] for i in inspector.get_indexes("ledger_leaves")
+    }
+    if sql_engine.dialect.name == "postgresql":  # SQLite keeps it: part of the table
+        assert inspector.get_unique_constraints("ledger_leaves") == []
+    assert root_of(130, reopened.nodes) == compact.root()
+    assert reopened.leaf_by_event_id("event-77") == repo.leaf_at(77)
+    more = _batch(130, [130, 131])
+    reopened.append(more, compact.extend(more.leaf_hashes))
+    assert root_of(132, reopened.nodes) == compact.root()
+    known = _batch(132, [5], offset=900)
+    try:
+        reopened.append(known, compact.copy().extend(known.leaf_hashes))
+    except sa.exc.IntegrityError:
+        pass
+    else:
+        raise AssertionError("a known event was stored again after the upgrade")
+    reopened.create_schema()  # a second start finds nothing to upgrade
+    assert reopened.tree_size() == 132

@@ -1,6 +1,9 @@
 """``SqlLogRepository``: the Merkle log and its checkpoints on SQLite or PostgreSQL.
 
-Tables: ``ledger_leaves`` (one row per leaf with its bus position),
+Tables: ``ledger_leaves`` (one row per leaf with its bus position; one index besides
+the leaf index, unique over ``(event_id, event_hash)``: it finds an event by id and, as
+the id is a function of the event bytes, refuses a second leaf for the same bytes;
+envelope ids are time-ordered UUIDv7s, so it grows mostly at its right edge),
 ``ledger_nodes`` (perfect subtrees of level >= ``STORED_FROM_LEVEL``, keyed by
 ``level << 48 | index`` so a proof's hashes come back in one ``IN`` query; smaller
 subtrees are recomputed from the leaf hashes of their block), ``ledger_checkpoints`` and
@@ -30,6 +33,7 @@ from services.ledger_relay.domain.model import (
     Checkpoint,
     CheckpointStatus,
     Leaf,
+    LeafBatch,
     LogRepository,
     OutgoingEvent,
 )
@@ -44,13 +48,13 @@ leaves_table = sa.Table(
     "ledger_leaves",
     metadata,
     sa.Column("leaf_index", sa.BigInteger, primary_key=True, autoincrement=False),
-    sa.Column("leaf_hash", sa.LargeBinary(32), nullable=False),
-    sa.Column("event_hash", sa.LargeBinary(32), nullable=False, unique=True),
-    sa.Column("event_id", sa.String(64), nullable=False, index=True),
+    sa.Column("event_hash", sa.LargeBinary(32), nullable=False),
+    sa.Column("event_id", sa.String(64), nullable=False),
     sa.Column("topic", sa.String(249), nullable=False),
     sa.Column("partition", sa.Integer, nullable=False),
     sa.Column("bus_offset", sa.BigInteger, nullable=False),
     sa.Column("appended_at_ms", sa.BigInteger, nullable=False),
+    sa.Index("ux_ledger_leaves_event", "event_id", "event_hash", unique=True),
 )
 
 nodes_table = sa.Table(
@@ -87,10 +91,9 @@ _LEVEL_SHIFT = 48
 
 
 _BLOCKS_PER_QUERY = 200
-_SQLITE_IN_CHUNK = 900  # below SQLite's bound-parameter limit on old builds
+_SQLITE_IN_CHUNK = 450  # twice this stays below SQLite's bound-parameter limit on old builds
 _LEAF_COLUMNS = (
     "leaf_index",
-    "leaf_hash",
     "event_hash",
     "event_id",
     "topic",
@@ -102,7 +105,7 @@ _NODE_COLUMNS = ("node_key", "hash")
 
 
 def _bulk_insert(
-    conn: sa.Connection, table: sa.Table, columns: Sequence[str], rows: Sequence[tuple[object, ...]]
+    conn: sa.Connection, table: sa.Table, columns: Sequence[str], rows: Iterable[tuple[object, ...]]
 ) -> None:
     """Inserts ``rows`` in the connection's transaction, in bulk."""
     names = ", ".join(f'"{c}"' for c in columns)
@@ -122,58 +125,75 @@ def _bulk_insert(
     conn.exec_driver_sql(f"INSERT INTO {table.name} ({names}) VALUES ({marks})", list(rows))
 
 
-def _known(conn: sa.Connection, event_hashes: Sequence[bytes]) -> set[bytes]:
-    """Which of ``event_hashes`` are leaves (in the connection's transaction)."""
+def _known(
+    conn: sa.Connection, event_ids: Sequence[str], event_hashes: Sequence[bytes]
+) -> set[bytes]:
+    """Which of these events (``event_ids[i]`` is the id of ``event_hashes[i]``) are
+    leaves, by their hashes (in the connection's transaction). A leaf with one of the
+    hashes has that event's id, so matching ids and hashes separately is exact, and the
+    ``(event_id, event_hash)`` index serves it."""
     found: set[bytes] = set()
     if conn.dialect.name == "postgresql":
-        # One array parameter instead of one bound parameter per hash, sent in
-        # binary (%b): no per-hash text escaping of bytea on either side.
+        # One array parameter per column instead of one bound parameter per event; the
+        # hashes in binary (%b): no per-hash text escaping of bytea on either side.
         driver = conn.connection.driver_connection
         assert driver is not None
         with driver.cursor() as cursor:
             cursor.execute(
-                f"SELECT event_hash FROM {leaves_table.name} WHERE event_hash = ANY(%b)",
-                (list(event_hashes),),
+                f"SELECT event_hash FROM {leaves_table.name}"
+                " WHERE event_id = ANY(%s) AND event_hash = ANY(%b)",
+                (list(event_ids), list(event_hashes)),
             )
             found.update(bytes(r[0]) for r in cursor)
         return found
     for i in range(0, len(event_hashes), _SQLITE_IN_CHUNK):
-        chunk = list(event_hashes[i : i + _SQLITE_IN_CHUNK])
-        marks = ", ".join("?" * len(chunk))
+        ids = list(event_ids[i : i + _SQLITE_IN_CHUNK])
+        hashes = list(event_hashes[i : i + _SQLITE_IN_CHUNK])
         rows = conn.exec_driver_sql(
-            f"SELECT event_hash FROM {leaves_table.name} WHERE event_hash IN ({marks})",
-            tuple(chunk),
+            f"SELECT event_hash FROM {leaves_table.name}"
+            f" WHERE event_id IN ({', '.join('?' * len(ids))})"
+            f" AND event_hash IN ({', '.join('?' * len(hashes))})",
+            (*ids, *hashes),
         )
         found.update(bytes(r[0]) for r in rows)
     return found
 
 
-def _insert(conn: sa.Connection, leaves: Sequence[Leaf], nodes: Sequence[Node]) -> None:
-    """Bulk-inserts leaves (with their leaf hashes) and the subtree nodes of stored levels
-    (``STORED_FROM_LEVEL`` and above; smaller ones are recomputed) in ``conn``."""
-    leaf_rows = [
-        (
-            leaf.index,
-            leaf_hash(leaf.event_hash),
-            leaf.event_hash,
-            leaf.event_id,
-            leaf.position.topic,
-            leaf.position.partition,
-            leaf.position.offset,
-            leaf.appended_at_ms,
-        )
-        for leaf in leaves
-    ]
+def _insert(conn: sa.Connection, batch: LeafBatch, nodes: Sequence[Node]) -> None:
+    """Bulk-inserts leaves and the subtree nodes of stored levels (``STORED_FROM_LEVEL``
+    and above; smaller ones are recomputed) in ``conn``."""
     node_rows = [
         (_node_key(n.level, n.index), n.hash) for n in nodes if n.level >= STORED_FROM_LEVEL
     ]
-    _bulk_insert(conn, leaves_table, _LEAF_COLUMNS, leaf_rows)
+    _bulk_insert(conn, leaves_table, _LEAF_COLUMNS, batch.rows())
     if node_rows:
         _bulk_insert(conn, nodes_table, _NODE_COLUMNS, node_rows)
 
 
+def _upgrade_leaves(conn: sa.Connection) -> None:
+    """Brings a log written by an earlier version to the current layout (in ``conn``'s
+    transaction): drops the ``leaf_hash`` column (it is ``H(0x00 || event_hash)``) and
+    the indexes on ``event_hash`` and ``event_id`` that the ``(event_id, event_hash)``
+    index replaces. Leaves, their order and the stored subtrees are unchanged. On
+    SQLite the unique index on ``event_hash`` is part of the table's definition and
+    stays (redundant, not wrong)."""
+    columns = {c["name"] for c in sa.inspect(conn).get_columns(leaves_table.name)}
+    if "leaf_hash" not in columns:
+        return
+    log.info("upgrading %s: leaf hashes recomputed from event hashes", leaves_table.name)
+    if conn.dialect.name == "postgresql":
+        conn.exec_driver_sql(
+            f"ALTER TABLE {leaves_table.name} DROP CONSTRAINT IF EXISTS"
+            f" {leaves_table.name}_event_hash_key"
+        )
+    conn.exec_driver_sql(f"DROP INDEX IF EXISTS ix_{leaves_table.name}_event_id")
+    conn.exec_driver_sql(f"ALTER TABLE {leaves_table.name} DROP COLUMN leaf_hash")
+    for index in leaves_table.indexes:
+        index.create(conn, checkfirst=True)
+
+
 def _leaf_hashes_of_blocks(conn: sa.Connection, blocks: Sequence[int]) -> dict[int, bytes]:
-    """The stored leaf hashes of the aligned blocks of ``2**STORED_FROM_LEVEL`` leaves."""
+    """The leaf hashes of the aligned blocks of ``2**STORED_FROM_LEVEL`` leaves."""
     found: dict[int, bytes] = {}
     width = 1 << STORED_FROM_LEVEL
     for i in range(0, len(blocks), _BLOCKS_PER_QUERY):
@@ -182,10 +202,10 @@ def _leaf_hashes_of_blocks(conn: sa.Connection, blocks: Sequence[int]) -> dict[i
             for block in blocks[i : i + _BLOCKS_PER_QUERY]
         ]
         rows = conn.execute(
-            sa.select(leaves_table.c.leaf_index, leaves_table.c.leaf_hash).where(sa.or_(*spans))
+            sa.select(leaves_table.c.leaf_index, leaves_table.c.event_hash).where(sa.or_(*spans))
         )
         for index, digest in rows:
-            found[int(index)] = bytes(digest)
+            found[int(index)] = leaf_hash(bytes(digest))
     return found
 
 
@@ -233,6 +253,8 @@ class SqlLogRepository(LogRepository):
 
     def create_schema(self) -> None:
         metadata.create_all(self._engine)
+        with self._engine.begin() as conn:
+            _upgrade_leaves(conn)
         create_outbox_table(self._engine)
 
     def ping(self) -> None:
@@ -277,45 +299,43 @@ class SqlLogRepository(LogRepository):
             raise KeyError(f"subtrees not stored: {missing[:5]}")
         return found
 
-    def known_event_hashes(self, event_hashes: Sequence[bytes]) -> set[bytes]:
+    def known_events(self, event_ids: Sequence[str], event_hashes: Sequence[bytes]) -> set[bytes]:
         if not event_hashes:
             return set()
         with self._engine.connect() as conn:
-            return _known(conn, event_hashes)
+            return _known(conn, event_ids, event_hashes)
 
-    def append(self, leaves: Sequence[Leaf], nodes: Sequence[Node]) -> None:
+    def append(self, batch: LeafBatch, nodes: Sequence[Node]) -> None:
         """Writes a batch's leaves and completed subtrees in one transaction, in bulk:
         ``COPY`` on PostgreSQL, one ``executemany`` per table on SQLite (rows are plain
         tuples, bypassing per-row statement processing)."""
-        if not leaves:
+        if not batch:
             return
         with self._engine.begin() as conn:
-            _insert(conn, leaves, nodes)
+            _insert(conn, batch, nodes)
 
     def append_unknown(
-        self,
-        event_hashes: Sequence[bytes],
-        build: Callable[[set[bytes]], tuple[Sequence[Leaf], Sequence[Node]]],
-    ) -> Sequence[Leaf]:
+        self, build: Callable[[set[bytes]], tuple[LeafBatch, Sequence[Node]]]
+    ) -> LeafBatch:
         """Optimistic: writes what ``build`` makes without looking anything up, and lets
-        the unique event hash reject a batch holding an event that already is a leaf
-        (a redelivery, rare: after a restart or a rebalance); only then looks the
-        hashes up and builds again, lookup and write in one transaction."""
-        leaves, nodes = build(set())
-        if not leaves:
-            return leaves
+        the unique ``(event_id, event_hash)`` reject a batch holding an event that already
+        is a leaf (a redelivery, rare: after a restart or a rebalance); only then looks
+        its events up and builds again, lookup and write in one transaction."""
+        batch, nodes = build(set())
+        if not batch:
+            return batch
         try:
             with self._engine.begin() as conn:
-                _insert(conn, leaves, nodes)
-            return leaves
+                _insert(conn, batch, nodes)
+            return batch
         except sa.exc.IntegrityError:
-            log.info("a batch of %d events holds known ones; looking them up", len(leaves))
+            log.info("a batch of %d events holds known ones; looking them up", len(batch))
         with self._engine.begin() as conn:
-            known = _known(conn, list(set(event_hashes)))
-            leaves, nodes = build(known)
-            if leaves:
-                _insert(conn, leaves, nodes)
-        return leaves
+            known = _known(conn, batch.event_ids, batch.event_hashes)
+            batch, nodes = build(known)
+            if batch:
+                _insert(conn, batch, nodes)
+        return batch
 
     def _one_leaf(self, condition: sa.ColumnElement[bool]) -> Leaf | None:
         with self._engine.connect() as conn:
@@ -324,9 +344,6 @@ class SqlLogRepository(LogRepository):
 
     def leaf_by_event_id(self, event_id: str) -> Leaf | None:
         return self._one_leaf(leaves_table.c.event_id == event_id)
-
-    def leaf_by_event_hash(self, event_hash: bytes) -> Leaf | None:
-        return self._one_leaf(leaves_table.c.event_hash == event_hash)
 
     def leaf_at(self, index: int) -> Leaf | None:
         return self._one_leaf(leaves_table.c.leaf_index == index)

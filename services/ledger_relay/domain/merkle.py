@@ -128,18 +128,41 @@ class CompactRange:
         size = self._size
         completed: list[Node] = []
         sha256, prefix, new_node = _sha256, NODE_PREFIX, Node._make
-        for leaf in leaves:
-            if min_level == 0:
-                completed.append(new_node((0, size, leaf)))
-            level, digest = 0, leaf
-            # The levels merged are the trailing one bits of the old size.
-            while size >> level & 1:
-                digest = sha256(prefix + frontier.pop()[1] + digest).digest()
-                level += 1
-                if level >= min_level:
+        hashes = leaves if isinstance(leaves, list) else list(leaves)
+        width = 1 << min_level
+        i, n = 0, len(hashes)
+        while i < n:
+            if min_level and not size & (width - 1) and n - i >= width:
+                # Whole blocks of 2**min_level leaves from an aligned size: nothing below
+                # min_level is returned, so each block's root is hashed level by level over
+                # all the blocks at once, then appended like a leaf at min_level.
+                end = i + ((n - i) >> min_level << min_level)
+                roots = hashes[i:end]
+                for _ in range(min_level):
+                    roots = [
+                        sha256(prefix + left + right).digest()
+                        for left, right in zip(roots[0::2], roots[1::2], strict=True)
+                    ]
+                i = end
+                start = min_level
+            else:
+                roots = [hashes[i]]
+                i += 1
+                start = 0
+                if min_level == 0:
+                    completed.append(new_node((0, size, roots[0])))
+            for digest in roots:
+                level = start
+                if start:
                     completed.append(new_node((level, size >> level, digest)))
-            frontier.append((level, digest))
-            size += 1
+                # The levels merged are the trailing one bits of the old size.
+                while size >> level & 1:
+                    digest = sha256(prefix + frontier.pop()[1] + digest).digest()
+                    level += 1
+                    if level >= min_level:
+                        completed.append(new_node((level, size >> level, digest)))
+                frontier.append((level, digest))
+                size += 1 << start
         self._size = size
         return completed
 

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
+from itertools import repeat
 
-from services.ledger_relay.domain.merkle import Coordinate, Node
+from services.ledger_relay.domain.merkle import Coordinate, Node, leaf_hash
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,9 +26,88 @@ class Leaf:
     event_hash: bytes
     """SHA-256 of the event bytes: the leaf *data*; the leaf hash is ``H(0x00 || event_hash)``."""
     event_id: str
-    """The envelope id, or the event hash in hex for bytes that are not an envelope."""
+    """The envelope id, or the event hash in hex for bytes that are not an envelope: a
+    function of the event bytes, like ``event_hash`` (so ``(event_id, event_hash)`` is
+    unique exactly when ``event_hash`` is)."""
     position: BusPosition
     appended_at_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class LeafBatch:
+    """Consecutive leaves from ``first_index``, one list per field: what the consume
+    path builds and writes (no object per leaf). ``leaf_hashes[i]`` is
+    ``H(0x00 || event_hashes[i])``, kept because the Merkle appends need it anyway."""
+
+    first_index: int
+    event_hashes: list[bytes]
+    leaf_hashes: list[bytes]
+    event_ids: list[str]
+    topics: list[str]
+    partitions: list[int]
+    offsets: list[int]
+    appended_at_ms: int
+
+    def __len__(self) -> int:
+        return len(self.event_hashes)
+
+    @classmethod
+    def of(cls, leaves: Sequence[Leaf]) -> LeafBatch:
+        """The batch of consecutive ``leaves`` appended at the same time."""
+        if not leaves:
+            raise ValueError("a batch of leaves needs at least one leaf")
+        first, at = leaves[0].index, leaves[0].appended_at_ms
+        if [leaf.index for leaf in leaves] != list(range(first, first + len(leaves))):
+            raise ValueError("the leaves of a batch are consecutive")
+        if any(leaf.appended_at_ms != at for leaf in leaves):
+            raise ValueError("the leaves of a batch are appended at the same time")
+        hashes = [leaf.event_hash for leaf in leaves]
+        return cls(
+            first,
+            hashes,
+            [leaf_hash(h) for h in hashes],
+            [leaf.event_id for leaf in leaves],
+            [leaf.position.topic for leaf in leaves],
+            [leaf.position.partition for leaf in leaves],
+            [leaf.position.offset for leaf in leaves],
+            at,
+        )
+
+    @classmethod
+    def concat(cls, batches: Sequence[LeafBatch]) -> LeafBatch:
+        """Consecutive batches as one (the first's ``appended_at_ms``)."""
+        if len(batches) == 1:
+            return batches[0]
+        return cls(
+            batches[0].first_index,
+            [h for b in batches for h in b.event_hashes],
+            [h for b in batches for h in b.leaf_hashes],
+            [i for b in batches for i in b.event_ids],
+            [t for b in batches for t in b.topics],
+            [p for b in batches for p in b.partitions],
+            [o for b in batches for o in b.offsets],
+            batches[0].appended_at_ms,
+        )
+
+    def rows(self) -> Iterator[tuple[int, bytes, str, str, int, int, int]]:
+        """``(index, event_hash, event_id, topic, partition, offset, appended_at_ms)``."""
+        first = self.first_index
+        return zip(
+            range(first, first + len(self.event_hashes)),
+            self.event_hashes,
+            self.event_ids,
+            self.topics,
+            self.partitions,
+            self.offsets,
+            repeat(self.appended_at_ms),
+            strict=False,
+        )
+
+    def leaves(self) -> list[Leaf]:
+        return [
+            Leaf(index, digest, event_id, BusPosition(topic, partition, offset), at)
+            for index, digest, event_id, topic, partition, offset, at in self.rows()
+        ]
 
 
 class CheckpointStatus(StrEnum):
@@ -87,33 +167,32 @@ class LogRepository(ABC):
         """The stored hashes of perfect subtrees (level 0: leaf hashes); a ``NodeLookup``."""
 
     @abstractmethod
-    def known_event_hashes(self, event_hashes: Sequence[bytes]) -> set[bytes]:
-        """Which of these event hashes already are leaves."""
+    def known_events(self, event_ids: Sequence[str], event_hashes: Sequence[bytes]) -> set[bytes]:
+        """Which of these events (ids and hashes of the same events) already are leaves;
+        returns their hashes."""
 
     @abstractmethod
-    def append(self, leaves: Sequence[Leaf], nodes: Sequence[Node]) -> None:
+    def append(self, batch: LeafBatch, nodes: Sequence[Node]) -> None:
         """Stores leaves (indices continuing the log) and completed subtrees atomically."""
 
     def append_unknown(
-        self,
-        event_hashes: Sequence[bytes],
-        build: Callable[[set[bytes]], tuple[Sequence[Leaf], Sequence[Node]]],
-    ) -> Sequence[Leaf]:
-        """Has ``build`` make the leaves and subtrees of the events among ``event_hashes``
-        that are not leaves yet (``build`` gets the known ones), stores them atomically and
-        returns the leaves. A backend may call ``build`` twice: first optimistically with
-        nothing known, then, if the write is rejected for a known event, with the known
-        hashes; so ``build`` must not keep state from a call whose write failed."""
-        leaves, nodes = build(self.known_event_hashes(list(set(event_hashes))))
-        if leaves:
-            self.append(leaves, nodes)
-        return leaves
+        self, build: Callable[[set[bytes]], tuple[LeafBatch, Sequence[Node]]]
+    ) -> LeafBatch:
+        """Has ``build`` make the leaves and subtrees of its events that are not leaves
+        yet (``build`` gets the hashes of the known ones), stores them atomically and
+        returns them. ``build`` is called with nothing known first; if some of the
+        events it made are leaves already, it is called again with their hashes. So
+        ``build`` must not keep state from a call whose leaves were not written."""
+        batch, nodes = build(set())
+        known = self.known_events(batch.event_ids, batch.event_hashes)
+        if known:
+            batch, nodes = build(known)
+        if batch:
+            self.append(batch, nodes)
+        return batch
 
     @abstractmethod
     def leaf_by_event_id(self, event_id: str) -> Leaf | None: ...
-
-    @abstractmethod
-    def leaf_by_event_hash(self, event_hash: bytes) -> Leaf | None: ...
 
     @abstractmethod
     def leaf_at(self, index: int) -> Leaf | None: ...
