@@ -20,10 +20,11 @@ through the local stack (``EHR_STACK__...`` settings):
 3. checkpoint mode, backlog: ``BACKLOG_EVENTS`` events are published first, then a
    fresh relay consumes, appends and anchors them all (bounded by ``BACKLOG_LIMIT_S``).
    Appended and anchored events/s are taken from the relay's first leaf to its last
-   append and its last anchored checkpoint: the relay's own ceiling, comparable with the
-   raw consume rate (the sustained run is capped by the offered rate). The backlog is
-   large (1,000,000 events) so that the last checkpoint's wait for its block (1-2 s)
-   weighs little in the anchored rate;
+   append and its last anchored checkpoint (the whole drain, the last checkpoint's wait
+   for its block included); the steady anchored rate is the slope of the anchored tree
+   size between 10 % and 90 % of the backlog anchored (the instants the relay recorded
+   those checkpoints): the relay's own ceiling, comparable with the raw consume rate
+   (the sustained run is capped by the offered rate);
 4. baseline: the same relay with one anchoring transaction per event, on
    ``BASELINE_EVENTS`` events published at once (bounded by ``BASELINE_LIMIT_S``).
 
@@ -407,6 +408,7 @@ async def backlog(stack: Stack, work_dir: Path) -> dict[str, Any]:
         anchored, _ = relay.results()
     finally:
         await relay.close()
+    steady = _steady_rate(samples, len(events))
     first = next((at for at, size, _ in samples if size > 0), samples[-1][0])
     appended = samples[-1][1]
     appended_at = next(at for at, size, _ in samples if size == appended)
@@ -422,9 +424,22 @@ async def backlog(stack: Stack, work_dir: Path) -> dict[str, Any]:
         "anchor_seconds": round(last_anchor - first, 2),
         "appended_events_per_s": round(appended / max(appended_at - first, 1e-3)),
         "anchored_events_per_s": round(covered / max(last_anchor - first, 1e-3)),
+        "steady_anchored_events_per_s": steady,
         "gas_per_event": round(gas / covered, 1) if covered else None,
         "events_per_checkpoint": round(covered / len(anchored)) if anchored else None,
     }
+
+
+def _steady_rate(
+    samples: list[tuple[float, int, int]], total: int, low: float = 0.1, high: float = 0.9
+) -> int | None:
+    """Anchored events/s between the samples where ``low`` and ``high`` of ``total`` were
+    first seen anchored (both instants follow a recorded checkpoint)."""
+    start = next(((at, done) for at, _, done in samples if done >= low * total), None)
+    end = next(((at, done) for at, _, done in samples if done >= high * total), None)
+    if start is None or end is None or end[0] <= start[0]:
+        return None
+    return round((end[1] - start[1]) / (end[0] - start[0]))
 
 
 # -- 4. baseline -----------------------------------------------------------------------
@@ -488,11 +503,13 @@ def run(results_dir: Path) -> dict[str, Any]:
     raw, checkpoint, base = figures["raw_consume"], figures["checkpoint"], figures["baseline"]
     drained = figures["backlog"]
     rate = checkpoint["anchored_events_per_s"] or 0
-    ceiling = max(rate, drained["anchored_events_per_s"] or 0)
+    ceiling = max(rate, drained["steady_anchored_events_per_s"] or 0)
     base_rate = base["anchored_events_per_s"] or 0
     targets = {
         "checkpoint >= 10,000 events/s": rate >= 10_000,
-        "checkpoint (backlog) >= half the raw consume rate": ceiling >= raw["events_per_s"] / 2,
+        "checkpoint (sustained or backlog steady) >= half the raw consume rate": (
+            ceiling >= raw["events_per_s"] / 2
+        ),
         "checkpoint >= 100x baseline": base_rate > 0 and rate >= 100 * base_rate,
         "checkpoint p99 <= 3 s": (checkpoint["latency_p99_s"] or 1e9) <= 3,
         "checkpoint <= 100 gas per event": (checkpoint["gas_per_event"] or 1e9) <= 100,
@@ -516,7 +533,8 @@ def run(results_dir: Path) -> dict[str, Any]:
     print(
         f"backlog: {drained['published_events']} events pre-published; appended "
         f"{drained['appended_events_per_s']}/s, anchored {drained['anchored_events_per_s']}/s "
-        f"({drained['checkpoints']} checkpoints, {drained['events_per_checkpoint']} events each)"
+        f"(steady {drained['steady_anchored_events_per_s']}/s; {drained['checkpoints']} "
+        f"checkpoints, {drained['events_per_checkpoint']} events each)"
     )
     ratio = round(rate / base_rate) if base_rate else None
     print(f"checkpoint / baseline: {ratio}x")
@@ -529,7 +547,7 @@ def run(results_dir: Path) -> dict[str, Any]:
             f"(median); checkpoint: publisher process at up to {PUBLISH_RATE}/s for "
             f"{DURATION_S:g} s, relay with 1,000-event checkpoints, 32 in flight, rates over "
             f"t={WARMUP_S:g}..{DURATION_S - TAIL_S:g} s; backlog: {BACKLOG_EVENTS} events "
-            "pre-published, then drained by a fresh relay; baseline: {BASELINE_EVENTS} events at "
+            f"pre-published, then drained by a fresh relay; baseline: {BASELINE_EVENTS} events at "
             "once, one transaction per event; Kafka + Geth (3 Clique sealers, 1 s blocks) + "
             "PostgreSQL; 2 shared cores"
         ),
