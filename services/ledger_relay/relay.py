@@ -4,9 +4,10 @@ Exactly once, by construction:
 
 - Consuming: the leaves of a fetched batch and their bus positions are stored in
   one transaction; offsets are committed only afterwards. A redelivered event
-  (same bytes, hence same hash) is skipped, so it keeps its first leaf position:
-  a batch is written optimistically, and the unique event hash rejects one that
-  holds a known event, which is then looked up and the batch built again.
+  (same bytes, hence same hash and id) is skipped, so it keeps its first leaf
+  position: a batch is written optimistically, and the log's unique (event id,
+  event hash) rejects one that holds a known event, which is then looked up and the
+  batch built again.
 - Anchoring: a checkpoint is recorded as *pending* before its transaction is
   sent and marked *anchored* (with the checkpoint-anchored event in the outbox,
   same transaction) after the receipt. The chain is the source of truth: on

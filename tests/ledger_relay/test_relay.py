@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 
 import sqlalchemy as sa
 from ledger_relay.conftest import RelayEnv, make_event
@@ -39,12 +40,20 @@ async def _publish(env: RelayEnv, events: list[bytes]) -> None:
     )
 
 
-async def _run_until_anchored(relay: LedgerRelay, size: int, timeout_s: float = 90) -> None:
+async def _run_until_anchored(
+    relay: LedgerRelay,
+    size: int,
+    timeout_s: float = 90,
+    and_then: Callable[[], bool] = lambda: True,
+) -> None:
+    """Runs the relay until ``size`` leaves are anchored and ``and_then()`` holds."""
     stop = asyncio.Event()
     task = asyncio.create_task(relay.run(stop))
     try:
         await _until(
-            lambda: relay.anchored_size >= size or task.done(), timeout_s, f"{size} anchored"
+            lambda: (relay.anchored_size >= size and and_then()) or task.done(),
+            timeout_s,
+            f"{size} anchored",
         )
         if task.done():
             task.result()
