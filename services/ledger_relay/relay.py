@@ -285,26 +285,24 @@ class LedgerRelay:
         if len(distinct) != len(digests) or not seen.isdisjoint(distinct):
             seen = set(seen)
             kept = []
-            for record, digest in zip(records, digests, strict=True):
+            for k, digest in enumerate(digests):
                 if digest not in seen:
                     seen.add(digest)
-                    kept.append(record)
-            records = kept
-            values = [r.value for r in records]
-            digests = list(map(event_hash, values))
+                    kept.append(k)
+            records = [records[k] for k in kept]
+            values = [values[k] for k in kept]
+            digests = [digests[k] for k in kept]
         compact = base.copy()
-        leaf_hashes = list(map(leaf_hash, digests))
         batch = LeafBatch(
             compact.size,
             digests,
-            leaf_hashes,
             event_ids_of(values, digests),
             [r.topic for r in records],
             [r.partition for r in records],
             [r.offset for r in records],
             _now_ms(),
         )
-        nodes = compact.extend(leaf_hashes, STORED_FROM_LEVEL)
+        nodes = compact.extend(list(map(leaf_hash, digests)), STORED_FROM_LEVEL)
         return batch, nodes, compact
 
     def _write(

@@ -40,7 +40,6 @@ def _batch(first: int, numbers: list[int], offset: int = 0, at: int | None = Non
     return LeafBatch(
         first,
         hashes,
-        [leaf_hash(h) for h in hashes],
         [_event(n)[0] for n in numbers],
         ["t.x.v1"] * len(numbers),
         [n % 3 for n in numbers],
@@ -49,11 +48,16 @@ def _batch(first: int, numbers: list[int], offset: int = 0, at: int | None = Non
     )
 
 
+def _completed(compact: CompactRange, batch: LeafBatch) -> list[Node]:
+    """Appends the batch's leaves to ``compact``; the subtrees they complete."""
+    return compact.extend([leaf_hash(h) for h in batch.event_hashes])
+
+
 def _fill(repo: SqlLogRepository, compact: CompactRange, count: int, batch: int = 50) -> None:
     first, end = compact.size, compact.size + count
     for start in range(first, end, batch):
         leaves = _batch(start, list(range(start, min(start + batch, end))))
-        repo.append(leaves, compact.extend(leaves.leaf_hashes))
+        repo.append(leaves, _completed(compact, leaves))
 
 
 def _filled(sql_engine: sa.Engine, count: int) -> tuple[SqlLogRepository, CompactRange]:
@@ -95,7 +99,7 @@ def test_an_append_is_all_or_nothing(sql_engine: sa.Engine) -> None:
     repo, compact = _filled(sql_engine, 4)
     leaves = _batch(4, [100, 2], offset=4)  # event 2 already is leaf 2: refused
     try:
-        repo.append(leaves, compact.extend(leaves.leaf_hashes))
+        repo.append(leaves, _completed(compact, leaves))
     except sa.exc.IntegrityError:
         pass
     else:
@@ -171,7 +175,7 @@ def test_append_unknown_skips_known_events_and_builds_again_from_scratch(
         calls.append(set(known))
         fresh = compact.copy()
         leaves = _batch(fresh.size, [n for n in numbers if _event(n)[1] not in known], 100)
-        return leaves, fresh.extend(leaves.leaf_hashes)
+        return leaves, _completed(fresh, leaves)
 
     written = repo.append_unknown(build)
     assert calls == [set(), {_event(8)[1], _event(9)[1]}]  # optimistic, then looked up
@@ -225,11 +229,11 @@ def test_a_log_of_the_earlier_layout_is_upgraded_in_place(sql_engine: sa.Engine)
     assert root_of(130, reopened.nodes) == compact.root()
     assert reopened.leaf_by_event_id("event-77") == repo.leaf_at(77)
     more = _batch(130, [130, 131])
-    reopened.append(more, compact.extend(more.leaf_hashes))
+    reopened.append(more, _completed(compact, more))
     assert root_of(132, reopened.nodes) == compact.root()
     known = _batch(132, [5], offset=900)
     try:
-        reopened.append(known, compact.copy().extend(known.leaf_hashes))
+        reopened.append(known, _completed(compact.copy(), known))
     except sa.exc.IntegrityError:
         pass
     else:

@@ -6,7 +6,7 @@ the id is a function of the event bytes, refuses a second leaf for the same byte
 envelope ids are time-ordered UUIDv7s, so it grows mostly at its right edge),
 ``ledger_nodes`` (perfect subtrees of level >= ``STORED_FROM_LEVEL``, keyed by
 ``level << 48 | index`` so a proof's hashes come back in one ``IN`` query; smaller
-subtrees are recomputed from the leaf hashes of their block), ``ledger_checkpoints`` and
+subtrees are recomputed from the event hashes of their 64-leaf block), ``ledger_checkpoints`` and
 ``ledger_state`` (key/value, e.g. the anchor contract's address).
 The checkpoint-anchored event is written to the shared outbox (``bus_outbox``)
 in the transaction that marks the checkpoint anchored.

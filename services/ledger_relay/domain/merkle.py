@@ -53,8 +53,17 @@ def subtree_hash(leaves: Sequence[bytes]) -> bytes:
         raise InvalidRange(f"{len(leaves)} leaves are not a perfect subtree")
     level = list(leaves)
     while len(level) > 1:
-        level = [node_hash(level[i], level[i + 1]) for i in range(0, len(level), 2)]
+        level = _parents(level)
     return level[0]
+
+
+def _parents(hashes: Sequence[bytes]) -> list[bytes]:
+    """The hashes one level up: of each consecutive pair (an even number of hashes)."""
+    sha256, prefix = _sha256, NODE_PREFIX
+    return [
+        sha256(prefix + left + right).digest()
+        for left, right in zip(hashes[0::2], hashes[1::2], strict=True)
+    ]
 
 
 def split_point(n: int) -> int:
@@ -139,10 +148,7 @@ class CompactRange:
                 end = i + ((n - i) >> min_level << min_level)
                 roots = hashes[i:end]
                 for _ in range(min_level):
-                    roots = [
-                        sha256(prefix + left + right).digest()
-                        for left, right in zip(roots[0::2], roots[1::2], strict=True)
-                    ]
+                    roots = _parents(roots)
                 i = end
                 start = min_level
             else:

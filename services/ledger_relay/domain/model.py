@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from itertools import repeat
 
-from services.ledger_relay.domain.merkle import Coordinate, Node, leaf_hash
+from services.ledger_relay.domain.merkle import Coordinate, Node
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,12 +36,10 @@ class Leaf:
 @dataclass(frozen=True, slots=True)
 class LeafBatch:
     """Consecutive leaves from ``first_index``, one list per field: what the consume
-    path builds and writes (no object per leaf). ``leaf_hashes[i]`` is
-    ``H(0x00 || event_hashes[i])``, kept because the Merkle appends need it anyway."""
+    path builds and writes (no object per leaf)."""
 
     first_index: int
     event_hashes: list[bytes]
-    leaf_hashes: list[bytes]
     event_ids: list[str]
     topics: list[str]
     partitions: list[int]
@@ -61,11 +59,9 @@ class LeafBatch:
             raise ValueError("the leaves of a batch are consecutive")
         if any(leaf.appended_at_ms != at for leaf in leaves):
             raise ValueError("the leaves of a batch are appended at the same time")
-        hashes = [leaf.event_hash for leaf in leaves]
         return cls(
             first,
-            hashes,
-            [leaf_hash(h) for h in hashes],
+            [leaf.event_hash for leaf in leaves],
             [leaf.event_id for leaf in leaves],
             [leaf.position.topic for leaf in leaves],
             [leaf.position.partition for leaf in leaves],
@@ -81,7 +77,6 @@ class LeafBatch:
         return cls(
             batches[0].first_index,
             [h for b in batches for h in b.event_hashes],
-            [h for b in batches for h in b.leaf_hashes],
             [i for b in batches for i in b.event_ids],
             [t for b in batches for t in b.topics],
             [p for b in batches for p in b.partitions],
