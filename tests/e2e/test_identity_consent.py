@@ -155,7 +155,10 @@ def test_the_revoked_event_names_the_revocation_transaction(deployment: Deployme
         patient_id = identity.register(patient, name="Pat", role="patient")["account_id"]
         provider_id = identity.register(provider, name="Dr Ng", role="provider")["account_id"]
         token = identity.login(patient).token("consent")
+        provider_token = identity.login(provider).token("consent")
+        # consent learns both accounts from identity's events: wait for each
         eventually(lambda: consent.nonce(token, patient_id), "patient")
+        eventually(lambda: consent.grants_naming(provider_token, provider_id), "provider")
         scope: dict[str, Any] = {
             "patient_id": patient_id,
             "grantee": provider.address,
