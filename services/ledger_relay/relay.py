@@ -60,10 +60,11 @@ from services.ledger_relay.domain.merkle import (
     CompactRange,
     Node,
     consistency_proof,
-    leaf_hash,
+    leaf_hashes,
     root_of,
 )
 from services.ledger_relay.domain.model import (
+    EVENT_ID_MAX_CHARS,
     AnchorLedger,
     ChainAnchor,
     Checkpoint,
@@ -76,7 +77,13 @@ from services.ledger_relay.domain.policy import CheckpointPolicy
 from services.ledger_relay.metrics import RelayMetrics
 from services.platform.bus.port import BusConsumer, EventBus, Record, TopicSpec
 from services.platform.chain.port import ChainError
-from services.platform.events.envelope import Actor, Envelope, encode, event_hash, new_envelope
+from services.platform.events.envelope import (
+    Actor,
+    EnvelopeId,
+    encode,
+    event_hashes,
+    new_envelope,
+)
 from services.platform.events.topics import LEDGER_CHECKPOINTS, TOPICS
 
 log = logging.getLogger(__name__)
@@ -114,17 +121,34 @@ class RelayConfig:
 
 
 def event_ids_of(values: Sequence[bytes], digests: Sequence[bytes]) -> list[str]:
-    """The envelope id of each event, or its hash in hex if its bytes are not an envelope
-    (or carry no id). One loop over the batch: it runs for every event consumed."""
-    parse = Envelope.FromString
-    ids: list[str] = []
-    append = ids.append
-    for raw, digest in zip(values, digests, strict=True):
-        try:
-            append(parse(raw).id or digest.hex())
-        except (DecodeError, RuntimeError, ValueError):
-            append(digest.hex())
+    """The envelope id of each event; its hash in hex if its bytes are not an envelope or
+    their id is empty, not printable or longer than ``EVENT_ID_MAX_CHARS`` (so any bytes
+    on the bus make a leaf the log can store). Runs for every event consumed: only the id
+    field is decoded (``EnvelopeId``), and the checks are made over the whole batch at
+    once, event by event only when one fails."""
+    parse = EnvelopeId.FromString
+    try:
+        ids = [parse(raw).id for raw in values]
+    except (DecodeError, RuntimeError, ValueError):
+        ids = [_envelope_id(raw) for raw in values]
+    if ids and (
+        "" in ids or max(map(len, ids)) > EVENT_ID_MAX_CHARS or not "".join(ids).isprintable()
+    ):
+        ids = [
+            event_id
+            if 0 < len(event_id) <= EVENT_ID_MAX_CHARS and event_id.isprintable()
+            else digest.hex()
+            for event_id, digest in zip(ids, digests, strict=True)
+        ]
     return ids
+
+
+def _envelope_id(raw: bytes) -> str:
+    """The id field of ``raw``, or "" if it does not parse."""
+    try:
+        return EnvelopeId.FromString(raw).id
+    except (DecodeError, RuntimeError, ValueError):
+        return ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -280,7 +304,7 @@ class LedgerRelay:
         appended to a copy of ``base``, with the subtrees they complete at the stored
         levels. Column by column: this runs for every event consumed."""
         values = [r.value for r in records]
-        digests = list(map(event_hash, values))
+        digests = event_hashes(values)
         distinct = set(digests)
         if len(distinct) != len(digests) or not seen.isdisjoint(distinct):
             seen = set(seen)
@@ -302,7 +326,7 @@ class LedgerRelay:
             [r.offset for r in records],
             _now_ms(),
         )
-        nodes = compact.extend(list(map(leaf_hash, digests)), STORED_FROM_LEVEL)
+        nodes = compact.extend(leaf_hashes(digests), STORED_FROM_LEVEL)
         return batch, nodes, compact
 
     def _write(

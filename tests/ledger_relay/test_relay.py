@@ -16,7 +16,7 @@ from services.ledger_relay.domain.merkle import (
     root_of,
     verify_inclusion,
 )
-from services.ledger_relay.domain.model import CheckpointStatus
+from services.ledger_relay.domain.model import EVENT_ID_MAX_CHARS, CheckpointStatus
 from services.ledger_relay.relay import LedgerRelay, event_ids_of
 from services.platform.bus.outbox import outbox_table
 from services.platform.bus.port import Message, TopicSpec
@@ -105,6 +105,25 @@ def test_an_event_id_is_the_envelope_id_or_else_the_event_hash_in_hex() -> None:
     ]
 
 
+def test_an_envelope_id_the_log_cannot_keep_is_replaced_by_the_event_hash() -> None:
+    def with_id(event_id: str) -> bytes:
+        envelope = decode(make_event(2))
+        envelope.id = event_id
+        return envelope.SerializeToString()
+
+    kept = ["x" * EVENT_ID_MAX_CHARS, "back\\slash", "é"]
+    replaced = ["x" * (EVENT_ID_MAX_CHARS + 1), "tab\t", "line\n", "nul\x00", "\u2028"]
+    values = [with_id(event_id) for event_id in kept + replaced] + [make_event(3)]
+    digests = [event_hash(v) for v in values]
+    assert event_ids_of(values, digests) == [
+        *kept,
+        *(digest.hex() for digest in digests[len(kept) : -1]),
+        decode(values[-1]).id,
+    ]
+    assert event_ids_of(values[:1], digests[:1]) == kept[:1]
+    assert event_ids_of([], []) == []
+
+
 async def test_events_are_anchored_in_checkpoints_and_survive_restart(relay_env: RelayEnv) -> None:
     first = [make_event(i) for i in range(450)]
     await _publish(relay_env, first)
@@ -124,6 +143,27 @@ async def test_events_are_anchored_in_checkpoints_and_survive_restart(relay_env:
     _check_log_against_chain(relay_env, first + second)
     assert metrics2.duplicates_skipped._value.get() == 50
     assert relay_env.anchor.count() > checkpoints
+
+
+async def test_any_bytes_on_the_bus_become_a_leaf(relay_env: RelayEnv) -> None:
+    # Ids the log cannot keep as they are (too long, a tab, not an envelope at all) must
+    # not stop the relay: those events are kept under their hash in hex.
+    def with_id(event_id: str) -> bytes:
+        envelope = decode(make_event(7))
+        envelope.id = event_id
+        return envelope.SerializeToString()
+
+    odd = [with_id("x" * 100), with_id("tab\tid"), b"\xff\xfe not an envelope"]
+    events = [make_event(1), *odd, with_id("back\\slash"), make_event(2)]
+    await _publish(relay_env, events)
+    relay, _ = await relay_env.relay()
+    await _run_until_anchored(relay, len(events))
+    repo = SqlLogRepository(relay_env.engine)
+    expected_ids = [decode(events[0]).id, *(event_hash(raw).hex() for raw in odd)]
+    expected_ids += ["back\\slash", decode(events[-1]).id]
+    leaves = [repo.leaf_by_event_id(event_id) for event_id in expected_ids]
+    assert [leaf.event_hash if leaf else None for leaf in leaves] == list(map(event_hash, events))
+    assert sorted(leaf.index for leaf in leaves if leaf) == list(range(len(events)))
 
 
 async def test_a_checkpoint_is_cut_after_the_delay_even_below_n(relay_env: RelayEnv) -> None:

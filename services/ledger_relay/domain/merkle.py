@@ -40,7 +40,13 @@ NodeLookup = Callable[[Iterable[Coordinate]], Mapping[Coordinate, bytes]]
 
 
 def leaf_hash(data: bytes) -> bytes:
-    return hashlib.sha256(LEAF_PREFIX + data).digest()
+    return _sha256(LEAF_PREFIX + data).digest()
+
+
+def leaf_hashes(entries: Iterable[bytes]) -> list[bytes]:
+    """``leaf_hash`` of each, in one loop (the relay hashes every event it consumes)."""
+    sha256, prefix = _sha256, LEAF_PREFIX
+    return [sha256(prefix + entry).digest() for entry in entries]
 
 
 def node_hash(left: bytes, right: bytes) -> bytes:

@@ -10,6 +10,9 @@ from itertools import repeat
 
 from services.ledger_relay.domain.merkle import Coordinate, Node
 
+EVENT_ID_MAX_CHARS = 64
+"""The longest envelope id a leaf keeps as its id (a UUIDv7 has 36 characters)."""
+
 
 @dataclass(frozen=True, slots=True)
 class BusPosition:
@@ -26,9 +29,10 @@ class Leaf:
     event_hash: bytes
     """SHA-256 of the event bytes: the leaf *data*; the leaf hash is ``H(0x00 || event_hash)``."""
     event_id: str
-    """The envelope id, or the event hash in hex for bytes that are not an envelope: a
-    function of the event bytes, like ``event_hash`` (so ``(event_id, event_hash)`` is
-    unique exactly when ``event_hash`` is)."""
+    """The envelope id, or the event hash in hex for bytes that are not an envelope or
+    whose id is empty, not printable or longer than ``EVENT_ID_MAX_CHARS``: a function of
+    the event bytes, like ``event_hash`` (so ``(event_id, event_hash)`` is unique exactly
+    when ``event_hash`` is)."""
     position: BusPosition
     appended_at_ms: int
 

@@ -14,7 +14,7 @@ import secrets
 import threading
 import time as clock
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from typing import TypeVar
 
@@ -31,6 +31,7 @@ from services.platform.events.errors import MalformedEvent, UnknownEventType, Wr
 from services.platform.events.topics import Topic, subject_of, topic_for
 
 Envelope = envelope_pb2.Envelope
+EnvelopeId = envelope_pb2.EnvelopeId
 Actor = envelope_pb2.Actor
 P = TypeVar("P", bound=Message)
 
@@ -200,6 +201,12 @@ def event_hash(raw: bytes) -> bytes:
     return hashlib.sha256(raw).digest()
 
 
+def event_hashes(raws: Iterable[bytes]) -> list[bytes]:
+    """``event_hash`` of each, in one loop (for readers that hash every event)."""
+    sha256 = hashlib.sha256
+    return [sha256(raw).digest() for raw in raws]
+
+
 def _unpack(envelope: Envelope, message_class: type[P]) -> P:
     message = message_class()
     try:
@@ -224,6 +231,7 @@ def _check_uuid7(value: str) -> None:
 __all__ = [
     "Actor",
     "Envelope",
+    "EnvelopeId",
     "EventIdGenerator",
     "MalformedEvent",
     "UnknownEventType",
@@ -231,6 +239,7 @@ __all__ = [
     "decode",
     "encode",
     "event_hash",
+    "event_hashes",
     "event_time",
     "new_envelope",
     "new_event_id",

@@ -27,7 +27,7 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from ehr.vocabulary.v1 import vocabulary_pb2 as ehr_dot_vocabulary_dot_v1_dot_vocabulary__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1e\x65hr/envelope/v1/envelope.proto\x12\x0f\x65hr.envelope.v1\x1a\x19google/protobuf/any.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\"ehr/vocabulary/v1/vocabulary.proto\"e\n\x05\x41\x63tor\x12\n\n\x02id\x18\x01 \x01(\t\x12%\n\x04role\x18\x02 \x01(\x0e\x32\x17.ehr.vocabulary.v1.Role\x12\x17\n\x0fnetwork_address\x18\x03 \x01(\t\x12\x10\n\x08token_id\x18\x04 \x01(\t\"\x81\x02\n\x08\x45nvelope\x12\x14\n\x0cspec_version\x18\x01 \x01(\t\x12\n\n\x02id\x18\x02 \x01(\t\x12\x0e\n\x06source\x18\x03 \x01(\t\x12\x0c\n\x04type\x18\x04 \x01(\t\x12\x0f\n\x07subject\x18\x05 \x01(\t\x12(\n\x04time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12%\n\x05\x61\x63tor\x18\x07 \x01(\x0b\x32\x16.ehr.envelope.v1.Actor\x12\x16\n\x0e\x63orrelation_id\x18\x08 \x01(\t\x12\x14\n\x0c\x63\x61usation_id\x18\t \x01(\t\x12%\n\x07payload\x18\n \x01(\x0b\x32\x14.google.protobuf.Anyb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1e\x65hr/envelope/v1/envelope.proto\x12\x0f\x65hr.envelope.v1\x1a\x19google/protobuf/any.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\"ehr/vocabulary/v1/vocabulary.proto\"e\n\x05\x41\x63tor\x12\n\n\x02id\x18\x01 \x01(\t\x12%\n\x04role\x18\x02 \x01(\x0e\x32\x17.ehr.vocabulary.v1.Role\x12\x17\n\x0fnetwork_address\x18\x03 \x01(\t\x12\x10\n\x08token_id\x18\x04 \x01(\t\"\x81\x02\n\x08\x45nvelope\x12\x14\n\x0cspec_version\x18\x01 \x01(\t\x12\n\n\x02id\x18\x02 \x01(\t\x12\x0e\n\x06source\x18\x03 \x01(\t\x12\x0c\n\x04type\x18\x04 \x01(\t\x12\x0f\n\x07subject\x18\x05 \x01(\t\x12(\n\x04time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12%\n\x05\x61\x63tor\x18\x07 \x01(\x0b\x32\x16.ehr.envelope.v1.Actor\x12\x16\n\x0e\x63orrelation_id\x18\x08 \x01(\t\x12\x14\n\x0c\x63\x61usation_id\x18\t \x01(\t\x12%\n\x07payload\x18\n \x01(\x0b\x32\x14.google.protobuf.Any\"\x18\n\nEnvelopeId\x12\n\n\x02id\x18\x02 \x01(\tb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -38,4 +38,6 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_ACTOR']._serialized_end=248
   _globals['_ENVELOPE']._serialized_start=251
   _globals['_ENVELOPE']._serialized_end=508
+  _globals['_ENVELOPEID']._serialized_start=510
+  _globals['_ENVELOPEID']._serialized_end=534
 # @@protoc_insertion_point(module_scope)
