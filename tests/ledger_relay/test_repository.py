@@ -95,6 +95,25 @@ def test_leaves_nodes_and_proofs_survive_reopening(sql_engine: sa.Engine) -> Non
     assert known == {_event(5)[1], _event(332)[1]}
 
 
+def test_ids_and_topics_are_stored_exactly_whatever_their_characters(
+    sql_engine: sa.Engine,
+) -> None:
+    # PostgreSQL receives leaves in the COPY text format: these must be escaped there.
+    odd = ["back\\slash", "tab\there", "new\nline", "carriage\rreturn", "\\N", "é-ü-✓"]
+    repo = SqlLogRepository(sql_engine)
+    repo.create_schema()
+    compact = CompactRange()
+    plain = _batch(0, [0, 1])
+    repo.append(plain, _completed(compact, plain))
+    hashes = [(100 + k).to_bytes(32, "big") for k in range(len(odd))]
+    batch = LeafBatch(2, hashes, odd, list(reversed(odd)), [0] * len(odd), list(range(len(odd))), 9)
+    repo.append(batch, _completed(compact, batch))
+    assert [repo.leaf_at(i) for i in range(2, 2 + len(odd))] == batch.leaves()
+    assert repo.leaf_by_event_id("tab\there") == batch.leaves()[1]
+    assert repo.leaf_at(0) == plain.leaves()[0]
+    assert root_of(repo.tree_size(), repo.nodes) == compact.root()
+
+
 def test_an_append_is_all_or_nothing(sql_engine: sa.Engine) -> None:
     repo, compact = _filled(sql_engine, 4)
     leaves = _batch(4, [100, 2], offset=4)  # event 2 already is leaf 2: refused

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import cast
+from typing import TYPE_CHECKING, cast
 
 import sqlalchemy as sa
 
@@ -28,6 +28,7 @@ from services.ledger_relay.domain.merkle import (
     subtree_hash,
 )
 from services.ledger_relay.domain.model import (
+    EVENT_ID_MAX_CHARS,
     BusPosition,
     ChainAnchor,
     Checkpoint,
@@ -40,6 +41,9 @@ from services.ledger_relay.domain.model import (
 from services.platform.bus.outbox import OutboxWriter, create_outbox_table
 from services.platform.bus.port import Message
 
+if TYPE_CHECKING:
+    from psycopg import Copy
+
 log = logging.getLogger(__name__)
 
 metadata = sa.MetaData()
@@ -49,7 +53,7 @@ leaves_table = sa.Table(
     metadata,
     sa.Column("leaf_index", sa.BigInteger, primary_key=True, autoincrement=False),
     sa.Column("event_hash", sa.LargeBinary(32), nullable=False),
-    sa.Column("event_id", sa.String(64), nullable=False),
+    sa.Column("event_id", sa.String(EVENT_ID_MAX_CHARS), nullable=False),
     sa.Column("topic", sa.String(249), nullable=False),
     sa.Column("partition", sa.Integer, nullable=False),
     sa.Column("bus_offset", sa.BigInteger, nullable=False),
@@ -108,21 +112,67 @@ def _bulk_insert(
     conn: sa.Connection, table: sa.Table, columns: Sequence[str], rows: Iterable[tuple[object, ...]]
 ) -> None:
     """Inserts ``rows`` in the connection's transaction, in bulk."""
-    names = ", ".join(f'"{c}"' for c in columns)
     if conn.dialect.name == "postgresql":
-        driver = conn.connection.driver_connection  # psycopg, same transaction
-        assert driver is not None
-        statement = f"COPY {table.name} ({names}) FROM STDIN"
-        dbapi_error = conn.dialect.loaded_dbapi.Error
-        try:
-            with driver.cursor() as cursor, cursor.copy(statement) as copy:
-                for row in rows:
-                    copy.write_row(row)
-        except dbapi_error as error:  # the same exception types as the SQLite path
-            raise sa.exc.DBAPIError.instance(statement, None, error, dbapi_error) from error
+
+        def write(copy: Copy) -> None:
+            for row in rows:
+                copy.write_row(row)
+
+        _copy_in(conn, table, columns, write)
         return
+    names = ", ".join(f'"{c}"' for c in columns)
     marks = ", ".join("?" * len(columns))
     conn.exec_driver_sql(f"INSERT INTO {table.name} ({names}) VALUES ({marks})", list(rows))
+
+
+def _copy_in(
+    conn: sa.Connection, table: sa.Table, columns: Sequence[str], write: Callable[[Copy], None]
+) -> None:
+    """``COPY table FROM STDIN`` on PostgreSQL, in the connection's transaction; ``write``
+    sends the data (rows, or text in the COPY text format)."""
+    names = ", ".join(f'"{c}"' for c in columns)
+    driver = conn.connection.driver_connection  # psycopg, same transaction
+    assert driver is not None
+    statement = f"COPY {table.name} ({names}) FROM STDIN"
+    dbapi_error = conn.dialect.loaded_dbapi.Error
+    try:
+        with driver.cursor() as cursor, cursor.copy(statement) as copy:
+            write(copy)
+    except dbapi_error as error:  # the same exception types as the SQLite path
+        raise sa.exc.DBAPIError.instance(statement, None, error, dbapi_error) from error
+
+
+_COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
+
+
+def _copy_escaped(values: list[str]) -> list[str]:
+    """``values`` escaped for the COPY text format (unchanged, and not copied, when none
+    needs it: envelope ids and topic names never do)."""
+    joined = "".join(values)
+    if "\\" not in joined and joined.isprintable():
+        return values
+    return [value.translate(_COPY_ESCAPES) for value in values]
+
+
+def _copy_text(batch: LeafBatch) -> str:
+    """The leaves of ``batch`` in the COPY text format, columns as ``_LEAF_COLUMNS``.
+    Formatted here in one pass instead of row by row by the driver: this runs for every
+    event consumed."""
+    first, at = batch.first_index, batch.appended_at_ms
+    return "".join(
+        [
+            f"{index}\t\\\\x{digest.hex()}\t{event_id}\t{topic}\t{partition}\t{offset}\t{at}\n"
+            for index, digest, event_id, topic, partition, offset in zip(
+                range(first, first + len(batch)),
+                batch.event_hashes,
+                _copy_escaped(batch.event_ids),
+                _copy_escaped(batch.topics),
+                batch.partitions,
+                batch.offsets,
+                strict=True,
+            )
+        ]
+    )
 
 
 def _known(
@@ -165,7 +215,11 @@ def _insert(conn: sa.Connection, batch: LeafBatch, nodes: Sequence[Node]) -> Non
     node_rows = [
         (_node_key(n.level, n.index), n.hash) for n in nodes if n.level >= STORED_FROM_LEVEL
     ]
-    _bulk_insert(conn, leaves_table, _LEAF_COLUMNS, batch.rows())
+    if conn.dialect.name == "postgresql":
+        text = _copy_text(batch)
+        _copy_in(conn, leaves_table, _LEAF_COLUMNS, lambda copy: copy.write(text))
+    else:
+        _bulk_insert(conn, leaves_table, _LEAF_COLUMNS, batch.rows())
     if node_rows:
         _bulk_insert(conn, nodes_table, _NODE_COLUMNS, node_rows)
 
