@@ -93,6 +93,13 @@ def _check_log_against_chain(env: RelayEnv, events: list[bytes]) -> None:
     assert len(outbox) == len(anchored), "one checkpoint-anchored event per checkpoint"
 
 
+def _with_id(event_id: str) -> bytes:
+    """An envelope's bytes with ``event_id`` as its id."""
+    envelope = decode(make_event(2))
+    envelope.id = event_id
+    return envelope.SerializeToString()
+
+
 def test_an_event_id_is_the_envelope_id_or_else_the_event_hash_in_hex() -> None:
     raw = make_event(1)
     values = [raw, b"\xff\xff not an envelope", b"", raw]  # b"": an envelope without id
@@ -106,14 +113,9 @@ def test_an_event_id_is_the_envelope_id_or_else_the_event_hash_in_hex() -> None:
 
 
 def test_an_envelope_id_the_log_cannot_keep_is_replaced_by_the_event_hash() -> None:
-    def with_id(event_id: str) -> bytes:
-        envelope = decode(make_event(2))
-        envelope.id = event_id
-        return envelope.SerializeToString()
-
     kept = ["x" * EVENT_ID_MAX_CHARS, "back\\slash", "é"]
     replaced = ["x" * (EVENT_ID_MAX_CHARS + 1), "tab\t", "line\n", "nul\x00", "\u2028"]
-    values = [with_id(event_id) for event_id in kept + replaced] + [make_event(3)]
+    values = [_with_id(event_id) for event_id in kept + replaced] + [make_event(3)]
     digests = [event_hash(v) for v in values]
     assert event_ids_of(values, digests) == [
         *kept,
@@ -148,13 +150,8 @@ async def test_events_are_anchored_in_checkpoints_and_survive_restart(relay_env:
 async def test_any_bytes_on_the_bus_become_a_leaf(relay_env: RelayEnv) -> None:
     # Ids the log cannot keep as they are (too long, a tab, not an envelope at all) must
     # not stop the relay: those events are kept under their hash in hex.
-    def with_id(event_id: str) -> bytes:
-        envelope = decode(make_event(7))
-        envelope.id = event_id
-        return envelope.SerializeToString()
-
-    odd = [with_id("x" * 100), with_id("tab\tid"), b"\xff\xfe not an envelope"]
-    events = [make_event(1), *odd, with_id("back\\slash"), make_event(2)]
+    odd = [_with_id("x" * 100), _with_id("tab\tid"), b"\xff\xfe not an envelope"]
+    events = [make_event(1), *odd, _with_id("back\\slash"), make_event(2)]
     await _publish(relay_env, events)
     relay, _ = await relay_env.relay()
     await _run_until_anchored(relay, len(events))

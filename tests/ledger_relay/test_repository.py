@@ -12,6 +12,7 @@ from services.ledger_relay.domain.merkle import (
     consistency_proof,
     inclusion_proof,
     leaf_hash,
+    leaf_hashes,
     root_of,
     verify_consistency,
     verify_inclusion,
@@ -50,7 +51,7 @@ def _batch(first: int, numbers: list[int], offset: int = 0, at: int | None = Non
 
 def _completed(compact: CompactRange, batch: LeafBatch) -> list[Node]:
     """Appends the batch's leaves to ``compact``; the subtrees they complete."""
-    return compact.extend([leaf_hash(h) for h in batch.event_hashes])
+    return compact.extend(leaf_hashes(batch.event_hashes))
 
 
 def _fill(repo: SqlLogRepository, compact: CompactRange, count: int, batch: int = 50) -> None:
