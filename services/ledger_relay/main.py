@@ -4,7 +4,9 @@ The only place that chooses adapters:
 
 - database: ``EHR_DATABASE_URL`` (PostgreSQL, ``postgresql+psycopg://``), else SQLite in
   ``<data_dir>/ledger.sqlite3``;
-- bus: ``EHR_KAFKA_BOOTSTRAP_SERVERS``, else the embedded log in ``<data_dir>/bus``;
+- bus: ``EHR_KAFKA_BOOTSTRAP_SERVERS``, else the embedded log in ``<data_dir>/bus``; with
+  Kafka the relay reads the bus through a consumer in a child process
+  (``EHR_FETCH_PROCESS``, on by default; ``services/platform/bus/process.py``);
 - chain: ``EHR_CHAIN_RPC_URLS`` + ``EHR_CHAIN_ID`` (Geth), else the in-process chain.
 
 The relay account signs the anchoring transactions. Its key is read from
@@ -47,7 +49,13 @@ from services.ledger_relay.api.schemas import AnchorContract
 from services.ledger_relay.domain.policy import CheckpointPolicy
 from services.ledger_relay.domain.proofs import ProofService
 from services.ledger_relay.metrics import RelayMetrics
-from services.ledger_relay.relay import DOMAIN_TOPICS, CrashHook, LedgerRelay, RelayConfig
+from services.ledger_relay.relay import (
+    DOMAIN_TOPICS,
+    ConsumerFactory,
+    CrashHook,
+    LedgerRelay,
+    RelayConfig,
+)
 from services.platform.app.factory import create_app, serve
 from services.platform.app.logging import configure_logging
 from services.platform.app.settings import ServiceSettings
@@ -56,6 +64,7 @@ from services.platform.bus.embedded import EmbeddedEventBus
 from services.platform.bus.kafka import KafkaEventBus
 from services.platform.bus.outbox import OutboxPublisher
 from services.platform.bus.port import EventBus
+from services.platform.bus.process import ProcessConsumer
 from services.platform.chain.geth import GethChain
 from services.platform.chain.inprocess import InProcessChain
 from services.platform.chain.port import Chain, load_artifact
@@ -92,6 +101,12 @@ class LedgerRelaySettings(ServiceSettings):
         default=None, ge=0, description="blocks to wait on start for in-flight transactions"
     )
     fetch_max_records: int = Field(default=2000, ge=1)
+    fetch_process: bool = Field(
+        default=True,
+        description="with Kafka, read the bus in a child process (fetching and decoding "
+        "records, the costliest part of consuming, then run outside the relay's GIL); "
+        "the embedded log is always read in the relay's process",
+    )
     max_write_records: int = Field(
         default=20000, ge=1, description="at most this many events in one write of the log"
     )
@@ -243,12 +258,26 @@ class LedgerRelayRuntime:
             self.metrics,
             self.publish_outbox,
             crash_hook,
+            self._consumer_factory(),
         )
         self.proofs = ProofService(self.repository)
         self.contract = AnchorContract(chain_id=self.anchor.chain_id, address=self.anchor.address)
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self.app = self._build_app()
+
+    def _consumer_factory(self) -> ConsumerFactory | None:
+        """A consumer in a child process when reading Kafka with ``fetch_process``; else
+        ``None`` (the bus's own consumer)."""
+        bus = self.bus
+        if not (self.settings.fetch_process and isinstance(bus, KafkaEventBus)):
+            return None
+        max_records = self.settings.fetch_max_records
+
+        def consumer(group: str, topics: list[str]) -> ProcessConsumer:
+            return ProcessConsumer(bus.bootstrap_servers, group, topics, bus.client_id, max_records)
+
+        return consumer
 
     def _build_app(self) -> FastAPI:
         async def database() -> None:

@@ -18,6 +18,10 @@ Exactly once, by construction:
   a larger tree with a consistency proof from its latest checkpoint, so a stale
   retry can never anchor the same leaves twice.
 
+The relay reads the bus as columns (``ColumnConsumer``): the bus's own consumer, or, with
+Kafka in production, a consumer in a child process (``ProcessConsumer``) that fetches and
+decodes records outside this process's GIL and commits only when the relay asks.
+
 Off the event loop: the relay's database and chain calls run on its own threads, so
 consuming, cutting and receipt polling do not wait on each other:
 
@@ -75,7 +79,7 @@ from services.ledger_relay.domain.model import (
 )
 from services.ledger_relay.domain.policy import CheckpointPolicy
 from services.ledger_relay.metrics import RelayMetrics
-from services.platform.bus.port import BusConsumer, EventBus, Record, TopicSpec
+from services.platform.bus.port import ColumnConsumer, EventBus, RecordColumns, TopicSpec
 from services.platform.chain.port import ChainError
 from services.platform.events.envelope import (
     Actor,
@@ -92,6 +96,7 @@ DOMAIN_TOPICS: tuple[str, ...] = tuple(t.name for t in TOPICS if t != LEDGER_CHE
 """Every topic whose events are anchored (the relay's own checkpoint events are not)."""
 
 CrashHook = Callable[[str], None]
+ConsumerFactory = Callable[[str, list[str]], ColumnConsumer]
 T = TypeVar("T")
 
 
@@ -155,7 +160,7 @@ def _envelope_id(raw: bytes) -> str:
 class _Built:
     """A fetched batch made into leaves on top of ``base`` (the range it was built on)."""
 
-    records: Sequence[Record]
+    columns: RecordColumns
     base: CompactRange
     batch: LeafBatch
     nodes: list[Node]
@@ -172,7 +177,10 @@ class LedgerRelay:
         metrics: RelayMetrics,
         publish_outbox: Callable[[], Awaitable[int]] | None = None,
         crash_hook: CrashHook | None = None,
+        consumer: ConsumerFactory | None = None,
     ) -> None:
+        """``consumer`` makes the group member the relay reads (default: the bus's own
+        consumer, in this process)."""
         self._repo = repository
         self._anchor = anchor
         self._bus = bus
@@ -180,6 +188,7 @@ class LedgerRelay:
         self._metrics = metrics
         self._publish_outbox = publish_outbox
         self._crash_hook = crash_hook or (lambda _point: None)
+        self._consumer: ConsumerFactory = consumer or bus.consumer
         self._compact = CompactRange()
         """The store thread's range: every leaf whose write has committed."""
         self._tip = self._compact
@@ -288,23 +297,22 @@ class LedgerRelay:
 
     # -- consuming ---------------------------------------------------------------
 
-    def _build(self, records: Sequence[Record]) -> _Built:
+    def _build(self, columns: RecordColumns) -> _Built:
         """Makes a fetched batch's leaves and stored subtrees on top of the last batch built
         (``ledger-build`` thread), as if every event were new: the write checks that."""
         base = self._tip
-        batch, nodes, compact = self._leaves_of(records, base, set())
+        batch, nodes, compact = self._leaves_of(columns, base, set())
         self._tip = compact
-        return _Built(records, base, batch, nodes, compact)
+        return _Built(columns, base, batch, nodes, compact)
 
     @staticmethod
     def _leaves_of(
-        records: Sequence[Record], base: CompactRange, seen: set[bytes]
+        columns: RecordColumns, base: CompactRange, seen: set[bytes]
     ) -> tuple[LeafBatch, list[Node], CompactRange]:
         """The leaves of the records whose hash is not in ``seen`` (each hash once),
         appended to a copy of ``base``, with the subtrees they complete at the stored
         levels. Column by column: this runs for every event consumed."""
-        values = [r.value for r in records]
-        digests = event_hashes(values)
+        digests = event_hashes(columns.values)
         distinct = set(digests)
         if len(distinct) != len(digests) or not seen.isdisjoint(distinct):
             seen = set(seen)
@@ -313,24 +321,23 @@ class LedgerRelay:
                 if digest not in seen:
                     seen.add(digest)
                     kept.append(k)
-            records = [records[k] for k in kept]
-            values = [values[k] for k in kept]
+            columns = columns.take(kept)
             digests = [digests[k] for k in kept]
         compact = base.copy()
         batch = LeafBatch(
             compact.size,
             digests,
-            event_ids_of(values, digests),
-            [r.topic for r in records],
-            [r.partition for r in records],
-            [r.offset for r in records],
+            event_ids_of(columns.values, digests),
+            columns.topics,
+            columns.partitions,
+            columns.offsets,
             _now_ms(),
         )
         nodes = compact.extend(leaf_hashes(digests), STORED_FROM_LEVEL)
         return batch, nodes, compact
 
     def _write(
-        self, group: Sequence[_Built], records: Sequence[Record]
+        self, group: Sequence[_Built], columns: RecordColumns
     ) -> tuple[int, int, CompactRange | None, bool]:
         """Writes built batches in one transaction (``ledger-store`` thread), skipping events
         already in the log. They are written as built when they follow the stored range and
@@ -338,7 +345,7 @@ class LedgerRelay:
         them that held one, or one event in two of them), the repository has them built
         again on the stored range, without the known events. Returns the leaves appended,
         the duplicates skipped, the stored range (``None`` if no leaf) and whether they were
-        built again. ``records`` are the group's records, in order."""
+        built again. ``columns`` are the group's records, in order."""
         result: list[CompactRange] = []
         chained = group[0].base is self._compact and all(
             after.base is before.compact for before, after in pairwise(group)
@@ -351,7 +358,7 @@ class LedgerRelay:
                     LeafBatch.concat([built.batch for built in group]),
                     [node for built in group for node in built.nodes],
                 )
-            batch, nodes, compact = self._leaves_of(records, self._compact, seen)
+            batch, nodes, compact = self._leaves_of(columns, self._compact, seen)
             result[:] = [compact]
             return batch, nodes
 
@@ -361,18 +368,18 @@ class LedgerRelay:
             self._compact = CompactRange.restore(self._repo.tree_size(), self._repo.nodes)
             raise
         rebuilt = not result or result[0] is not group[-1].compact
-        duplicates = len(records) - len(leaves)
+        duplicates = len(columns) - len(leaves)
         if not leaves:
             return 0, duplicates, None, rebuilt
         self._compact = result[0]
         return len(leaves), duplicates, self._compact.copy(), rebuilt
 
-    async def _write_and_commit(self, consumer: BusConsumer, group: Sequence[_Built]) -> bool:
+    async def _write_and_commit(self, consumer: ColumnConsumer, group: Sequence[_Built]) -> bool:
         """Writes built batches on the store thread, publishes the stored size, commits
         their offsets; returns whether they had to be built again."""
-        records = [r for built in group for r in built.records]
+        columns = RecordColumns.concat([built.columns for built in group])
         appended, duplicates, stored, rebuilt = await self._on(
-            "store", lambda: self._write(group, records)
+            "store", lambda: self._write(group, columns)
         )
         if duplicates:
             self._metrics.duplicates_skipped.inc(duplicates)
@@ -385,21 +392,21 @@ class LedgerRelay:
             self._metrics.lag.set(stored.size - self._anchored_size)
             self._wake.set()
         self._crash_hook("before_commit")
-        await consumer.commit_records(records)
+        await consumer.commit(columns.next_offsets())
         return rebuilt
 
-    async def consume_batch(self, consumer: BusConsumer, timeout_s: float = 0.2) -> int:
+    async def consume_batch(self, consumer: ColumnConsumer, timeout_s: float = 0.2) -> int:
         """Fetches, stores and commits one batch; returns the leaves appended."""
-        records = await consumer.fetch(self._config.fetch_max_records, timeout_s=timeout_s)
-        if not records:
+        columns = await consumer.fetch_columns(self._config.fetch_max_records, timeout_s=timeout_s)
+        if not columns:
             return 0
         before = self.tree_size
         self._tip = self._compact
-        built = await self._on("build", partial(self._build, records))
+        built = await self._on("build", partial(self._build, columns))
         await self._write_and_commit(consumer, [built])
         return self.tree_size - before
 
-    async def _consume_loop(self, consumer: BusConsumer, stop: asyncio.Event) -> None:
+    async def _consume_loop(self, consumer: ColumnConsumer, stop: asyncio.Event) -> None:
         """Fetches and builds while a write runs; the next write takes everything built
         meanwhile.
 
@@ -420,17 +427,17 @@ class LedgerRelay:
                     await asyncio.wait([writing])
                 else:
                     # Short waits while writing: its end is noticed within milliseconds.
-                    records = await consumer.fetch(
+                    columns = await consumer.fetch_columns(
                         self._config.fetch_max_records, timeout_s=0.2 if writing is None else 0.005
                     )
-                    if records:
-                        built.append(await self._on("build", partial(self._build, records)))
-                        waiting += len(records)
+                    if columns:
+                        built.append(await self._on("build", partial(self._build, columns)))
+                        waiting += len(columns)
                 if writing is not None and writing.done():
                     if await writing:
                         self._tip = self._compact
                         built = [
-                            await self._on("build", partial(self._build, b.records)) for b in built
+                            await self._on("build", partial(self._build, b.columns)) for b in built
                         ]
                     writing = None
                 if writing is None and built:
@@ -639,7 +646,7 @@ class LedgerRelay:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Consumes and anchors until ``stop`` is set."""
-        async with self._bus.consumer(self._config.group, list(self._config.topics)) as consumer:
+        async with self._consumer(self._config.group, list(self._config.topics)) as consumer:
             tasks = [
                 asyncio.create_task(self._consume_loop(consumer, stop)),
                 asyncio.create_task(self._anchor_loop(stop)),

@@ -14,7 +14,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Self
+from typing import Protocol, Self
 
 Headers = tuple[tuple[str, bytes], ...]
 
@@ -63,6 +63,76 @@ class Record:
         return Position(self.topic, self.partition, self.offset)
 
 
+@dataclass(frozen=True, slots=True)
+class RecordColumns:
+    """Fetched records as columns: position and bytes of each, in fetch order (what a
+    consumer that needs no keys, headers or timestamps reads, one list per field)."""
+
+    topics: list[str]
+    partitions: list[int]
+    offsets: list[int]
+    values: list[bytes]
+
+    def __len__(self) -> int:
+        return len(self.values)
+
+    @classmethod
+    def of(cls, records: Sequence[Record]) -> RecordColumns:
+        return cls(
+            [r.topic for r in records],
+            [r.partition for r in records],
+            [r.offset for r in records],
+            [r.value for r in records],
+        )
+
+    def take(self, indexes: Sequence[int]) -> RecordColumns:
+        """The records at ``indexes``, in that order."""
+        return RecordColumns(
+            [self.topics[k] for k in indexes],
+            [self.partitions[k] for k in indexes],
+            [self.offsets[k] for k in indexes],
+            [self.values[k] for k in indexes],
+        )
+
+    @classmethod
+    def concat(cls, parts: Sequence[RecordColumns]) -> RecordColumns:
+        if len(parts) == 1:
+            return parts[0]
+        return cls(
+            [t for part in parts for t in part.topics],
+            [p for part in parts for p in part.partitions],
+            [o for part in parts for o in part.offsets],
+            [v for part in parts for v in part.values],
+        )
+
+    def next_offsets(self) -> dict[tuple[str, int], int]:
+        """``last offset + 1`` per (topic, partition): what to commit after processing
+        (a partition's records are fetched in offset order, so its last is its highest)."""
+        last = dict(zip(zip(self.topics, self.partitions, strict=True), self.offsets, strict=True))
+        return {slot: offset + 1 for slot, offset in last.items()}
+
+
+class ColumnConsumer(Protocol):
+    """A group member read as columns: what the ledger relay needs (every
+    ``BusConsumer`` is one; so is the Kafka consumer in a process of its own,
+    ``process.ProcessConsumer``)."""
+
+    async def __aenter__(self) -> Self: ...
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None: ...
+
+    async def fetch_columns(
+        self, max_records: int = 500, timeout_s: float = 1.0
+    ) -> RecordColumns: ...
+
+    async def commit(self, offsets: Mapping[tuple[str, int], int]) -> None: ...
+
+
 class BusConsumer(ABC):
     """One member of a consumer group. Offsets are committed only by ``commit``."""
 
@@ -101,6 +171,10 @@ class BusConsumer(ABC):
     @abstractmethod
     async def assignment(self) -> set[tuple[str, int]]:
         """The (topic, partition) pairs this member currently reads."""
+
+    async def fetch_columns(self, max_records: int = 500, timeout_s: float = 1.0) -> RecordColumns:
+        """``fetch``, as columns."""
+        return RecordColumns.of(await self.fetch(max_records, timeout_s))
 
     async def commit_records(self, records: Iterable[Record]) -> None:
         """Commits ``last offset + 1`` of each partition seen in ``records``."""
