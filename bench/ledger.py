@@ -8,7 +8,8 @@ through the local stack (``EHR_STACK__...`` settings):
 1. raw consume: ``RAW_EVENTS`` events (as many as the backlog's) are published first,
    then a bare consumer reads them all through the relay's bus adapter and consumer
    settings (``KafkaEventBus`` group consumer, ``fetch(2000)``, manual commit; no relay
-   work), ``RAW_REPEATS`` times with fresh groups; the median rate is reported;
+   work: the same ``fetch`` the relay's consumer process makes, in one process),
+   ``RAW_REPEATS`` times with fresh groups; the median rate is reported;
 2. checkpoint mode, sustained: the relay (``LedgerRelayRuntime``, 1,000-event
    checkpoints, 32 in flight) runs in this process while a separate publisher process
    publishes at ``PUBLISH_RATE`` events/s (or as fast as it can, if slower) for

@@ -28,10 +28,12 @@ import fcntl
 import json
 import os
 import struct
+import subprocess
 import sys
 from array import array
 from collections import deque
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from itertools import accumulate, pairwise
 from types import TracebackType
 from typing import Self
@@ -103,7 +105,12 @@ def _answer(kind: bytes, payload: bytes) -> tuple[bytes, bytes]:
 
 class ProcessConsumer:
     """A member of Kafka consumer group ``group`` running in a child process (see the
-    module docstring); a ``ColumnConsumer``."""
+    module docstring); a ``ColumnConsumer``.
+
+    The pipes are read and written with blocking calls on a thread of this consumer's
+    own: a frame (up to ``max_records`` values) then arrives in one or a few reads, each
+    releasing the GIL, instead of many small reads on the event loop, each of which
+    would wait for the GIL while the consuming process's other threads hold it."""
 
     def __init__(
         self,
@@ -122,7 +129,8 @@ class ProcessConsumer:
         self.max_records = max_records
         self.prefetch = prefetch
         self.start_timeout_s = start_timeout_s
-        self._process: asyncio.subprocess.Process | None = None
+        self._process: subprocess.Popen[bytes] | None = None
+        self._io: ThreadPoolExecutor | None = None
         self._lock = asyncio.Lock()
         self._abandoned = False
         """A request's answer was not read (cancelled): the next answer would be its, so
@@ -150,27 +158,30 @@ class ProcessConsumer:
         if self._process is not None:
             return
         self._abandoned = False
-        self._process = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            __name__,
-            "--bootstrap-servers",
-            self.bootstrap_servers,
-            "--group",
-            self.group,
-            "--client-id",
-            self.client_id,
-            "--max-records",
-            str(self.max_records),
-            "--prefetch",
-            str(self.prefetch),
-            *self.topics,
-            stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE,
-            limit=_PIPE_BYTES,
+        self._io = ThreadPoolExecutor(1, thread_name_prefix=f"consumer-{self.group}")
+        self._process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                __name__,
+                "--bootstrap-servers",
+                self.bootstrap_servers,
+                "--group",
+                self.group,
+                "--client-id",
+                self.client_id,
+                "--max-records",
+                str(self.max_records),
+                "--prefetch",
+                str(self.prefetch),
+                *self.topics,
+            ],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            bufsize=0,
         )
         try:
-            kind, _ = _answer(*await asyncio.wait_for(self._read_frame(), self.start_timeout_s))
+            kind, _ = _answer(*await asyncio.wait_for(self._exchange(b""), self.start_timeout_s))
         except (TimeoutError, BusError):
             await self.close()
             raise
@@ -180,18 +191,25 @@ class ProcessConsumer:
 
     async def close(self) -> None:
         process, self._process = self._process, None
+        io, self._io = self._io, None
         if process is None:
             return
-        if process.returncode is None:
-            with contextlib.suppress(ConnectionError):
+        if process.poll() is None:
+            with contextlib.suppress(OSError):
                 assert process.stdin is not None
                 process.stdin.write(b'{"op": "close"}\n')
                 process.stdin.close()
             try:
-                await asyncio.wait_for(process.wait(), 15)
-            except TimeoutError:
+                await asyncio.to_thread(process.wait, 15)
+            except subprocess.TimeoutExpired:
                 process.kill()
-                await process.wait()
+                await asyncio.to_thread(process.wait)
+        if io is not None:  # the thread ends once its read sees the pipe close
+            io.shutdown(wait=False)
+        for pipe in (process.stdin, process.stdout):
+            if pipe is not None:
+                with contextlib.suppress(OSError):
+                    pipe.close()
 
     async def fetch_columns(self, max_records: int = 500, timeout_s: float = 1.0) -> RecordColumns:
         """The next prefetched batch (at most the child's ``max_records``, fixed at start)."""
@@ -205,8 +223,7 @@ class ProcessConsumer:
 
     async def _request(self, request: dict[str, object]) -> tuple[bytes, bytes]:
         async with self._lock:
-            process = self._process
-            if process is None or process.stdin is None:
+            if self._process is None:
                 raise BusClosedError(f"consumer process of group {self.group} is not started")
             if self._abandoned:
                 raise BusClosedError(
@@ -214,32 +231,60 @@ class ProcessConsumer:
                     "before its answer was read; close it and start a new one"
                 )
             self._abandoned = True  # until the answer is read whole
-            try:
-                process.stdin.write(json.dumps(request).encode() + b"\n")
-                await process.stdin.drain()
-            except ConnectionError as exc:
-                raise await self._ended() from exc
-            kind, payload = await self._read_frame()
+            kind, payload = await self._exchange(json.dumps(request).encode() + b"\n")
             self._abandoned = False
             return _answer(kind, payload)
 
-    async def _read_frame(self) -> tuple[bytes, bytes]:
-        process = self._process
-        assert process is not None and process.stdout is not None
-        try:
-            kind, length = _HEADER.unpack(await process.stdout.readexactly(_HEADER.size))
-            payload = await process.stdout.readexactly(length)
-        except asyncio.IncompleteReadError as exc:
-            raise await self._ended() from exc
-        return kind, payload
+    async def _exchange(self, request: bytes) -> tuple[bytes, bytes]:
+        """Sends ``request`` (if any) and reads the next frame, on the I/O thread."""
+        process, io = self._process, self._io
+        assert process is not None and io is not None
+        loop = asyncio.get_running_loop()
+        answer = await loop.run_in_executor(io, _exchange, process, request)
+        if answer is None:
+            code = await asyncio.to_thread(_exit_code, process)
+            raise BusClosedError(f"consumer process of group {self.group} ended (exit code {code})")
+        return answer
 
-    async def _ended(self) -> BusClosedError:
-        process = self._process
-        code = None
-        if process is not None:
-            with contextlib.suppress(TimeoutError):
-                code = await asyncio.wait_for(process.wait(), 5)
-        return BusClosedError(f"consumer process of group {self.group} ended (exit code {code})")
+
+def _exchange(process: subprocess.Popen[bytes], request: bytes) -> tuple[bytes, bytes] | None:
+    """Writes ``request`` to the child and reads one frame; ``None`` if the child is gone."""
+    assert process.stdin is not None and process.stdout is not None
+    try:
+        if request:
+            process.stdin.write(request)
+        header = _read_exactly(process.stdout.fileno(), _HEADER.size)
+        if header is None:
+            return None
+        kind, length = _HEADER.unpack(header)
+        payload = _read_exactly(process.stdout.fileno(), length)
+    except (OSError, ValueError):  # a closed pipe
+        return None
+    return None if payload is None else (kind, payload)
+
+
+def _read_exactly(fd: int, size: int) -> bytes | None:
+    """``size`` bytes from ``fd`` (usually one read: the child writes whole frames into a
+    pipe of ``_PIPE_BYTES``); ``None`` at end of file."""
+    if size == 0:
+        return b""
+    chunk = os.read(fd, size)
+    if len(chunk) == size:
+        return chunk
+    chunks = [chunk]
+    got = len(chunk)
+    while chunk and got < size:
+        chunk = os.read(fd, size - got)
+        chunks.append(chunk)
+        got += len(chunk)
+    return b"".join(chunks) if got == size else None
+
+
+def _exit_code(process: subprocess.Popen[bytes]) -> int | None:
+    try:
+        return process.wait(5)
+    except subprocess.TimeoutExpired:
+        return None
 
 
 # -- the child -------------------------------------------------------------------------
