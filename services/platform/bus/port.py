@@ -105,11 +105,37 @@ class RecordColumns:
             [v for part in parts for v in part.values],
         )
 
+    def positions(self) -> list[tuple[str, int, int]]:
+        """(topic, partition, offset) of each record."""
+        return list(zip(self.topics, self.partitions, self.offsets, strict=True))
+
     def next_offsets(self) -> dict[tuple[str, int], int]:
         """``last offset + 1`` per (topic, partition): what to commit after processing
         (a partition's records are fetched in offset order, so its last is its highest)."""
         last = dict(zip(zip(self.topics, self.partitions, strict=True), self.offsets, strict=True))
         return {slot: offset + 1 for slot, offset in last.items()}
+
+
+class Lifecycle(ABC):
+    """Something started and closed, also by ``async with``."""
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    @abstractmethod
+    async def start(self) -> None: ...
+
+    @abstractmethod
+    async def close(self) -> None: ...
 
 
 class ColumnConsumer(Protocol):
@@ -133,20 +159,8 @@ class ColumnConsumer(Protocol):
     async def commit(self, offsets: Mapping[tuple[str, int], int]) -> None: ...
 
 
-class BusConsumer(ABC):
+class BusConsumer(Lifecycle):
     """One member of a consumer group. Offsets are committed only by ``commit``."""
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
 
     @abstractmethod
     async def start(self) -> None:
@@ -183,20 +197,8 @@ class BusConsumer(ABC):
             await self.commit(offsets)
 
 
-class EventBus(ABC):
+class EventBus(Lifecycle):
     """Publishes keyed records and creates group consumers."""
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
 
     @abstractmethod
     async def start(self) -> None: ...

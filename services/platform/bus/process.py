@@ -35,11 +35,9 @@ from collections import deque
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from itertools import accumulate, pairwise
-from types import TracebackType
-from typing import Self
 
 from .errors import BusClosedError, BusError, CommitError
-from .port import Record, RecordColumns
+from .port import Lifecycle, Record, RecordColumns
 
 _HEADER = struct.Struct("<cI")
 _COUNTS = struct.Struct("<II")
@@ -103,7 +101,7 @@ def _answer(kind: bytes, payload: bytes) -> tuple[bytes, bytes]:
     return kind, payload
 
 
-class ProcessConsumer:
+class ProcessConsumer(Lifecycle):
     """A member of Kafka consumer group ``group`` running in a child process (see the
     module docstring); a ``ColumnConsumer``.
 
@@ -141,18 +139,6 @@ class ProcessConsumer:
     def pid(self) -> int | None:
         """The child's process id (``None`` when not started)."""
         return None if self._process is None else self._process.pid
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
 
     async def start(self) -> None:
         if self._process is not None:

@@ -104,26 +104,29 @@ async def _publish(bus: EventBus, topics: list[str], count: int) -> Published:
     }
 
 
-async def test_every_record_arrives_once_byte_exact_in_offset_order_per_partition(
-    reader: tuple[BusBackend, ConsumerOf], unique_name: str
-) -> None:
+async def _published(
+    reader: tuple[BusBackend, ConsumerOf], unique_name: str, count: int
+) -> tuple[EventBus, ConsumerOf, list[str], Published]:
+    """A bus of the reader's backend, its consumer maker, two new topics and ``count``
+    records published on them."""
     backend, consumer_of = reader
     bus = await backend.open()
     topics = await _topics(bus, unique_name)
-    published = await _publish(bus, topics, 300)
+    return bus, consumer_of, topics, await _publish(bus, topics, count)
+
+
+async def test_every_record_arrives_once_byte_exact_in_offset_order_per_partition(
+    reader: tuple[BusBackend, ConsumerOf], unique_name: str
+) -> None:
+    bus, consumer_of, topics, published = await _published(reader, unique_name, 300)
     async with consumer_of(bus, f"g-{unique_name}", topics) as consumer:
         columns = await _read(consumer, len(published))
         assert len(await consumer.fetch_columns(timeout_s=0.3)) == 0
-    got = {
-        (t, p, o): v
-        for t, p, o, v in zip(
-            columns.topics, columns.partitions, columns.offsets, columns.values, strict=True
-        )
-    }
+    got = dict(zip(columns.positions(), columns.values, strict=True))
     assert len(got) == len(columns) == 300
     assert got == published
     by_partition: dict[tuple[str, int], list[int]] = {}
-    for t, p, o in zip(columns.topics, columns.partitions, columns.offsets, strict=True):
+    for t, p, o in columns.positions():
         by_partition.setdefault((t, p), []).append(o)
     assert all(offsets == sorted(offsets) for offsets in by_partition.values())
 
@@ -131,20 +134,17 @@ async def test_every_record_arrives_once_byte_exact_in_offset_order_per_partitio
 async def test_committed_records_are_not_delivered_again_the_rest_are(
     reader: tuple[BusBackend, ConsumerOf], unique_name: str
 ) -> None:
-    backend, consumer_of = reader
-    bus = await backend.open()
-    topics = await _topics(bus, unique_name)
-    published = await _publish(bus, topics, 200)
+    bus, consumer_of, topics, published = await _published(reader, unique_name, 200)
     group = f"g-{unique_name}"
     async with consumer_of(bus, group, topics) as consumer:
         first = await _read(consumer, 1)
         await consumer.commit(first.next_offsets())
         await _read(consumer, 20)  # fetched, never committed
-    done = set(zip(first.topics, first.partitions, first.offsets, strict=True))
+    done = set(first.positions())
     async with consumer_of(bus, group, topics) as consumer:
         rest = await _read(consumer, len(published) - len(done))
         assert len(await consumer.fetch_columns(timeout_s=0.3)) == 0
-    again = set(zip(rest.topics, rest.partitions, rest.offsets, strict=True))
+    again = set(rest.positions())
     assert again.isdisjoint(done)
     assert again | done == set(published)
 
@@ -169,6 +169,13 @@ _PARENT = textwrap.dedent(
 )
 
 
+async def _on_kafka(backend: BusBackend, unique_name: str) -> tuple[str, EventBus, list[str]]:
+    """The broker's address, a bus on it and two new topics."""
+    assert backend.bootstrap is not None
+    bus = await backend.open()
+    return backend.bootstrap, bus, await _topics(bus, unique_name)
+
+
 def _running(pid: int) -> bool:
     try:
         state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
@@ -181,10 +188,8 @@ def _running(pid: int) -> bool:
 async def test_the_consumer_process_leaves_the_group_when_its_parent_is_killed(
     kafka_backend: BusBackend, unique_name: str
 ) -> None:
-    bootstrap = kafka_backend.bootstrap
-    assert bootstrap is not None
-    bus = await kafka_backend.open()
-    topic = (await _topics(bus, unique_name))[0]
+    bootstrap, bus, topics = await _on_kafka(kafka_backend, unique_name)
+    topic = topics[0]
     published = await _publish(bus, [topic, topic], 50)
     group = f"g-{unique_name}"
     parent = subprocess.Popen(
@@ -210,9 +215,7 @@ async def test_the_consumer_process_leaves_the_group_when_its_parent_is_killed(
     started = time.monotonic()
     async with ProcessConsumer(bootstrap, group, [topic]) as consumer:
         columns = await _read(consumer, len(published), timeout_s=9)
-    assert set(zip(columns.topics, columns.partitions, columns.offsets, strict=True)) == set(
-        published
-    )
+    assert set(columns.positions()) == set(published)
     assert time.monotonic() - started < 9
 
 
@@ -220,10 +223,7 @@ async def test_the_consumer_process_leaves_the_group_when_its_parent_is_killed(
 async def test_a_dead_consumer_process_is_reported_not_waited_for(
     kafka_backend: BusBackend, unique_name: str
 ) -> None:
-    bootstrap = kafka_backend.bootstrap
-    assert bootstrap is not None
-    bus = await kafka_backend.open()
-    topics = await _topics(bus, unique_name)
+    bootstrap, _, topics = await _on_kafka(kafka_backend, unique_name)
     async with ProcessConsumer(bootstrap, f"g-{unique_name}", topics) as consumer:
         assert consumer.pid is not None
         os.kill(consumer.pid, signal.SIGKILL)
@@ -252,10 +252,7 @@ async def test_a_request_abandoned_before_its_answer_stops_the_consumer(
 ) -> None:
     """A cancelled fetch's records would be skipped by the next commit if the consumer
     went on; it refuses instead (the relay closes it and starts a new one)."""
-    bootstrap = kafka_backend.bootstrap
-    assert bootstrap is not None
-    bus = await kafka_backend.open()
-    topics = await _topics(bus, unique_name)
+    bootstrap, _, topics = await _on_kafka(kafka_backend, unique_name)
     async with ProcessConsumer(bootstrap, f"g-{unique_name}", topics) as consumer:
         with pytest.raises(TimeoutError):
             await asyncio.wait_for(consumer.fetch_columns(timeout_s=5), 0.2)
