@@ -37,7 +37,7 @@ from concurrent.futures import ThreadPoolExecutor
 from itertools import accumulate, pairwise
 
 from .errors import BusClosedError, BusError, CommitError
-from .port import Lifecycle, Record, RecordColumns
+from .port import Lifecycle, RecordColumns
 
 _HEADER = struct.Struct("<cI")
 _COUNTS = struct.Struct("<II")
@@ -48,22 +48,21 @@ _ERRORS: dict[str, type[BusError]] = {
 }
 
 
-def pack_columns(records: Sequence[Record]) -> bytes:
+def pack_columns(columns: RecordColumns) -> bytes:
     """One ``C`` payload: counts, topic names, then topic index, partition, offset and
     value length per record (native arrays) and the values end to end."""
     names: dict[str, int] = {}
-    topic_index = array("H", [names.setdefault(r.topic, len(names)) for r in records])
-    values = [r.value for r in records]
+    topic_index = array("H", [names.setdefault(t, len(names)) for t in columns.topics])
     name_bytes = "\n".join(names).encode()
     return b"".join(
         (
-            _COUNTS.pack(len(records), len(name_bytes)),
+            _COUNTS.pack(len(columns), len(name_bytes)),
             name_bytes,
             topic_index.tobytes(),
-            array("i", [r.partition for r in records]).tobytes(),
-            array("q", [r.offset for r in records]).tobytes(),
-            array("I", map(len, values)).tobytes(),
-            *values,
+            array("i", columns.partitions).tobytes(),
+            array("q", columns.offsets).tobytes(),
+            array("I", map(len, columns.values)).tobytes(),
+            *columns.values,
         )
     )
 
@@ -144,7 +143,6 @@ class ProcessConsumer(Lifecycle):
         if self._process is not None:
             return
         self._abandoned = False
-        self._io = ThreadPoolExecutor(1, thread_name_prefix=f"consumer-{self.group}")
         self._process = subprocess.Popen(
             [
                 sys.executable,
@@ -166,6 +164,7 @@ class ProcessConsumer(Lifecycle):
             stdout=subprocess.PIPE,
             bufsize=0,
         )
+        self._io = ThreadPoolExecutor(1, thread_name_prefix=f"consumer-{self.group}")
         try:
             kind, _ = _answer(*await asyncio.wait_for(self._exchange(b""), self.start_timeout_s))
         except (TimeoutError, BusError):
@@ -312,9 +311,9 @@ class _Child:
                 while len(self.ready) >= self.prefetch:
                     self.space.clear()
                     await self.space.wait()
-                records = await self.consumer.fetch(self.max_records, timeout_s=0.2)
-                if records:
-                    self.ready.append(pack_columns(records))
+                columns = await self.consumer.fetch_columns(self.max_records, timeout_s=0.2)
+                if columns:
+                    self.ready.append(pack_columns(columns))
                     self.arrived.set()
         except Exception as error:  # reported on the next fetch
             self.failure = error

@@ -28,11 +28,12 @@ def test_columns_round_trip_exactly_whatever_the_bytes() -> None:
     records = _records(500, seed=7)
     records.append(Record("t", 0, 0, "", b""))  # an empty value
     records.append(Record("t", 1, 1, "", b"\n\x00" * 1000))
-    assert unpack_columns(pack_columns(records)) == RecordColumns.of(records)
+    columns = RecordColumns.of(records)
+    assert unpack_columns(pack_columns(columns)) == columns
 
 
 def test_no_records_make_empty_columns() -> None:
-    columns = unpack_columns(pack_columns([]))
+    columns = unpack_columns(pack_columns(RecordColumns([], [], [], [])))
     assert len(columns) == 0
     assert columns == RecordColumns([], [], [], [])
 
@@ -40,7 +41,7 @@ def test_no_records_make_empty_columns() -> None:
 def test_next_offsets_are_one_past_each_partitions_last_record() -> None:
     records = [Record("a", 0, 5, "", b""), Record("b", 0, 9, "", b""), Record("a", 0, 6, "", b"")]
     records.append(Record("a", 1, 2, "", b""))
-    columns = unpack_columns(pack_columns(records))
+    columns = unpack_columns(pack_columns(RecordColumns.of(records)))
     assert columns.next_offsets() == {("a", 0): 7, ("b", 0): 10, ("a", 1): 3}
 
 
