@@ -201,12 +201,6 @@ class EventBus(Lifecycle):
     """Publishes keyed records and creates group consumers."""
 
     @abstractmethod
-    async def start(self) -> None: ...
-
-    @abstractmethod
-    async def close(self) -> None: ...
-
-    @abstractmethod
     async def create_topics(self, topics: Sequence[TopicSpec]) -> None:
         """Creates the topics that do not exist yet (existing ones are left as they are)."""
 

@@ -167,7 +167,7 @@ class ProcessConsumer(Lifecycle):
         self._io = ThreadPoolExecutor(1, thread_name_prefix=f"consumer-{self.group}")
         try:
             kind, _ = _answer(*await asyncio.wait_for(self._exchange(b""), self.start_timeout_s))
-        except (TimeoutError, BusError):
+        except BaseException:  # a failed or cancelled start leaves no child behind
             await self.close()
             raise
         if kind != b"R":  # pragma: no cover - the child answers R or E

@@ -246,6 +246,27 @@ async def test_a_broker_that_cannot_be_reached_fails_the_start(
     assert consumer.pid is None
 
 
+async def test_a_cancelled_start_stops_the_consumer_process(unique_name: str) -> None:
+    with socket.socket() as closed:  # bound, never listening: the child keeps retrying
+        closed.bind(("127.0.0.1", 0))
+        address = f"127.0.0.1:{closed.getsockname()[1]}"
+        consumer = ProcessConsumer(address, f"g-{unique_name}", ["test.columns.none"])
+        starting = asyncio.create_task(consumer.start())
+        deadline = time.monotonic() + 30
+        while consumer.pid is None:
+            assert time.monotonic() < deadline, "the child never started"
+            await asyncio.sleep(0.01)
+        pid = consumer.pid
+        starting.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await starting
+    assert consumer.pid is None
+    deadline = time.monotonic() + 30
+    while _running(pid):
+        assert time.monotonic() < deadline, "the consumer process outlived its cancelled start"
+        await asyncio.sleep(0.05)
+
+
 @pytest.mark.kafka
 async def test_a_request_abandoned_before_its_answer_stops_the_consumer(
     kafka_backend: BusBackend, unique_name: str
