@@ -25,6 +25,16 @@ log4j.logger.kafka.request.logger=WARN
 """
 
 
+def new_cluster_id() -> str:
+    """A Kafka cluster id: 16 random bytes in unpadded URL-safe base64, never starting
+    with "-" (the storage tool would read such an id as an option; Kafka's own ids
+    skip those too)."""
+    while True:
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+        if not cluster_id.startswith("-"):
+            return cluster_id
+
+
 class Kafka(Component):
     name = "kafka"
 
@@ -92,8 +102,7 @@ class Kafka(Component):
     def _format_storage(self) -> None:
         if (self._data_dir / "meta.properties").exists():
             return
-        # Kafka cluster ids are 16 random bytes in unpadded URL-safe base64.
-        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+        cluster_id = new_cluster_id()
         result = subprocess.run(
             [
                 self._kafka.java,
