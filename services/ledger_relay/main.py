@@ -113,9 +113,9 @@ class LedgerRelaySettings(ServiceSettings):
     gc_threshold: int = Field(
         default=50_000,
         ge=0,
-        description="Python's generation-0 collection threshold, set at start (0: keep "
-        "Python's 700): consuming allocates several objects per event, and frequent young "
-        "collections cost the relay about a fifth of its throughput",
+        description="Python's generation-0 collection threshold, set at start and given "
+        "back at stop (0: keep Python's 700): consuming allocates several objects per "
+        "event, and frequent young collections cost the relay about a fifth of its throughput",
     )
     consumer_group: str = "ledger-relay"
     topics: list[str] = Field(default_factory=lambda: list(DOMAIN_TOPICS))
@@ -264,6 +264,7 @@ class LedgerRelayRuntime:
         self.contract = AnchorContract(chain_id=self.anchor.chain_id, address=self.anchor.address)
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
+        self._gc_before: tuple[int, int, int] | None = None  # while started with gc_threshold
         self.app = self._build_app()
 
     def _consumer_factory(self) -> ConsumerFactory | None:
@@ -303,8 +304,9 @@ class LedgerRelayRuntime:
     async def start(self) -> None:
         """Starts the bus, reconciles the log with the chain, starts the loops."""
         self._stop.clear()
-        if self.settings.gc_threshold:
-            gc.set_threshold(self.settings.gc_threshold, *gc.get_threshold()[1:])
+        if self.settings.gc_threshold and self._gc_before is None:
+            self._gc_before = gc.get_threshold()
+            gc.set_threshold(self.settings.gc_threshold, *self._gc_before[1:])
         await self.bus.start()
         await self.relay.open()
         self._tasks = [
@@ -337,10 +339,14 @@ class LedgerRelayRuntime:
         await asyncio.wait(self._tasks, return_when=asyncio.FIRST_COMPLETED)
 
     async def stop(self) -> None:
+        """Stops the loops and the bus; gives the process back its collection threshold."""
         await stop_workers(self._stop, self._tasks)
         with contextlib.suppress(Exception):
             await self.publish_outbox()
         await self.bus.close()
+        if self._gc_before is not None:
+            gc.set_threshold(*self._gc_before)
+            self._gc_before = None
 
     def close(self) -> None:
         """Releases what ``__init__`` opened (after ``stop``)."""

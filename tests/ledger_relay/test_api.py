@@ -10,6 +10,7 @@ contract makes the relay forget the old checkpoints and anchor the whole log ane
 from __future__ import annotations
 
 import asyncio
+import gc
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -238,3 +239,19 @@ async def test_openapi_lists_the_routes(api: Api) -> None:
         assert "get" in paths[path]
     ready = await api.client.get("/readyz")
     assert ready.status_code == 200, ready.text
+
+
+async def test_the_runtime_gives_back_the_collection_threshold_it_set(tmp_path: Path) -> None:
+    """The threshold is process-wide: code running after the relay (in tests, a benchmark's
+    bare consumer) must not inherit it."""
+    before = gc.get_threshold()
+    runtime = LedgerRelayRuntime(
+        _settings(tmp_path, TokenKey(), ["test.gc.v1"], gc_threshold=before[0] + 12_345)
+    )
+    await runtime.start()
+    try:
+        assert gc.get_threshold() == (before[0] + 12_345, *before[1:])
+    finally:
+        await runtime.stop()
+        runtime.close()
+    assert gc.get_threshold() == before
