@@ -76,7 +76,7 @@ TAIL_S = float(os.environ.get("EHR_BENCH_LEDGER_TAIL_S", "5"))
 BACKLOG_EVENTS = int(os.environ.get("EHR_BENCH_LEDGER_BACKLOG_EVENTS", "1000000"))
 """Read raw and drained by the relay: a read of 200,000 events (about a second) varied by
 a third from run to run."""
-BACKLOG_REPEATS = int(os.environ.get("EHR_BENCH_LEDGER_BACKLOG_REPEATS", "3"))
+BACKLOG_REPEATS = int(os.environ.get("EHR_BENCH_LEDGER_BACKLOG_REPEATS", "5"))
 BACKLOG_LIMIT_S = float(os.environ.get("EHR_BENCH_LEDGER_BACKLOG_LIMIT_S", "180"))
 BASELINE_EVENTS = int(os.environ.get("EHR_BENCH_LEDGER_BASELINE_EVENTS", "200"))
 BASELINE_LIMIT_S = float(os.environ.get("EHR_BENCH_LEDGER_BASELINE_LIMIT_S", "90"))
