@@ -274,6 +274,8 @@ def test_dashboards_query_metrics_the_services_expose() -> None:
         "route",
         "status",
         "kind",
+        "or",
+        "on",
     }
     dashboards = sorted((CHARTS / UMBRELLA / "dashboards").glob("*.json"))
     assert dashboards

@@ -2,13 +2,14 @@
 Prometheus scraping the real services and Geth sealers, after real traffic.
 
 The stack (Kafka, Geth, PostgreSQL, the five services, the nginx gateway and
-Prometheus) is started as `make up` starts it. The traffic is the six-step scenario
-(`ehr demo`) through the gateway, then a chain outage: every sealer stopped for a
-moment, so the relay counts a chain error and the services' readiness answers 503
-(the dashboards' error panels need such series to exist), then the sealers restarted
-and anchoring resumed. Each panel's PromQL is sent to Prometheus' HTTP API with the
-Grafana variables replaced by a concrete window, polling with a deadline until it
-returns at least one finite sample.
+Prometheus) is started as `make up` starts it. Before any error, the error panels
+must show a finite value (0 without errors) for every service with traffic, not "no
+data". Then the traffic: the six-step scenario (`ehr demo`) through the gateway, then a
+chain outage: every sealer stopped for a moment, so the relay counts a chain error and
+the services' readiness answers 503 (the error series themselves), then the sealers
+restarted and anchoring resumed. Each panel's PromQL is sent to Prometheus' HTTP API
+with the Grafana variables replaced by a concrete window, polling with a deadline until
+it returns at least one finite sample.
 """
 
 from __future__ import annotations
@@ -161,19 +162,55 @@ def test_every_dashboard_has_panels_with_queries() -> None:
     assert boards == {p.stem for p in DASHBOARDS.glob("*.json")}
 
 
+def _series(stack: Stack, expr: str, last: dict[str, Any] | None = None) -> list[Any]:
+    """The result series of a panel's PromQL, its Grafana variables made concrete."""
+    reply = httpx.get(
+        f"{stack.prometheus.url}/api/v1/query", params={"query": concrete(expr)}, timeout=10
+    )
+    assert reply.status_code == 200, reply.text
+    body = reply.json()
+    assert body["status"] == "success", body
+    if last is not None:
+        last.update(body)
+    return list(body["data"]["result"])
+
+
+ERROR_PANELS = {
+    "services:Error ratio (5xx) by service:0": "service",
+    "ledger:Checkpoints, gas and chain errors:2": None,
+}
+
+
+@pytest.mark.parametrize("query_id", list(ERROR_PANELS))
+def test_error_panels_read_zero_before_any_error(monitored_stack: Stack, query_id: str) -> None:
+    """Before the outage that ``traffic`` makes (this test does not use it, so it runs
+    first), an error panel shows a finite value for every service with traffic (0 where
+    it has had no error), not "no data": a series per service for the 5xx ratio, one
+    series for the relay's chain errors."""
+    expr = dict(QUERIES)[query_id]
+    by = ERROR_PANELS[query_id]
+    _heartbeat(monitored_stack)
+    with_traffic = "sum by (service) (rate(http_requests_total[$__rate_interval]))"
+
+    def covered() -> bool:
+        shown = _series(monitored_stack, expr)
+        if not shown or not all(math.isfinite(float(s["value"][1])) for s in shown):
+            return False
+        if by is None:
+            return True
+        busy = {s["metric"][by] for s in _series(monitored_stack, with_traffic)}
+        return bool(busy) and {s["metric"].get(by) for s in shown} >= busy
+
+    _poll(f"{query_id} to show a finite value per series", covered, timeout_s=60)
+
+
 @pytest.mark.parametrize("expr", [q for _, q in QUERIES], ids=[i for i, _ in QUERIES])
 def test_dashboard_panel_query_returns_data(traffic: Stack, expr: str) -> None:
     query = concrete(expr)
-    url = f"{traffic.prometheus.url}/api/v1/query"
     last: dict[str, Any] = {}
 
     def finite_samples() -> list[float]:
-        reply = httpx.get(url, params={"query": query}, timeout=10)
-        assert reply.status_code == 200, reply.text
-        body = reply.json()
-        assert body["status"] == "success", body
-        last.update(body)
-        values = [float(series["value"][1]) for series in body["data"]["result"]]
+        values = [float(series["value"][1]) for series in _series(traffic, expr, last)]
         return [v for v in values if math.isfinite(v)]
 
     try:
