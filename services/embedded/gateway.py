@@ -4,8 +4,10 @@ The routing rules are the gateway's (nginx on the real stack, the chart's HTTPRo
 on Kubernetes): identity, the ledger relay and audit-analytics serve at their root,
 so ``/identity/...``, ``/ledger/...`` and ``/audit/...`` are passed on without the
 prefix (as ``root_path``, which also keeps their OpenAPI pages right); consent and the
-record store own ``/consent/...`` and ``/records/...`` and get the path unchanged.
-Anything else is a 404 with the services' JSON error body.
+record store own ``/consent/...`` and ``/records/...`` and get the path unchanged, except
+their operational routes (``/consent/healthz``, ``/consent/readyz``,
+``/consent/openapi.json``, the same under ``/records``), which reach the service's root
+like a stripped prefix's. Anything else is a 404 with the services' JSON error body.
 
 The services' lifespans (bus, workers, consumers) run in order at start-up and are
 closed in reverse order at shutdown.
@@ -21,12 +23,15 @@ from typing import Any
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from services.platform.app.factory import OPERATIONAL_PATHS
+
 Lifespan = Callable[[], AbstractAsyncContextManager[Any]]
 
 
 @dataclass(frozen=True)
 class Route:
-    """``/<prefix>/...`` goes to ``app``; ``strip`` removes the prefix first."""
+    """``/<prefix>/...`` goes to ``app``; ``strip`` removes the prefix first (for the
+    operational routes, ``OPERATIONAL_PATHS``, it is removed either way)."""
 
     prefix: str
     app: ASGIApp
@@ -34,6 +39,9 @@ class Route:
 
     def matches(self, path: str) -> bool:
         return path == self.prefix or path.startswith(self.prefix + "/")
+
+    def strips(self, path: str) -> bool:
+        return self.strip or path.removeprefix(self.prefix) in OPERATIONAL_PATHS
 
 
 class PathGateway:
@@ -48,7 +56,7 @@ class PathGateway:
         path: str = scope["path"]
         for route in self.routes:
             if route.matches(path):
-                if route.strip:
+                if route.strips(path):
                     scope = {**scope, "root_path": scope.get("root_path", "") + route.prefix}
                 await route.app(scope, receive, send)
                 return

@@ -17,6 +17,9 @@ from pathlib import Path
 import jsonschema
 import pytest
 import yaml
+from devstack.gateway import OPERATIONAL_PATHS as DEVSTACK_OPERATIONAL_PATHS
+
+from services.platform.app.factory import OPERATIONAL_PATHS
 
 ROOT = Path(__file__).resolve().parents[2]
 HELM = ROOT / ".cache" / "bin" / "helm"
@@ -181,6 +184,34 @@ def test_routes_cover_the_gateway_paths(rendered: list[dict]) -> None:
         if r["kind"] == "HTTPRoute"
     }
     assert paths == {"/identity", "/consent", "/records", "/ledger", "/audit"}
+
+
+def test_kept_prefixes_route_the_operational_paths_to_the_service_root(
+    rendered: list[dict],
+) -> None:
+    """Consent and the record store keep their prefix, but their operational routes are
+    at their root: the chart routes <prefix>/healthz etc. there, as the local gateway
+    and the embedded one do (one list of paths for all three)."""
+    routes = {
+        r["spec"]["rules"][0]["matches"][0]["path"]["value"]: r["spec"]["rules"]
+        for r in rendered
+        if r["kind"] == "HTTPRoute"
+    }
+    assert list(DEVSTACK_OPERATIONAL_PATHS) == list(OPERATIONAL_PATHS)
+    for prefix, rules in routes.items():
+        exact = {
+            rule["matches"][0]["path"]["value"]: rule["filters"][0]["urlRewrite"]["path"]
+            for rule in rules
+            if rule["matches"][0]["path"]["type"] == "Exact"
+        }
+        if prefix in ("/consent", "/records"):
+            assert "filters" not in rules[0]  # the prefix itself is kept
+            assert exact == {
+                f"{prefix}{op}": {"type": "ReplaceFullPath", "replaceFullPath": op}
+                for op in OPERATIONAL_PATHS
+            }
+        else:
+            assert exact == {}
 
 
 def merged(base: dict, overlay: dict) -> dict:

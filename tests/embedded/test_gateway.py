@@ -1,6 +1,7 @@
 """The embedded gateway's routing and lifespan rules (the same as nginx and the chart):
-prefixes stripped for identity/ledger/audit, kept for consent/records, 404 JSON
-elsewhere; lifespans entered in order and left in reverse order."""
+prefixes stripped for identity/ledger/audit, kept for consent/records except on their
+operational routes (/healthz, /readyz), 404 JSON elsewhere; lifespans entered in order
+and left in reverse order."""
 
 from __future__ import annotations
 
@@ -42,6 +43,9 @@ def gateway(lifespans: list[object] | None = None) -> PathGateway:
         ("/identity/accounts/7", "identity", "/accounts/7"),
         ("/identity/.well-known/jwks.json", "identity", "/.well-known/jwks.json"),
         ("/consent/grants", "consent", "/consent/grants"),
+        ("/consent/healthz", "consent", "/healthz"),
+        ("/consent/readyz", "consent", "/readyz"),
+        ("/consent/healthz/more", "consent", "/consent/healthz/more"),
         ("/audit/events", "audit", "/events"),
     ],
 )

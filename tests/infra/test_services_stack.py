@@ -104,7 +104,7 @@ def test_gateway_strips_the_prefix_of_services_serving_at_their_root(
 def test_gateway_keeps_the_prefix_of_consent_and_records(services_stack: Stack, spec: Any) -> None:
     """As in the chart, /consent/... and /records/... reach the service unchanged: the
     service's own answer (its JSON error body and request id) comes back. Their
-    /healthz and /readyz are at the service's root, which the chart does not route."""
+    operational routes, at the service's root, are routed there from under the prefix."""
     gateway = services_stack.gateway.url
     path = {"consent": "/consent/registry", "record-store": "/records/service-registration"}
     reply = httpx.get(f"{gateway}{path[spec.name]}", timeout=10)
@@ -115,8 +115,15 @@ def test_gateway_keeps_the_prefix_of_consent_and_records(services_stack: Stack, 
     else:
         assert reply.status_code == 200, reply.text
         assert reply.json()["role"] == "service"
-    # The stripped form would reach the service's root instead: not routed that way.
-    assert httpx.get(f"{gateway}{spec.path}/healthz", timeout=5).status_code != 200
+    health = httpx.get(f"{gateway}{spec.path}/healthz", timeout=5)
+    assert health.status_code == 200, health.text
+    assert health.json()["service"] == spec.name
+    assert httpx.get(f"{gateway}{spec.path}/readyz", timeout=10).status_code == 200
+    schema = httpx.get(f"{gateway}{spec.path}/openapi.json", timeout=5).json()
+    assert all(p.startswith(spec.path) for p in schema["paths"]), schema["paths"]
+    # Only those three: any other path under the prefix stays the service's own.
+    other = httpx.get(f"{gateway}{spec.path}/healthz/more", timeout=5)
+    assert other.status_code == 404 and "x-request-id" in other.headers
 
 
 @pytest.mark.parametrize("path", ["/", "/nothing", "/identityx/healthz", "/metrics", "/healthz"])

@@ -4,8 +4,10 @@ It routes exactly as the chart's Gateway API routes
 (``deploy/helm/ehr-ledger/values.yaml`` ``gateway.routes``): a ``PathPrefix`` match on
 ``/identity``, ``/consent``, ``/records``, ``/ledger`` and ``/audit``; the prefix is
 replaced by ``/`` for identity, the ledger relay and audit-analytics (which serve at
-their root) and kept for consent and the record store (which serve under it). Any
-other path gets a JSON 404 from the gateway itself.
+their root) and kept for consent and the record store (which serve under it), except
+on their operational routes (``/consent/healthz``, ``/consent/readyz``,
+``/consent/openapi.json``, the same under ``/records``), which go to the service's
+root. Any other path gets a JSON 404 from the gateway itself.
 
 nginx runs in the foreground (``daemon off``) under the stack's process manager, with
 its own config, pid file, temp folders and logs under ``<run_dir>/gateway`` and
@@ -26,6 +28,8 @@ from .processes import ManagedProcess, StackError, wait_until
 from .service_group import SERVICES, ServiceGroup
 from .settings import StackSettings
 
+OPERATIONAL_PATHS = ("/healthz", "/readyz", "/openapi.json")
+"""Served by every service at its root (``services.platform.app.factory.OPERATIONAL_PATHS``)."""
 NOT_FOUND_BODY = '{"error":{"code":"route_not_found","message":"no route for this path"}}'
 
 
@@ -89,10 +93,14 @@ class Gateway(Component):
             upstream = f"http://{host}:{self._services.port(spec.name)}"
             # With a URI part ("/"), nginx replaces the matched prefix by it.
             target = f"{upstream}/" if spec.strip_prefix else upstream
-            for match in (f"= {spec.path}", f"{spec.path}/"):
+            routes = [(f"= {spec.path}", target), (f"{spec.path}/", target)]
+            if not spec.strip_prefix:
+                # The service's operational routes are at its root (as the chart routes them).
+                routes += [(f"= {spec.path}{op}", f"{upstream}{op}") for op in OPERATIONAL_PATHS]
+            for match, to in routes:
                 locations.append(
                     f"        location {match} {{\n"
-                    f"            proxy_pass {target};\n"
+                    f"            proxy_pass {to};\n"
                     f"            proxy_set_header X-Forwarded-Prefix {spec.path};\n"
                     "        }\n"
                 )

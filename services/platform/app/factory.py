@@ -49,6 +49,11 @@ log = structlog.get_logger(__name__)
 
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
 
+OPERATIONAL_PATHS: tuple[str, ...] = ("/healthz", "/readyz", "/openapi.json")
+"""Routes every service serves at its root whatever its API's prefix: a gateway that
+keeps a service's prefix (consent, the record store) routes ``<prefix><path>`` to them
+too, so they answer under the prefix like the services whose prefix is stripped."""
+
 
 def _state(scope: Scope) -> dict[str, Any]:
     state: dict[str, Any] = scope.setdefault("state", {})
