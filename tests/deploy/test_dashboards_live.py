@@ -184,9 +184,8 @@ ERROR_PANELS = {
 @pytest.mark.parametrize("query_id", list(ERROR_PANELS))
 def test_error_panels_read_zero_before_any_error(monitored_stack: Stack, query_id: str) -> None:
     """Before the outage that ``traffic`` makes (this test does not use it, so it runs
-    first), an error panel shows a finite value for every service with traffic (0 where
-    it has had no error), not "no data": a series per service for the 5xx ratio, one
-    series for the relay's chain errors."""
+    first), an error panel shows a finite value, not "no data": for the 5xx ratio a series
+    for every service with traffic, for the relay's chain errors at least one series."""
     expr = dict(QUERIES)[query_id]
     by = ERROR_PANELS[query_id]
     _heartbeat(monitored_stack)

@@ -120,6 +120,7 @@ def test_gateway_keeps_the_prefix_of_consent_and_records(services_stack: Stack, 
     assert health.json()["service"] == spec.name
     assert httpx.get(f"{gateway}{spec.path}/readyz", timeout=10).status_code == 200
     schema = httpx.get(f"{gateway}{spec.path}/openapi.json", timeout=5).json()
+    assert schema["paths"], schema
     assert all(p.startswith(spec.path) for p in schema["paths"]), schema["paths"]
     # Only those three: any other path under the prefix stays the service's own.
     other = httpx.get(f"{gateway}{spec.path}/healthz/more", timeout=5)
