@@ -91,9 +91,19 @@ install_kafka() {
   stamp_set kafka "$key"
 }
 
+# geth_is_pinned BINARY: true when BINARY reports the pinned version. The output
+# is read whole before matching: `geth version | grep -q` lets grep exit at the
+# match, geth's next write then dies of SIGPIPE, and with pipefail the check
+# fails (exit 141) at random.
+geth_is_pinned() {
+  local out
+  [[ -x "$1" ]] && out=$("$1" version 2>/dev/null) || return 1
+  grep -q "^Version: $GETH_VERSION-stable" <<<"$out"
+}
+
 install_geth() {
   local geth="$CACHE/bin/geth"
-  if [[ -x "$geth" ]] && "$geth" version 2>/dev/null | grep -q "^Version: $GETH_VERSION-stable"; then
+  if geth_is_pinned "$geth"; then
     log "geth: up to date ($geth)"; return
   fi
   command -v go >/dev/null || apt_install golang-go
@@ -101,7 +111,10 @@ install_geth() {
   GOTOOLCHAIN="$GETH_GO_TOOLCHAIN" GOFLAGS=-modcacherw CGO_ENABLED=1 \
     GOMODCACHE="$CACHE/go/mod" GOCACHE="$CACHE/go/build" GOBIN="$CACHE/bin" \
     go install "github.com/ethereum/go-ethereum/cmd/geth@v$GETH_VERSION"
-  "$geth" version | grep -q "^Version: $GETH_VERSION-stable"
+  if ! geth_is_pinned "$geth"; then
+    echo "error: $geth does not report version $GETH_VERSION-stable after the build" >&2
+    exit 1
+  fi
 }
 
 install_helm() {
@@ -192,4 +205,7 @@ main() {
   done
 }
 
-main "$@"
+# Sourcing the script (the tests do) defines the functions without running a step.
+if [[ "${BASH_SOURCE[0]}" == "$0" ]]; then
+  main "$@"
+fi
