@@ -42,8 +42,7 @@ from services.platform.app.factory import create_app, serve
 from services.platform.app.logging import configure_logging
 from services.platform.app.settings import ServiceSettings
 from services.platform.app.workers import every, lifespan_of, stop_workers
-from services.platform.bus.embedded import EmbeddedEventBus
-from services.platform.bus.kafka import KafkaEventBus
+from services.platform.bus.choose import kafka_or_embedded
 from services.platform.bus.outbox import OutboxPublisher
 from services.platform.bus.port import EventBus, TopicSpec
 from services.platform.events.topics import TOPICS
@@ -117,10 +116,8 @@ class AuditAnalyticsRuntime:
         self.engine = sa.create_engine(url, pool_pre_ping=True)
         self.repository = SqlAuditRepository(self.engine)
         self.repository.create_schema()
-        self.bus: EventBus = bus or (
-            KafkaEventBus(settings.kafka_bootstrap_servers)
-            if settings.kafka_bootstrap_servers
-            else EmbeddedEventBus(settings.data_dir / "bus")
+        self.bus: EventBus = bus or kafka_or_embedded(
+            settings.kafka_bootstrap_servers, settings.data_dir
         )
         self._owns_bus = bus is None
         self._closers: list[Any] = []
@@ -226,8 +223,7 @@ class AuditAnalyticsRuntime:
         with contextlib.suppress(Exception):
             await self.publisher.publish_pending()
         if hasattr(self, "consumer"):
-            self.consumer.close()
-            await self.consumer.consumer.close()
+            await self.consumer.aclose()
         if self._owns_bus:
             await self.bus.close()
 

@@ -43,9 +43,8 @@ from services.platform.app.factory import create_app, serve
 from services.platform.app.logging import configure_logging
 from services.platform.app.settings import ServiceSettings
 from services.platform.app.workers import every, lifespan_of, stop_workers
+from services.platform.bus.choose import kafka_or_embedded
 from services.platform.bus.consumer import IdempotentConsumer
-from services.platform.bus.embedded import EmbeddedEventBus
-from services.platform.bus.kafka import KafkaEventBus
 from services.platform.bus.outbox import OutboxPublisher
 from services.platform.bus.port import EventBus, TopicSpec
 from services.platform.chain.geth import GethChain
@@ -143,10 +142,8 @@ class ConsentRuntime:
         create_schema(self.engine)
         self.repository = SqlConsentRepository(self.engine)
 
-        self.bus: EventBus = bus or (
-            KafkaEventBus(settings.kafka_bootstrap_servers)
-            if settings.kafka_bootstrap_servers
-            else EmbeddedEventBus(settings.data_dir / "bus")
+        self.bus: EventBus = bus or kafka_or_embedded(
+            settings.kafka_bootstrap_servers, settings.data_dir
         )
 
         embedded_chain = not settings.chain_rpc_urls
@@ -242,8 +239,7 @@ class ConsentRuntime:
     async def stop(self) -> None:
         await stop_workers(self._stop, self._tasks)
         if self._consumer is not None:
-            await self._consumer.consumer.close()
-            self._consumer.close()
+            await self._consumer.aclose()
             self._consumer = None
         await self.publisher.publish_pending()
         await self.bus.close()

@@ -39,8 +39,7 @@ from services.platform.app.auth import TokenVerifier
 from services.platform.app.factory import create_app, serve
 from services.platform.app.logging import configure_logging
 from services.platform.app.settings import JwtSettings, ServiceSettings
-from services.platform.bus.embedded import EmbeddedEventBus
-from services.platform.bus.kafka import KafkaEventBus
+from services.platform.bus.choose import kafka_or_embedded
 from services.platform.bus.outbox import OutboxPublisher
 from services.platform.bus.port import EventBus, TopicSpec
 from services.platform.chain.geth import GethChain
@@ -133,11 +132,7 @@ def build(
     store = SqlIdentityStore(engine, to_message)
     store.create_schema()
     if bus is None:
-        bus = (
-            KafkaEventBus(options.kafka_bootstrap)
-            if options.kafka_bootstrap
-            else EmbeddedEventBus(options.data_dir / "bus")
-        )
+        bus = kafka_or_embedded(options.kafka_bootstrap, options.data_dir)
     keys = SigningKeyRing(options.data_dir / "jwt-keys")
     issuer = JwtTokenIssuer(keys, settings.jwt.issuer, timedelta(seconds=options.token_ttl_seconds))
     policy = IdentityPolicy(

@@ -60,7 +60,7 @@ from services.platform.app.factory import create_app, serve
 from services.platform.app.logging import configure_logging
 from services.platform.app.settings import ServiceSettings
 from services.platform.app.workers import every, lifespan_of, stop_workers
-from services.platform.bus.embedded import EmbeddedEventBus
+from services.platform.bus.choose import kafka_or_embedded
 from services.platform.bus.kafka import KafkaEventBus
 from services.platform.bus.outbox import OutboxPublisher
 from services.platform.bus.port import EventBus
@@ -203,10 +203,8 @@ class LedgerRelayRuntime:
         self.repository = SqlLogRepository(self.engine)
         self.repository.create_schema()
 
-        self.bus: EventBus = bus or (
-            KafkaEventBus(settings.kafka_bootstrap_servers)
-            if settings.kafka_bootstrap_servers
-            else EmbeddedEventBus(settings.data_dir / "bus")
+        self.bus: EventBus = bus or kafka_or_embedded(
+            settings.kafka_bootstrap_servers, settings.data_dir
         )
         embedded_chain = not settings.chain_rpc_urls
         self.account = relay_account(settings, embedded_chain or isinstance(chain, InProcessChain))

@@ -90,7 +90,13 @@ class IdempotentConsumer:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"consumer-{name}")
 
     def close(self) -> None:
+        """Stops the worker thread (the bus consumer is the caller's; see ``aclose``)."""
         self._executor.shutdown(wait=True)
+
+    async def aclose(self) -> None:
+        """Closes the bus consumer, then the worker thread (after ``run`` has returned)."""
+        await self.consumer.close()
+        self.close()
 
     async def process_batch(self, max_records: int = 500, timeout_s: float = 1.0) -> BatchOutcome:
         """Fetches one batch, applies each new event in its own transaction, then commits.

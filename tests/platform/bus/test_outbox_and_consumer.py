@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Mapping, Sequence
 
@@ -305,3 +306,33 @@ async def test_the_same_runner_retries_the_failed_record_on_its_next_batch(
         finally:
             runner.close()
     assert effect_values(sql_engine) == [b"e0", b"e1", b"e2"]
+
+
+class CloseRecordingConsumer(CommitLosingConsumer):
+    """The project's consumer port, noting when it is closed (commits are lost too)."""
+
+    closed = False
+
+    async def close(self) -> None:
+        self.closed = True
+        await self.inner.close()
+
+
+def runner_threads(name: str) -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name.startswith(f"consumer-{name}")]
+
+
+async def test_aclose_closes_the_bus_consumer_and_the_worker_thread(
+    event_bus: EventBus, sql_engine: sa.Engine, topic: str, unique_name: str
+) -> None:
+    await event_bus.publish(topic, "k", b"one")
+    consumer = CloseRecordingConsumer(event_bus.consumer(f"g-{unique_name}", [topic]))
+    await consumer.start()
+    runner = IdempotentConsumer(f"closing-{unique_name}", consumer, sql_engine, record_effect)
+    await run_until(runner, applied=1, duplicates=0)
+    assert runner_threads(runner.name), "the runner applies effects on its own thread"
+
+    await runner.aclose()
+
+    assert consumer.closed
+    assert runner_threads(runner.name) == []
