@@ -20,6 +20,7 @@ from ehr.vocabulary.v1 import vocabulary_pb2
 from services.ledger_relay.domain.errors import ProofInvalid
 from services.ledger_relay.verify import verify_event
 from services.platform.events.envelope import Actor, encode, new_envelope, partition_key, topic_of
+from services.platform.events.vocabulary import ROLE_CODES
 
 from . import reports
 from .anomalies import Candidate, Detector
@@ -44,19 +45,15 @@ DISPOSITION_CODES = {
     "escalated": audit_pb2.DISPOSITION_ESCALATED,
     "needs_training": audit_pb2.DISPOSITION_NEEDS_TRAINING,
 }
-ROLES = {
-    "auditor": vocabulary_pb2.ROLE_AUDITOR,
-    "admin": vocabulary_pb2.ROLE_ADMINISTRATOR,
-    "patient": vocabulary_pb2.ROLE_PATIENT,
-    "service": vocabulary_pb2.ROLE_SERVICE,
-}
 
 Outgoing = tuple[str, str, bytes]
 
 
 def _outgoing(payload: Any, actor_id: str, role: str) -> Outgoing:
     envelope = new_envelope(
-        payload, source=SOURCE, actor=Actor(id=actor_id, role=ROLES.get(role, ROLES["service"]))
+        payload,
+        source=SOURCE,
+        actor=Actor(id=actor_id, role=ROLE_CODES.get(role, vocabulary_pb2.ROLE_SERVICE)),
     )
     return topic_of(envelope).name, partition_key(envelope), encode(envelope)
 

@@ -23,7 +23,7 @@ from services.consent.domain.events import (
     ConsentRevoked,
     DomainEvent,
 )
-from services.consent.domain.model import Grant, Role
+from services.consent.domain.model import Grant
 from services.platform.bus.port import Message
 from services.platform.events import envelope as codec
 from services.platform.events import vocabulary
@@ -31,13 +31,6 @@ from services.platform.events.topics import topic_for
 
 SOURCE = "consent"
 
-ROLE_CODES: dict[str, vocabulary_pb2.Role.ValueType] = {
-    Role.PATIENT: vocabulary_pb2.ROLE_PATIENT,
-    Role.PROVIDER: vocabulary_pb2.ROLE_PROVIDER,
-    Role.AUDITOR: vocabulary_pb2.ROLE_AUDITOR,
-    Role.ADMINISTRATOR: vocabulary_pb2.ROLE_ADMINISTRATOR,
-    Role.SERVICE: vocabulary_pb2.ROLE_SERVICE,
-}
 MESSAGE_KINDS: dict[str, consent_pb2.ConsentMessageKind.ValueType] = {
     "grant": consent_pb2.CONSENT_MESSAGE_KIND_GRANT,
     "revoke": consent_pb2.CONSENT_MESSAGE_KIND_REVOKE,
@@ -133,7 +126,7 @@ def payload_of(event: DomainEvent) -> ProtoMessage:
 def _actor(actor: Actor) -> envelope_pb2.Actor:
     return envelope_pb2.Actor(
         id=actor.account_id,
-        role=ROLE_CODES.get(actor.role, vocabulary_pb2.ROLE_SERVICE),
+        role=vocabulary.ROLE_CODES.get(actor.role, vocabulary_pb2.ROLE_SERVICE),
         token_id=actor.token_id,
     )
 

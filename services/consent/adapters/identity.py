@@ -4,23 +4,15 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 from ehr.identity.v1 import identity_pb2
-from ehr.vocabulary.v1 import vocabulary_pb2
 
 from services.consent.adapters.sql import save_account_on
-from services.consent.domain.model import Account, Role
+from services.consent.domain.model import Account
 from services.platform.bus.port import Record
 from services.platform.events import envelope as codec
 from services.platform.events.catalogue import event_type_of
+from services.platform.events.vocabulary import ROLE_NAMES
 
 ACCOUNT_REGISTERED = event_type_of(identity_pb2.AccountRegistered)
-
-ROLE_NAMES: dict[int, str] = {
-    vocabulary_pb2.ROLE_PATIENT: Role.PATIENT,
-    vocabulary_pb2.ROLE_PROVIDER: Role.PROVIDER,
-    vocabulary_pb2.ROLE_AUDITOR: Role.AUDITOR,
-    vocabulary_pb2.ROLE_ADMINISTRATOR: Role.ADMINISTRATOR,
-    vocabulary_pb2.ROLE_SERVICE: Role.SERVICE,
-}
 
 
 def handle_identity_event(connection: sa.Connection, record: Record) -> None:

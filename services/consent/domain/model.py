@@ -44,7 +44,7 @@ class Role:
     PATIENT = "patient"
     PROVIDER = "provider"
     AUDITOR = "auditor"
-    ADMINISTRATOR = "administrator"
+    ADMIN = "admin"
     SERVICE = "service"
 
 

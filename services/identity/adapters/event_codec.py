@@ -18,19 +18,13 @@ from services.identity.domain.events import (
     ProviderVerified,
     Recorded,
 )
-from services.identity.domain.model import ChainReceipt, Role
+from services.identity.domain.model import ChainReceipt
 from services.platform.bus.port import Message
 from services.platform.events import envelope as events
+from services.platform.events.vocabulary import ROLE_CODES
 
 SOURCE = "identity"
 
-ROLE_CODES = {
-    Role.PATIENT: vocabulary_pb2.ROLE_PATIENT,
-    Role.PROVIDER: vocabulary_pb2.ROLE_PROVIDER,
-    Role.AUDITOR: vocabulary_pb2.ROLE_AUDITOR,
-    Role.ADMIN: vocabulary_pb2.ROLE_ADMINISTRATOR,
-    Role.SERVICE: vocabulary_pb2.ROLE_SERVICE,
-}
 FAILURE_CODES = {
     LoginFailure.UNKNOWN_ACCOUNT: identity_pb2.LOGIN_FAILURE_REASON_UNKNOWN_ACCOUNT,
     LoginFailure.BAD_SIGNATURE: identity_pb2.LOGIN_FAILURE_REASON_BAD_SIGNATURE,

@@ -11,9 +11,12 @@ that both read the same everywhere:
   PAYMENT = 2, OPERATIONS = 3, RESEARCH = 4, EMERGENCY = 5). PATIENT_REQUEST = 6 is
   for access events only: a patient reading their own records needs no grant.
 
-Every service that turns a mask or a purpose id into vocabulary codes (or back) uses
-the functions here; ``tests/platform/events/test_vocabulary.py`` holds the table to
-the contract's constants.
+Roles are the names in the access token's ``role`` claim (identity issues them):
+``ROLE_CODES`` maps each to its ``Role`` code, ``ROLE_NAMES`` back.
+
+Every service that turns a mask, a purpose id or a role name into vocabulary codes
+(or back) uses what is here; ``tests/platform/events/test_vocabulary.py`` holds the
+table to the contract's constants.
 """
 
 from __future__ import annotations
@@ -26,6 +29,21 @@ from ehr.vocabulary.v1 import vocabulary_pb2
 
 Category: TypeAlias = vocabulary_pb2.RecordCategory.ValueType
 Purpose: TypeAlias = vocabulary_pb2.PurposeOfUse.ValueType
+RoleCode: TypeAlias = vocabulary_pb2.Role.ValueType
+
+ROLE_CODES: Mapping[str, RoleCode] = MappingProxyType(
+    {
+        "patient": vocabulary_pb2.ROLE_PATIENT,
+        "provider": vocabulary_pb2.ROLE_PROVIDER,
+        "auditor": vocabulary_pb2.ROLE_AUDITOR,
+        "admin": vocabulary_pb2.ROLE_ADMINISTRATOR,
+        "service": vocabulary_pb2.ROLE_SERVICE,
+    }
+)
+"""Role name (the access token's ``role`` claim) -> its code in events."""
+
+ROLE_NAMES: Mapping[RoleCode, str] = MappingProxyType({c: n for n, c in ROLE_CODES.items()})
+"""Role code in events -> the role name."""
 
 CATEGORY_BITS: Mapping[Category, int] = MappingProxyType(
     {

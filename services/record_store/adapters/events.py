@@ -13,6 +13,7 @@ from google.protobuf.message import Message as ProtoMessage
 
 from services.platform.bus.port import Message
 from services.platform.events import envelope as codec
+from services.platform.events.vocabulary import ROLE_CODES
 from services.record_store.domain.events import (
     Actor,
     BreakGlassDeclared,
@@ -25,17 +26,9 @@ from services.record_store.domain.events import (
     VersionRotated,
     VersionStored,
 )
-from services.record_store.domain.model import Category, Role
+from services.record_store.domain.model import Category
 
 SOURCE = "record-store"
-
-ROLE_CODES: dict[str, vocabulary_pb2.Role.ValueType] = {
-    Role.PATIENT: vocabulary_pb2.ROLE_PATIENT,
-    Role.PROVIDER: vocabulary_pb2.ROLE_PROVIDER,
-    Role.AUDITOR: vocabulary_pb2.ROLE_AUDITOR,
-    Role.ADMIN: vocabulary_pb2.ROLE_ADMINISTRATOR,
-    Role.SERVICE: vocabulary_pb2.ROLE_SERVICE,
-}
 
 
 def _category(category: Category | None) -> vocabulary_pb2.RecordCategory.ValueType:

@@ -9,12 +9,11 @@ from eth_utils.address import to_checksum_address
 from services.platform.bus.port import Record
 from services.platform.events import envelope as codec
 from services.platform.events.catalogue import event_type_of
-from services.record_store.adapters.events import ROLE_CODES
+from services.platform.events.vocabulary import ROLE_NAMES
 from services.record_store.adapters.sql import save_account_on
 from services.record_store.domain.model import Account
 
 ACCOUNT_REGISTERED = event_type_of(identity_pb2.AccountRegistered)
-ROLE_NAMES = {code: str(name) for name, code in ROLE_CODES.items()}
 
 
 def handle_identity_event(connection: sa.Connection, record: Record) -> None:

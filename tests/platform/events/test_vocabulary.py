@@ -81,3 +81,21 @@ def test_purposes_outside_the_contract_are_refused(purpose_id: int) -> None:
         vocabulary.purpose_of(purpose_id)
     with pytest.raises(ValueError):
         vocabulary.purpose_id(vocabulary_pb2.PurposeOfUse.ValueType(purpose_id))
+
+
+def test_every_role_code_has_one_name_and_back() -> None:
+    defined = set(vocabulary_pb2.Role.values()) - {vocabulary_pb2.ROLE_UNSPECIFIED}
+    assert set(vocabulary.ROLE_NAMES) == defined
+    for name, code in vocabulary.ROLE_CODES.items():
+        assert vocabulary.ROLE_NAMES[code] == name
+
+
+def test_the_role_names_are_those_identity_issues_and_every_service_checks() -> None:
+    from services.consent.domain.model import Role as ConsentRole
+    from services.identity.domain.model import Role as IdentityRole
+    from services.record_store.domain.model import Role as RecordRole
+
+    names = set(vocabulary.ROLE_CODES)
+    assert {role.value for role in IdentityRole} == names
+    assert {role.value for role in RecordRole} == names
+    assert {value for key, value in vars(ConsentRole).items() if key.isupper()} == names
