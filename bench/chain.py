@@ -1,6 +1,7 @@
 """Transactions per second and receipt latency of the two chain adapters.
 
-For each adapter (in-process py-evm, then the Geth Clique network) one sender
+For each adapter (in-process py-evm in memory, the same kept in a folder as the
+embedded default keeps it, then the Geth Clique network) one sender
 pipelines ``Probe.store`` transactions (nonces from the nonce manager, no wait
 between sends) while a second thread collects the receipts in order. Latency is
 from the start of ``send`` to the moment ``wait`` returns the receipt; throughput
@@ -18,6 +19,7 @@ import json
 import os
 import queue
 import statistics
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -106,6 +108,8 @@ def run(results_dir: Path) -> dict[str, Any]:
     rows = []
     with InProcessChain() as inprocess:
         rows.append(measure(inprocess, "inprocess", INPROCESS_TRANSACTIONS))
+    with tempfile.TemporaryDirectory() as kept, InProcessChain(Path(kept)) as durable:
+        rows.append(measure(durable, "kept", INPROCESS_TRANSACTIONS))
     stack = Stack(StackSettings())
     started_here = not _geth_running(stack)
     if started_here:

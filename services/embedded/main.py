@@ -1,8 +1,9 @@
 """The embedded default: all five services in one process, behind one gateway app.
 
 No servers to install: one durable embedded event log (``<data_dir>/bus``, shared by
-the five services), one in-process EVM running the same contracts (its state lives in
-memory: each start deploys the contracts again), SQLite per service. The services are
+the five services), one in-process EVM running the same contracts (kept in
+``<data_dir>/chain``: a restart goes on from the last block, with the same contracts),
+SQLite per service. The services are
 the same composition roots the real stack runs as separate processes, each given the
 shared chain and log; they reach each other over HTTP through this process's own
 gateway URL (the record store asks consent and logs in to identity; every service
@@ -100,7 +101,7 @@ def compose(settings: EmbeddedSettings, sock: socket.socket) -> EmbeddedSystem:
     data = settings.data_dir.resolve()
     data.mkdir(parents=True, exist_ok=True)
     log_dir = data / "bus"
-    chain = InProcessChain()
+    chain = InProcessChain(data / "chain")
 
     def jwt(audience: str) -> dict[str, Any]:
         return {

@@ -51,11 +51,12 @@ def test_demo_runs_all_six_steps_in_one_process(tmp_path: Path) -> None:
     assert compliance["attestation"]["events_failed"] == 0
     report = json.loads((tmp_path / "report" / "compliance-report.json").read_text())
     assert [b["review_status"] for b in report["break_glass"]] == ["reviewed"]
-    # the scenario's state is on disk: the durable log and one SQLite file per service
+    # the scenario's state is on disk: the durable log, the chain, one SQLite file per service
     state = tmp_path / "state"
     assert sorted(str(p.relative_to(state)) for p in state.rglob("*.sqlite3")) == [
         "audit-analytics/audit.sqlite3",
         "bus/log.sqlite3",
+        "chain/chain.sqlite3",
         "consent/consent.sqlite3",
         "identity/identity.sqlite3",
         "ledger-relay/ledger.sqlite3",

@@ -2,6 +2,9 @@
 
 Every transaction is mined at once in its own block. The funder is a key created
 at start-up and credited in the genesis state; it never leaves the process.
+With ``state_dir`` the chain is kept there (``chain.sqlite3``, see ``statedb.py``, and
+the funder's key in ``funder.key``, mode 0600) and a later process with the same
+folder goes on from the last block; without it, the chain lives in memory.
 The node keeps its revert data: calls and estimates that fail answer with the
 same JSON-RPC error shape as Geth (code 3, ``data`` = revert bytes), so the
 shared web3 code decodes both chains' errors the same way.
@@ -9,8 +12,10 @@ shared web3 code decodes both chains' errors the same way.
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, TypeVar, cast
 
 from eth.exceptions import Revert, VMError
@@ -27,6 +32,7 @@ from web3 import Web3
 from web3.providers.eth_tester import EthereumTesterProvider
 from web3.types import RPCEndpoint, RPCResponse
 
+from services.platform.chain.statedb import SqliteStateDB
 from services.platform.chain.web3chain import Web3Chain
 
 T = TypeVar("T")
@@ -51,10 +57,42 @@ def _failure(error: VMError) -> _ExecutionFailed:
 
 
 class ParisPyEVMBackend(PyEVMBackend):  # type: ignore[misc]
-    """py-evm backend on Paris rules whose calls and estimates keep the revert data."""
+    """py-evm backend on Paris rules whose calls and estimates keep the revert data.
 
-    def __init__(self, genesis_state: dict[bytes, dict[str, Any]]) -> None:
+    With ``db``, the chain is stored there: created from genesis if ``db`` is empty,
+    else opened at its canonical head (``genesis_state`` is then not used)."""
+
+    chain: Any  # eth-tester's py-evm MiningChain
+
+    def __init__(
+        self, genesis_state: dict[bytes, dict[str, Any]], db: SqliteStateDB | None = None
+    ) -> None:
+        self._db = db
+        self._genesis_state = genesis_state
         super().__init__(genesis_state=genesis_state, vm_configuration=((0, ParisVM),))
+
+    def reset_to_genesis(self, *args: Any, **kwargs: Any) -> None:
+        super().reset_to_genesis(*args, **kwargs)  # an in-memory chain, from genesis
+        if self._db is None:
+            return
+        # eth-tester defines its chain class inside its setup; take it from that chain.
+        chain_class = type(self.chain)
+        if self._db.is_empty:
+            genesis = self.chain.get_canonical_block_header_by_number(0)
+            params = {
+                "coinbase": genesis.coinbase,
+                "difficulty": genesis.difficulty,
+                "extra_data": genesis.extra_data,
+                "gas_limit": genesis.gas_limit,
+                "mix_hash": genesis.mix_hash,
+                "nonce": genesis.nonce,
+                "receipt_root": genesis.receipt_root,
+                "timestamp": genesis.timestamp,
+                "transaction_root": genesis.transaction_root,
+            }
+            self.chain = chain_class.from_genesis(self._db, params, self._genesis_state)
+        else:
+            self.chain = chain_class(self._db)
 
     def call(self, transaction: dict[str, Any], block_number: Any = "latest") -> bytes:
         tx = dict(transaction)
@@ -119,7 +157,11 @@ class InProcessChain(Web3Chain):
     _w3: Web3
     _lock: threading.RLock
 
-    def __init__(self, *, _shared_from: InProcessChain | None = None) -> None:
+    def __init__(
+        self, state_dir: Path | None = None, *, _shared_from: InProcessChain | None = None
+    ) -> None:
+        """``state_dir``: keep the chain there and go on from it (see the module docstring)."""
+        self._db: SqliteStateDB | None = None
         if _shared_from is not None:
             self._tester = _shared_from._tester
             self._w3 = _shared_from._w3
@@ -127,7 +169,7 @@ class InProcessChain(Web3Chain):
             super().__init__(_shared_from.chain_id, _shared_from._funder, poll_interval_s=0.01)
             self._submit_lock = self._lock
             return
-        funder: LocalAccount = Account.create()
+        funder: LocalAccount = Account.create() if state_dir is None else _funder_in(state_dir)
         genesis: dict[bytes, dict[str, Any]] = {
             to_canonical_address(funder.address): {
                 "balance": FUNDER_BALANCE_WEI,
@@ -136,7 +178,9 @@ class InProcessChain(Web3Chain):
                 "storage": {},
             }
         }
-        self._tester = EthereumTester(ParisPyEVMBackend(genesis))
+        if state_dir is not None:
+            self._db = SqliteStateDB(state_dir / "chain.sqlite3")
+        self._tester = EthereumTester(ParisPyEVMBackend(genesis, self._db))
         self._w3 = Web3(_RevertDataProvider(self._tester))
         self._lock = threading.RLock()  # py-evm is not thread safe
         super().__init__(int(self._w3.eth.chain_id), funder, poll_interval_s=0.01)
@@ -145,6 +189,27 @@ class InProcessChain(Web3Chain):
     def new_client(self) -> InProcessChain:
         return InProcessChain(_shared_from=self)
 
+    def close(self) -> None:
+        """Closes the chain's file (on the client that opened it; other clients share it)."""
+        if self._db is not None:
+            with self._lock:
+                self._db.close()
+            self._db = None
+
     def _run(self, op: Callable[[Web3], T]) -> T:
         with self._lock:
             return op(self._w3)
+
+
+def _funder_in(state_dir: Path) -> LocalAccount:
+    """The funder's key kept in ``state_dir/funder.key`` (created, mode 0600, if missing)."""
+    path = state_dir / "funder.key"
+    if not path.is_file():
+        state_dir.mkdir(parents=True, exist_ok=True)
+        created: LocalAccount = Account.create()
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(descriptor, "w") as handle:
+            handle.write(created.key.hex())
+        return created
+    loaded: LocalAccount = Account.from_key(path.read_text().strip())
+    return loaded

@@ -5,8 +5,9 @@ with the same behaviour, checked by one shared suite (``tests/platform/chain``):
 
 - ``GethChain(rpc_urls, chain_id, funder_key)`` (``geth.py``): JSON-RPC to the Geth
   Clique network, failover across the URLs, EIP-1559 fees from the chain.
-- ``InProcessChain()`` (``inprocess.py``): eth-tester over py-evm with Paris rules
-  (no PUSH0, like the Clique chain), instant mining.
+- ``InProcessChain(state_dir=None)`` (``inprocess.py``): eth-tester over py-evm with
+  Paris rules (no PUSH0, like the Clique chain), instant mining; in memory, or kept
+  in ``state_dir`` so that a later process goes on from the last block.
 
 Interface (stable; the contracts code against it)::
 
