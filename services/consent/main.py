@@ -15,7 +15,6 @@ environment; required with Geth), or in embedded mode a key generated into
 from __future__ import annotations
 
 import asyncio
-import os
 import time
 from pathlib import Path
 
@@ -49,6 +48,7 @@ from services.platform.bus.outbox import OutboxPublisher
 from services.platform.bus.port import EventBus, TopicSpec
 from services.platform.chain.geth import GethChain
 from services.platform.chain.inprocess import InProcessChain
+from services.platform.chain.keyfile import load_or_create_account
 from services.platform.chain.port import Chain
 from services.platform.events.topics import CONSENT_GRANTS, IDENTITY_ACCOUNTS
 
@@ -84,16 +84,7 @@ def _relay_account(settings: ConsentSettings, embedded_chain: bool) -> LocalAcco
         return account
     if not embedded_chain:
         raise ValueError("EHR_RELAY_PRIVATE_KEY is required with a real chain")
-    key_file = settings.data_dir / "relay.key"
-    if key_file.exists():
-        existing: LocalAccount = Account.from_key(key_file.read_text().strip())
-        return existing
-    created: LocalAccount = Account.create()
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
-    descriptor = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(descriptor, "w") as handle:
-        handle.write(created.key.hex())
-    return created
+    return load_or_create_account(settings.data_dir / "relay.key")
 
 
 def ensure_registry(

@@ -21,7 +21,6 @@ from datetime import timedelta
 from pathlib import Path
 
 import sqlalchemy as sa
-from eth_account import Account
 from eth_account.signers.local import LocalAccount
 from fastapi import FastAPI
 from pydantic import BaseModel, ConfigDict, Field
@@ -44,6 +43,7 @@ from services.platform.bus.outbox import OutboxPublisher
 from services.platform.bus.port import EventBus, TopicSpec
 from services.platform.chain.geth import GethChain
 from services.platform.chain.inprocess import InProcessChain
+from services.platform.chain.keyfile import load_or_create_account
 from services.platform.chain.port import Chain
 from services.platform.events.topics import IDENTITY_ACCOUNTS, IDENTITY_SESSIONS
 
@@ -82,15 +82,7 @@ class IdentitySettings(ServiceSettings):
 
 def registrar_account(options: IdentityOptions) -> LocalAccount:
     """Identity's chain key: from the configured file, else generated into the data dir."""
-    path = options.registrar_key_file or options.data_dir / "registrar.key"
-    if not path.is_file():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        account: LocalAccount = Account.create()
-        path.touch(mode=0o600)
-        path.write_text(account.key.hex())
-        return account
-    loaded: LocalAccount = Account.from_key(path.read_text().strip())
-    return loaded
+    return load_or_create_account(options.registrar_key_file or options.data_dir / "registrar.key")
 
 
 @dataclass

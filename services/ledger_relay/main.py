@@ -28,7 +28,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
-import os
 from pathlib import Path
 from typing import Literal
 
@@ -67,6 +66,7 @@ from services.platform.bus.port import EventBus
 from services.platform.bus.process import ProcessConsumer
 from services.platform.chain.geth import GethChain
 from services.platform.chain.inprocess import InProcessChain
+from services.platform.chain.keyfile import load_or_create_account
 from services.platform.chain.port import Chain, load_artifact
 
 log = structlog.get_logger(__name__)
@@ -135,14 +135,7 @@ def relay_account(settings: LedgerRelaySettings, embedded_chain: bool) -> LocalA
     if key_file is None:
         if not embedded_chain:
             raise ValueError("EHR_RELAY_KEY_FILE is required with a real chain")
-        key_file = settings.data_dir / "relay.key"
-        if not key_file.exists():
-            created: LocalAccount = Account.create()
-            key_file.parent.mkdir(parents=True, exist_ok=True)
-            descriptor = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(descriptor, "w") as handle:
-                handle.write(created.key.hex())
-            return created
+        return load_or_create_account(settings.data_dir / "relay.key")
     account: LocalAccount = Account.from_key(key_file.read_text().strip())
     return account
 

@@ -52,7 +52,11 @@ class _Closeable(Protocol):
 C = TypeVar("C", bound=_Closeable)
 
 TREATMENT, EMERGENCY, OWN = 1, 5, 6
-TRANSIENT_CODES = frozenset({"unknown_account", "dependency_unavailable"})
+# Refusals that only mean a service has not yet read identity's account events (the
+# record store answers unknown_patient / unknown_holder for an account it has not seen).
+TRANSIENT_CODES = frozenset(
+    {"unknown_account", "unknown_patient", "unknown_holder", "dependency_unavailable"}
+)
 # What the scenario's actions must have left in the log (event type suffixes).
 EXPECTED_EVENTS = (
     "identity.account_registered",

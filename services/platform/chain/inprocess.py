@@ -12,7 +12,6 @@ shared web3 code decodes both chains' errors the same way.
 
 from __future__ import annotations
 
-import os
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -32,6 +31,7 @@ from web3 import Web3
 from web3.providers.eth_tester import EthereumTesterProvider
 from web3.types import RPCEndpoint, RPCResponse
 
+from services.platform.chain.keyfile import load_or_create_account
 from services.platform.chain.statedb import SqliteStateDB
 from services.platform.chain.web3chain import Web3Chain
 
@@ -169,7 +169,11 @@ class InProcessChain(Web3Chain):
             super().__init__(_shared_from.chain_id, _shared_from._funder, poll_interval_s=0.01)
             self._submit_lock = self._lock
             return
-        funder: LocalAccount = Account.create() if state_dir is None else _funder_in(state_dir)
+        funder: LocalAccount = (
+            Account.create()
+            if state_dir is None
+            else load_or_create_account(state_dir / "funder.key")
+        )
         genesis: dict[bytes, dict[str, Any]] = {
             to_canonical_address(funder.address): {
                 "balance": FUNDER_BALANCE_WEI,
@@ -199,17 +203,3 @@ class InProcessChain(Web3Chain):
     def _run(self, op: Callable[[Web3], T]) -> T:
         with self._lock:
             return op(self._w3)
-
-
-def _funder_in(state_dir: Path) -> LocalAccount:
-    """The funder's key kept in ``state_dir/funder.key`` (created, mode 0600, if missing)."""
-    path = state_dir / "funder.key"
-    if not path.is_file():
-        state_dir.mkdir(parents=True, exist_ok=True)
-        created: LocalAccount = Account.create()
-        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(descriptor, "w") as handle:
-            handle.write(created.key.hex())
-        return created
-    loaded: LocalAccount = Account.from_key(path.read_text().strip())
-    return loaded

@@ -11,8 +11,6 @@ EIP-4361 challenge, and sends the tokens it gets to consent. No shared secret.
 
 from __future__ import annotations
 
-import os
-import secrets
 import threading
 import time
 from collections.abc import Callable
@@ -25,6 +23,7 @@ from eth_account import Account
 from eth_account.messages import encode_defunct
 from jose import jwt
 
+from services.platform.chain.keyfile import load_or_create_account
 from services.record_store.domain.errors import DependencyUnavailable
 
 SERVICE_NAME = "record-store"
@@ -34,12 +33,7 @@ REFRESH_MARGIN_S = 60.0
 
 def load_or_create_signing_key(path: Path) -> str:
     """The hex signing key in ``path``, generated there (0600) when missing."""
-    if not path.is_file():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(descriptor, "w") as handle:
-            handle.write("0x" + secrets.token_hex(32))
-    return path.read_text().strip()
+    return "0x" + load_or_create_account(path).key.hex().removeprefix("0x")
 
 
 class ServiceAccount:
