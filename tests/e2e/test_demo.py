@@ -11,12 +11,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-from ehr_client.demo import Endpoints, Scenario
+from e2e.embedded import scenario_on
 from ehr_client.keys import UserKeys
-from rich.console import Console
 
-from services.embedded.main import EmbeddedSettings, compose
-from services.platform.app.loopback import bind_loopback, serve_in_thread
+from services.embedded.main import EmbeddedSettings
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -68,21 +66,8 @@ def test_a_failing_step_fails_the_run(tmp_path: Path) -> None:
     """Identity trusts another administrator: step 1 fails, nothing after it runs."""
     trusted, impostor = UserKeys.generate(), UserKeys.generate()
     settings = EmbeddedSettings(data_dir=tmp_path / "state", admin_address=trusted.address)
-    sock = bind_loopback()
-    system = compose(settings, sock)
-    try:
-        with serve_in_thread(system.app, sock) as url:
-            result = Scenario(
-                Endpoints(url),
-                impostor,
-                lambda _: system.relay.anchor,
-                tmp_path / "report",
-                console=Console(file=open(os.devnull, "w")),  # noqa: SIM115
-                timeout_s=30,
-            ).run()
-    finally:
-        system.close()
-    assert not result.ok
+    with scenario_on(settings, impostor, tmp_path / "report") as (_, result):
+        assert not result.ok
     assert len(result.steps) == 1 and not result.steps[0].ok
     assert "role_not_permitted" in result.steps[0].error
     assert result.report_html is None

@@ -5,18 +5,16 @@ and the relay forgot its checkpoints)."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import sqlalchemy as sa
-from ehr_client.demo import Endpoints, Scenario
+from e2e.embedded import scenario_on
 from ehr_client.keys import UserKeys
-from rich.console import Console
 
 from services.consent.adapters.sql import grants
 from services.embedded.main import EmbeddedSettings, EmbeddedSystem, compose
 from services.ledger_relay.domain.model import CheckpointStatus
-from services.platform.app.loopback import bind_loopback, serve_in_thread
+from services.platform.app.loopback import bind_loopback
 
 
 def _addresses(system: EmbeddedSystem) -> tuple[str, str, str]:
@@ -45,23 +43,10 @@ def test_a_restart_keeps_the_chain_its_contracts_and_the_anchored_checkpoints(
 ) -> None:
     admin = UserKeys.generate()
     settings = EmbeddedSettings(data_dir=tmp_path / "state", admin_address=admin.address)
-    sock = bind_loopback()
-    first = compose(settings, sock)
-    try:
-        with serve_in_thread(first.app, sock) as url:
-            result = Scenario(
-                Endpoints(url),
-                admin,
-                lambda _: first.relay.anchor,
-                tmp_path / "report",
-                console=Console(file=open(os.devnull, "w")),  # noqa: SIM115
-                timeout_s=60,
-            ).run()
+    with scenario_on(settings, admin, tmp_path / "report", timeout_s=60) as (first, result):
         assert result.ok, [step.error for step in result.steps if not step.ok]
         addresses, anchored = _addresses(first), _anchored(first)
         head, grants = first.chain.block_number(), _grants(first)
-    finally:
-        first.close()
     assert anchored and grants
 
     second = compose(settings, bind_loopback())
