@@ -23,7 +23,7 @@ from eth.vm.spoof import SpoofTransaction
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
 from eth_tester import EthereumTester, PyEVMBackend
-from eth_tester.backends.pyevm.main import _get_vm_for_block_number
+from eth_tester.backends.pyevm.main import _get_vm_for_block_number, get_default_genesis_params
 from eth_tester.exceptions import ValidationError as TesterValidationError
 from eth_utils.address import to_canonical_address
 from eth_utils.exceptions import ValidationError
@@ -78,18 +78,7 @@ class ParisPyEVMBackend(PyEVMBackend):  # type: ignore[misc]
         # eth-tester defines its chain class inside its setup; take it from that chain.
         chain_class = type(self.chain)
         if self._db.is_empty:
-            genesis = self.chain.get_canonical_block_header_by_number(0)
-            params = {
-                "coinbase": genesis.coinbase,
-                "difficulty": genesis.difficulty,
-                "extra_data": genesis.extra_data,
-                "gas_limit": genesis.gas_limit,
-                "mix_hash": genesis.mix_hash,
-                "nonce": genesis.nonce,
-                "receipt_root": genesis.receipt_root,
-                "timestamp": genesis.timestamp,
-                "transaction_root": genesis.transaction_root,
-            }
+            params = get_default_genesis_params()  # what the setup's genesis used
             self.chain = chain_class.from_genesis(self._db, params, self._genesis_state)
         else:
             self.chain = chain_class(self._db)

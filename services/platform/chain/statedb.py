@@ -27,7 +27,6 @@ class SqliteStateDB(BaseAtomicDB):
 
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        self.path = path
         self._sql = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         self._sql.execute("PRAGMA journal_mode=WAL")
         self._sql.execute("PRAGMA synchronous=FULL")
@@ -37,9 +36,9 @@ class SqliteStateDB(BaseAtomicDB):
         )
         self._values: dict[bytes, bytes] = dict(self._sql.execute("SELECT key, value FROM kv"))
         self._lock = threading.RLock()
-        self._depth = 0
-        # Writes of the open transaction, applied to ``_values`` once it commits.
-        self._uncommitted: dict[bytes, bytes | None] = {}
+        # While a batch's transaction is open: its writes, applied to ``_values`` once
+        # it commits (None: no transaction open).
+        self._uncommitted: dict[bytes, bytes | None] | None = None
 
     @property
     def is_empty(self) -> bool:
@@ -47,7 +46,7 @@ class SqliteStateDB(BaseAtomicDB):
         return not self._values
 
     def __getitem__(self, key: bytes) -> bytes:
-        if key in self._uncommitted:
+        if self._uncommitted is not None and key in self._uncommitted:
             value = self._uncommitted[key]
             if value is None:
                 raise KeyError(key)
@@ -55,7 +54,7 @@ class SqliteStateDB(BaseAtomicDB):
         return self._values[key]
 
     def _exists(self, key: bytes) -> bool:
-        if key in self._uncommitted:
+        if self._uncommitted is not None and key in self._uncommitted:
             return self._uncommitted[key] is not None
         return key in self._values
 
@@ -72,7 +71,7 @@ class SqliteStateDB(BaseAtomicDB):
             self._stage(key, None)
 
     def _stage(self, key: bytes, value: bytes | None) -> None:
-        if self._depth:
+        if self._uncommitted is not None:
             self._uncommitted[key] = value
         elif value is None:
             self._values.pop(key, None)
@@ -82,27 +81,22 @@ class SqliteStateDB(BaseAtomicDB):
     @contextmanager
     def atomic_batch(self) -> Iterator[AtomicWriteBatchAPI]:
         """Writes made through the batch are saved together, in one SQLite transaction,
-        or not at all (when the block raises)."""
+        or not at all (when the block raises). py-evm does not nest batches; a nested
+        one fails at its BEGIN."""
         with self._lock:
-            outermost = self._depth == 0
-            if outermost:
-                self._sql.execute("BEGIN IMMEDIATE")
-            self._depth += 1
+            self._sql.execute("BEGIN IMMEDIATE")
+            self._uncommitted = {}
             try:
                 with AtomicDBWriteBatch._commit_unless_raises(self) as batch:
                     yield batch
-            except BaseException:
-                self._depth -= 1
-                if outermost:
-                    self._sql.execute("ROLLBACK")
-                    self._uncommitted.clear()
-                raise
-            self._depth -= 1
-            if outermost:
                 self._sql.execute("COMMIT")
-                for key, value in self._uncommitted.items():
-                    self._stage(key, value)
-                self._uncommitted.clear()
+            except BaseException:
+                self._sql.execute("ROLLBACK")
+                raise
+            finally:
+                committed, self._uncommitted = self._uncommitted, None
+            for key, value in committed.items():
+                self._stage(key, value)
 
     def close(self) -> None:
         with self._lock:
