@@ -37,6 +37,7 @@ from services.audit_analytics.domain.ports import CheckpointReader, EventProofs
 from services.audit_analytics.domain.service import AuditService
 from services.ledger_relay.adapters.sql import SqlLogRepository
 from services.ledger_relay.domain.proofs import ProofService
+from services.ledger_relay.relay import CONSUMER_GROUP as LEDGER_CONSUMER_GROUP
 from services.ledger_relay.relay import DOMAIN_TOPICS
 from services.platform.app.factory import create_app, serve
 from services.platform.app.logging import configure_logging
@@ -88,6 +89,10 @@ class AuditAnalyticsSettings(ServiceSettings):
     ledger_url: str | None = Field(default=None, description="the relay's HTTP API")
     ledger_token_file: Path | None = Field(default=None, description="service token for it")
     ledger_database_url: str | None = Field(default=None, description="the relay's database")
+    ledger_consumer_group: str = Field(
+        default=LEDGER_CONSUMER_GROUP,
+        description="the relay's consumer group: its committed offsets tell what it has logged",
+    )
     chain_rpc_url: str | None = None
     anchor_address: str | None = None
     anomaly: AnomalySettings = Field(default_factory=AnomalySettings)
@@ -168,7 +173,7 @@ class AuditAnalyticsRuntime:
 
         return create_app(
             self.settings,
-            [audit_router(self.service, self.end_offsets)],
+            [audit_router(self.service, self.end_offsets, self.logged_offsets)],
             {"database": database},
             registry=self.registry,
             error_map=ERROR_MAP,
@@ -178,6 +183,12 @@ class AuditAnalyticsRuntime:
     async def end_offsets(self) -> dict[tuple[str, int], int]:
         """The bus's end offsets of the consumed topics (for reconciliation)."""
         return await self.bus.end_offsets(list(self.settings.topics))
+
+    async def logged_offsets(self) -> dict[tuple[str, int], int]:
+        """How far the ledger relay has consumed the anchored topics (for reconciliation)."""
+        return await self.bus.committed_offsets(
+            self.settings.ledger_consumer_group, list(self.settings.anchored_topics)
+        )
 
     async def start(self) -> None:
         self._stop.clear()

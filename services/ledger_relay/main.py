@@ -49,6 +49,7 @@ from services.ledger_relay.domain.policy import CheckpointPolicy
 from services.ledger_relay.domain.proofs import ProofService
 from services.ledger_relay.metrics import RelayMetrics
 from services.ledger_relay.relay import (
+    CONSUMER_GROUP,
     DOMAIN_TOPICS,
     ConsumerFactory,
     CrashHook,
@@ -117,7 +118,7 @@ class LedgerRelaySettings(ServiceSettings):
         "back at stop (0: keep Python's 700): consuming allocates several objects per "
         "event, and frequent young collections cost the relay about a fifth of its throughput",
     )
-    consumer_group: str = "ledger-relay"
+    consumer_group: str = CONSUMER_GROUP
     topics: list[str] = Field(default_factory=lambda: list(DOMAIN_TOPICS))
     topic_partitions: int = Field(default=3, ge=1)
     log_id: str = "ehr-audit-log"

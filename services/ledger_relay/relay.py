@@ -94,6 +94,8 @@ log = logging.getLogger(__name__)
 
 DOMAIN_TOPICS: tuple[str, ...] = tuple(t.name for t in TOPICS if t != LEDGER_CHECKPOINTS)
 """Every topic whose events are anchored (the relay's own checkpoint events are not)."""
+CONSUMER_GROUP = "ledger-relay"
+"""The relay's consumer group: its committed offsets tell how far the log has consumed."""
 
 CrashHook = Callable[[str], None]
 ConsumerFactory = Callable[[str, list[str]], ColumnConsumer]
@@ -107,7 +109,7 @@ def _now_ms() -> int:
 @dataclass(frozen=True, slots=True)
 class RelayConfig:
     log_id: str = "ehr-audit-log"
-    group: str = "ledger-relay"
+    group: str = CONSUMER_GROUP
     topics: tuple[str, ...] = DOMAIN_TOPICS
     partitions: int = 3
     policy: CheckpointPolicy = field(default_factory=CheckpointPolicy)

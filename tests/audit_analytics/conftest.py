@@ -70,6 +70,10 @@ class AuditStack:
         return [self.topic(t.name) for t in TOPICS]
 
     @property
+    def relay_group(self) -> str:
+        return f"relay-{self.prefix}"
+
+    @property
     def anchored_topics(self) -> frozenset[str]:
         return frozenset(self.topic(t) for t in DOMAIN_TOPICS)
 
@@ -103,21 +107,24 @@ class AuditStack:
         )
         return AuditService(self.repo, integrity, Detector(**detector))
 
-    async def run(self, expected_events: int, timeout_s: float = 120, store: bool = True) -> None:
+    async def run(
+        self, expected_events: int, timeout_s: float = 120, store: bool = True, relay: bool = True
+    ) -> None:
         """Runs the relay and the audit consumer until both hold ``expected_events``
-        (only the relay with ``store=False``: the store then lags behind the bus)."""
+        (only the relay with ``store=False``: the store then lags behind the bus; only the
+        store with ``relay=False``: the relay's log then lags behind the store)."""
         relay_repo = self.relay_repo
         relay_repo.create_schema()
         self.repo.create_schema()
         relay_bus, audit_bus = await self.bus(), await self.bus()
         config = RelayConfig(
-            group=f"relay-{self.prefix}",
+            group=self.relay_group,
             topics=tuple(sorted(self.anchored_topics)),
             policy=CheckpointPolicy(max_events=50, max_delay_ms=200),
             settle_blocks=2 if self.name == "real" else 0,
         )
         outbox = OutboxPublisher(self.relay_engine, relay_bus)
-        relay = LedgerRelay(
+        ledger = LedgerRelay(
             relay_repo,
             self.anchor,
             relay_bus,
@@ -125,12 +132,12 @@ class AuditStack:
             RelayMetrics(CollectorRegistry()),
             outbox.publish_pending,
         )
-        await relay.open()
+        await ledger.open()
         consumer = audit_bus.consumer(f"audit-{self.prefix}", self.all_topics)
         await consumer.start()
         consumer_runner = audit_consumer(consumer, self.audit_engine)
         stop = asyncio.Event()
-        tasks = [asyncio.create_task(relay.run(stop))]
+        tasks = [asyncio.create_task(ledger.run(stop))] if relay else []
         if store:
             tasks.append(asyncio.create_task(consumer_runner.run(stop)))
         repo = self.repo
@@ -138,7 +145,7 @@ class AuditStack:
             await until(
                 lambda: (
                     (
-                        relay.anchored_size >= expected_events
+                        (not relay or ledger.anchored_size >= expected_events)
                         and (not store or len(repo.all_events()) >= expected_events)
                     )
                     or any(t.done() for t in tasks)

@@ -5,8 +5,10 @@ runtime beside it), with ES256 tokens made at run time.
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import io
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -158,6 +160,15 @@ async def test_event_detail_verification_and_reconciliation(api: Api) -> None:
     # The runtime gives reconciliation the bus's end offsets: lag is pending, not missing.
     assert result["bus_offsets_known"] is True
     assert result["positions_not_consumed"] == sum(result["not_consumed"].values())
+    # ... and the relay's committed offsets: what its log lacks yet is not_logged, not
+    # inserted. They are the relay's own group's, which has consumed every event.
+    relay_group = api.relay.settings.consumer_group
+    assert api.audit.settings.ledger_consumer_group == relay_group
+    deadline = time.monotonic() + 30
+    while sum((await api.audit.logged_offsets()).values()) != len(api.raws):
+        assert time.monotonic() < deadline, await api.audit.logged_offsets()
+        await asyncio.sleep(0.05)
+    assert result["not_logged"] == 0
 
     # The same verification through the relay's HTTP API (the other EventProofs adapter).
     token = api.keys.token("service")

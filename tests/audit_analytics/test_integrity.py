@@ -412,3 +412,75 @@ async def test_reconciliation_tells_what_is_not_consumed_yet_from_what_is_missin
     current = service.integrity.reconcile(read_ends)
     assert current.ok, current.discrepancies
     assert calls == [1] and current.anchored == total
+
+
+async def test_reconciliation_tells_what_the_relay_has_not_logged_yet_from_what_was_inserted(
+    audit_stack: AuditStack,
+) -> None:
+    """The relay and the store read the bus independently: the store may hold events the
+    relay's log does not have yet. The relay's committed offsets tell that lag apart."""
+    first = ev.workflow(2)
+    await audit_stack.publish(first)
+    await audit_stack.run(len(first))
+    service = audit_stack.service()
+    bus = await audit_stack.bus()
+    anchored = sorted(audit_stack.anchored_topics)
+
+    async def ends() -> dict[tuple[str, int], int]:
+        return await bus.end_offsets(audit_stack.all_topics)
+
+    async def logged() -> dict[tuple[str, int], int]:
+        return await bus.committed_offsets(audit_stack.relay_group, anchored)
+
+    # More events: the store consumes them, the relay does not run.
+    later = ev.workflow(2, at=datetime(2026, 3, 9, 10, 0, tzinfo=UTC))
+    await audit_stack.publish(later)
+    await audit_stack.run(len(first) + len(later), relay=False)
+    ahead = service.integrity.reconcile(await ends(), await logged())
+    assert ahead.ok, ahead.discrepancies
+    assert ahead.not_logged == len(later) and ahead.as_dict()["not_logged"] == len(later)
+    assert ahead.anchored == len(first)
+    # Without the relay's offsets the same lag cannot be told from insertion; nor when
+    # the relay had consumed past those events (its log should then have them).
+    blind = service.integrity.reconcile(await ends())
+    assert [d.kind for d in blind.discrepancies] == ["inserted"] * len(later)
+    assert blind.not_logged == 0
+    past = service.integrity.reconcile(await ends(), await ends())
+    assert [d.kind for d in past.discrepancies] == ["inserted"] * len(later)
+
+    # The relay's offsets are read once, before any proof is asked for.
+    calls: list[int] = []
+    offsets = await logged()
+
+    def read_logged() -> dict[tuple[str, int], int]:
+        calls.append(1)
+        return offsets
+
+    assert service.integrity.reconcile(await ends(), read_logged).ok
+    assert calls == [1]
+
+    # A forged event beyond the bus's end is inserted, whatever the relay's position.
+    engine, t = audit_stack.audit_engine, events_table
+    snapshot = _snapshot(engine)
+    forged_raw = ev.read("pat-9", "prov-9", "rec-9")
+    row = next(r for r in snapshot["audit_events"] if r["topic"] in anchored)
+    forged = {k: v for k, v in row.items() if k not in ("sequence", "proof")}
+    forged.update(
+        raw=forged_raw,
+        event_hash=event_hash(forged_raw),
+        event_id=decode(forged_raw).id,
+        offset=(await ends())[(row["topic"], row["partition"])] + 3,
+    )
+    with engine.begin() as c:
+        c.execute(t.insert().values(**forged))
+    with_forged = service.integrity.reconcile(await ends(), await logged())
+    assert [d.kind for d in with_forged.discrepancies] == ["inserted"], with_forged.discrepancies
+    assert with_forged.discrepancies[0].event_id == forged["event_id"]
+    assert with_forged.not_logged == len(later)
+    _restore(engine, snapshot)
+
+    # Once the relay has caught up, nothing is waiting for it any more.
+    await audit_stack.run(len(first) + len(later))
+    done = service.integrity.reconcile(await ends(), await logged())
+    assert done.ok, done.discrepancies
+    assert done.not_logged == 0 and done.anchored == len(first) + len(later)

@@ -557,7 +557,9 @@ class Scenario:
         self.say(
             f"reconciliation of {reconciliation['events']} stored events: "
             f"{reconciliation['anchored']} anchored with matching hashes, "
-            f"{reconciliation['pending']} awaiting their checkpoint; nothing missing, altered, "
+            f"{reconciliation['pending']} awaiting their checkpoint, "
+            f"{reconciliation.get('not_logged', 0)} not yet in the relay's log; "
+            "nothing missing, altered, "
             "reordered, inserted or duplicated"
         )
         return {

@@ -8,7 +8,7 @@ health data: the events carry none.
 from __future__ import annotations
 
 import base64
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import asdict
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
@@ -21,7 +21,7 @@ from starlette.concurrency import run_in_threadpool
 
 from services.audit_analytics.domain import reports
 from services.audit_analytics.domain.model import Finding, SearchQuery, StoredEvent
-from services.audit_analytics.domain.ports import EndOffsets
+from services.audit_analytics.domain.ports import BusOffsets
 from services.audit_analytics.domain.service import DISPOSITIONS, AuditService
 from services.platform.app.auth import Principal, require_role
 
@@ -104,7 +104,31 @@ def _aware(value: datetime | None, default: datetime) -> datetime:
     return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
-def audit_router(service: AuditService, end_offsets: EndOffsets | None = None) -> APIRouter:
+def _blocking(
+    read: BusOffsets | None,
+) -> Callable[[], Mapping[tuple[str, int], int]] | None:
+    """``read`` made callable from reconciliation's worker thread (on the app's loop)."""
+    if read is None:
+        return None
+    found = read
+
+    async def read_on_loop() -> Mapping[tuple[str, int], int]:
+        return await found()
+
+    def call() -> Mapping[tuple[str, int], int]:
+        return anyio.from_thread.run(read_on_loop)
+
+    return call
+
+
+def audit_router(
+    service: AuditService,
+    end_offsets: BusOffsets | None = None,
+    logged_offsets: BusOffsets | None = None,
+) -> APIRouter:
+    """``end_offsets`` reads the bus's end offsets and ``logged_offsets`` the relay's
+    committed offsets: with them, reconciliation tells lag (of the store, of the relay)
+    from loss and insertion."""
     router = APIRouter(tags=["audit"])
 
     @router.get("/events")
@@ -147,20 +171,13 @@ def audit_router(service: AuditService, end_offsets: EndOffsets | None = None) -
     @router.post("/reconciliation")
     async def reconcile(principal: Auditor) -> dict[str, Any]:
         """Every stored event anchored with a matching hash, every bus offset accounted for;
-        what the store has not consumed yet (the bus's end offsets) is pending, not missing."""
-        read_ends = end_offsets
-
-        def ends() -> Mapping[tuple[str, int], int]:
-            # called by reconcile (on the worker thread) after it read the store's positions
-            assert read_ends is not None
-
-            async def read() -> Mapping[tuple[str, int], int]:
-                return await read_ends()
-
-            return anyio.from_thread.run(read)
-
+        what the store has not consumed yet (the bus's end offsets) is pending, not missing,
+        and so is what the relay has not logged yet (its committed offsets), not inserted."""
         result = await run_in_threadpool(
-            service.reconcile, principal.account_id, ends if end_offsets is not None else None
+            service.reconcile,
+            principal.account_id,
+            _blocking(end_offsets),
+            _blocking(logged_offsets),
         )
         return result.as_dict()
 

@@ -56,6 +56,8 @@ class Reconciliation:
     anchored: int = 0
     pending: int = 0
     """Stored events whose checkpoint is not anchored yet."""
+    not_logged: int = 0
+    """Stored events the ledger relay has not consumed yet (its log lags the store)."""
     bus_offsets_known: bool = False
     """Whether the bus's end offsets were given (else lag cannot be told from loss)."""
     not_consumed: dict[str, int] = field(default_factory=dict)
@@ -83,6 +85,7 @@ class Reconciliation:
             "positions": self.positions,
             "anchored": self.anchored,
             "pending": self.pending,
+            "not_logged": self.not_logged,
             "bus_offsets_known": self.bus_offsets_known,
             "not_consumed": dict(self.not_consumed),
             "positions_not_consumed": sum(self.not_consumed.values()),
@@ -172,6 +175,7 @@ class IntegrityService:
     def reconcile(
         self,
         end_offsets: Mapping[Slot, int] | Callable[[], Mapping[Slot, int]] | None = None,
+        logged_offsets: Mapping[Slot, int] | Callable[[], Mapping[Slot, int]] | None = None,
     ) -> Reconciliation:
         """Reconciles the store with the relay's log, the chain and (when given) the bus.
 
@@ -184,8 +188,19 @@ class IntegrityService:
         a stored event, newest first; an offset below the consumed position that never
         reached the store (a gap) is ``missing``. Without them every leaf of the latest
         checkpoint that no stored event maps to is ``missing``.
+
+        ``logged_offsets`` are how far the ledger relay has consumed each anchored
+        partition (its consumer group's committed offsets), or a function that reads
+        them: it is called before the relay is asked for any proof. The relay and the
+        store read the bus independently, so the store may hold events the relay has not
+        logged yet: a stored event the log lacks is ``not_logged`` (pending) when its
+        offset is at or beyond the relay's position and below the bus's end, and
+        ``inserted`` otherwise. Without them, every such event is ``inserted``.
         """
         started = time.perf_counter()
+        if callable(logged_offsets):
+            logged_offsets = logged_offsets()
+        unlogged: list[StoredEvent] = []
         reader = CachedCheckpointReader(self.reader)
         out = Reconciliation(bus_offsets_known=end_offsets is not None)
         found = out.discrepancies
@@ -212,7 +227,7 @@ class IntegrityService:
                 continue
             seen_ids.add(event_id)
             hashes.add(event.event_hash)
-            leaf_index = self._check_event(event, reader, out)
+            leaf_index = self._check_event(event, reader, out, logged_offsets, unlogged)
             if leaf_index is not None:
                 leaf_of[event_id] = leaf_index
                 slot = (event.position.topic, event.position.partition)
@@ -257,6 +272,19 @@ class IntegrityService:
                             position=f"{topic}/{partition}@{previous + 1}",
                         )
                     )
+        for event in unlogged:  # not in the relay's log, at or beyond its position
+            slot = (event.position.topic, event.position.partition)
+            if end_offsets is not None and event.position.offset >= end_offsets.get(slot, 0):
+                found.append(
+                    Discrepancy(
+                        "inserted",
+                        "the event is not in the ledger's log, and beyond the bus's end offset",
+                        event.record.event_id,
+                        _where(event),
+                    )
+                )
+            else:
+                out.not_logged += 1
         anchored_not_consumed = 0
         if end_offsets is not None:
             for (topic, partition), end in sorted(end_offsets.items()):
@@ -314,9 +342,16 @@ class IntegrityService:
         return out
 
     def _check_event(
-        self, event: StoredEvent, reader: CheckpointReader, out: Reconciliation
+        self,
+        event: StoredEvent,
+        reader: CheckpointReader,
+        out: Reconciliation,
+        logged_offsets: Mapping[Slot, int] | None,
+        unlogged: list[StoredEvent],
     ) -> int | None:
-        """Checks one event's bytes and anchoring; returns its leaf index when it has one."""
+        """Checks one event's bytes and anchoring; returns its leaf index when it has one.
+        An event the relay's log lacks, at or beyond the relay's position, goes to
+        ``unlogged`` (told from ``inserted`` once the bus's end offsets are known)."""
         found = out.discrepancies
         event_id = event.record.event_id
         actual = hashlib.sha256(event.raw).digest()
@@ -339,6 +374,10 @@ class IntegrityService:
                 out.pending += 1
                 return None
         if proof is None:
+            slot = (event.position.topic, event.position.partition)
+            if logged_offsets is not None and event.position.offset >= logged_offsets.get(slot, 0):
+                unlogged.append(event)
+                return None
             found.append(
                 Discrepancy(
                     "inserted", "the event is not in the ledger's log", event_id, _where(event)

@@ -55,6 +55,7 @@ class CachedCheckpointReader:
         return self._anchors[index]
 
 
-EndOffsets = Callable[[], Awaitable[Mapping[tuple[str, int], int]]]
-"""The bus's high watermark per (topic, partition) of the consumed topics (the bus port's
-``end_offsets``): how far the log goes, whatever the store has consumed."""
+BusOffsets = Callable[[], Awaitable[Mapping[tuple[str, int], int]]]
+"""Reads an offset per (topic, partition) from the bus: its high watermarks (the bus port's
+``end_offsets``: how far the log goes, whatever the store has consumed), or a consumer
+group's committed offsets (``committed_offsets``: how far that group has processed)."""

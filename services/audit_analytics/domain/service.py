@@ -97,13 +97,17 @@ class AuditService:
         end_offsets: Mapping[tuple[str, int], int]
         | Callable[[], Mapping[tuple[str, int], int]]
         | None = None,
+        logged_offsets: Mapping[tuple[str, int], int]
+        | Callable[[], Mapping[tuple[str, int], int]]
+        | None = None,
     ) -> Reconciliation:
         """Reconciles, and records every discrepancy as an ``integrity_failure`` finding.
 
         ``end_offsets`` (the bus's high watermarks) tell what is not consumed yet from
-        what is missing.
+        what is missing; ``logged_offsets`` (the relay's committed offsets) tell what the
+        relay has not logged yet from what was inserted.
         """
-        result = self.integrity.reconcile(end_offsets)
+        result = self.integrity.reconcile(end_offsets, logged_offsets)
         candidates = [
             Candidate(
                 "integrity_failure",

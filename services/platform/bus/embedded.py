@@ -204,6 +204,21 @@ class EmbeddedEventBus(EventBus):
 
         return await self._run(read)
 
+    async def committed_offsets(self, group: str, topics: Sequence[str]) -> dict[Slot, int]:
+        def read(db: sqlite3.Connection) -> dict[Slot, int]:
+            found: dict[Slot, int] = {}
+            for topic in dict.fromkeys(topics):
+                for partition in range(_partitions(db, topic)):
+                    row = db.execute(
+                        "SELECT next_offset FROM group_offsets"
+                        " WHERE group_id = ? AND topic = ? AND partition = ?",
+                        (group, topic, partition),
+                    ).fetchone()
+                    found[(topic, partition)] = 0 if row is None else row[0]
+            return found
+
+        return await self._run(read)
+
     # -- groups -----------------------------------------------------------------------------
     def consumer(self, group: str, topics: Sequence[str]) -> EmbeddedConsumer:
         return EmbeddedConsumer(self, group, list(topics))

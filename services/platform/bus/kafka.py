@@ -148,6 +148,31 @@ class KafkaEventBus(EventBus):
             raise PublishError(f"cannot read end offsets: {exc!r}") from exc
         return {(tp.topic, tp.partition): int(offset) for tp, offset in found.items()}
 
+    async def committed_offsets(self, group: str, topics: Sequence[str]) -> dict[Slot, int]:
+        self._started()
+        partitions = [
+            TopicPartition(topic, partition)
+            for topic in dict.fromkeys(topics)
+            for partition in range(await self.partitions(topic))
+        ]
+        if not partitions:
+            return {}
+        admin = AIOKafkaAdminClient(
+            bootstrap_servers=self.bootstrap_servers, client_id=self.client_id
+        )
+        try:
+            await admin.start()
+            found = await admin.list_consumer_group_offsets(group, partitions=partitions)
+        except KafkaError as exc:
+            raise PublishError(f"cannot read the offsets of group {group}: {exc!r}") from exc
+        finally:
+            await admin.close()
+        committed = {(tp.topic, tp.partition): int(meta.offset) for tp, meta in found.items()}
+        return {
+            (tp.topic, tp.partition): max(committed.get((tp.topic, tp.partition), 0), 0)
+            for tp in partitions
+        }
+
     def consumer(self, group: str, topics: Sequence[str]) -> KafkaConsumer:
         return KafkaConsumer(self, group, list(topics))
 

@@ -224,6 +224,14 @@ class EventBus(Lifecycle):
         topic does not exist. Tells a consumer how far behind the log it is."""
 
     @abstractmethod
+    async def committed_offsets(
+        self, group: str, topics: Sequence[str]
+    ) -> dict[tuple[str, int], int]:
+        """The next offset consumer group ``group`` has committed on every partition of
+        ``topics`` (0 where it has committed nothing, and for a group that does not exist):
+        how far that group has processed. ``UnknownTopicError`` if a topic does not exist."""
+
+    @abstractmethod
     def consumer(self, group: str, topics: Sequence[str]) -> BusConsumer:
         """A new, not yet started member of consumer group ``group``."""
 

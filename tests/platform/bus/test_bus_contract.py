@@ -134,6 +134,37 @@ async def test_end_offsets_are_each_partitions_next_offset_whatever_was_consumed
         await restarted.end_offsets([f"test.bus.missing.{unique_name}"])
 
 
+async def test_committed_offsets_tell_how_far_a_group_has_processed(
+    bus_backend: BusBackend, unique_name: str
+) -> None:
+    bus = await bus_backend.open()
+    topic = await new_topic(bus, unique_name)
+    group, other = f"g-{unique_name}", f"other-{unique_name}"
+    nothing = {(topic, p): 0 for p in range(3)}
+    assert await bus.committed_offsets(group, [topic]) == nothing  # no such group yet
+    positions = await bus.publish_many(
+        [Message(topic, f"k{i}", f"v{i}".encode()) for i in range(12)]
+    )
+    async with bus.consumer(group, [topic]) as consumer:
+        records = await consume(consumer, 12)
+        first = min(records, key=lambda r: (r.partition, r.offset))
+        await consumer.commit({(first.topic, first.partition): first.offset + 1})
+        assert await bus.committed_offsets(group, [topic]) == {
+            **nothing,
+            (first.topic, first.partition): first.offset + 1,
+        }
+        await consumer.commit_records(records)
+    ends = await bus.end_offsets([topic])
+    assert sum(ends.values()) == len(positions)
+    # A group's commits are its own; another process on the log reads the same offsets.
+    await bus.close()
+    restarted = await bus_backend.open()
+    assert await restarted.committed_offsets(group, [topic]) == ends
+    assert await restarted.committed_offsets(other, [topic]) == nothing
+    with pytest.raises(UnknownTopicError):
+        await restarted.committed_offsets(group, [f"test.bus.missing.{unique_name}"])
+
+
 async def test_uncommitted_records_are_redelivered_committed_ones_are_not(
     bus_backend: BusBackend, unique_name: str
 ) -> None:

@@ -66,6 +66,11 @@ class CrashAfterPublishBus(EventBus):
     async def end_offsets(self, topics: Sequence[str]) -> dict[tuple[str, int], int]:
         return await self.inner.end_offsets(topics)
 
+    async def committed_offsets(
+        self, group: str, topics: Sequence[str]
+    ) -> dict[tuple[str, int], int]:
+        return await self.inner.committed_offsets(group, topics)
+
     def consumer(self, group: str, topics: Sequence[str]) -> BusConsumer:
         return self.inner.consumer(group, topics)
 
