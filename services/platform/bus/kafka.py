@@ -125,13 +125,17 @@ class KafkaEventBus(EventBus):
             raise PublishError(f"publish failed: {exc!r}") from exc
         return [Position(a.topic, a.partition, a.offset) for a in acks]
 
-    async def end_offsets(self, topics: Sequence[str]) -> dict[Slot, int]:
+    async def _partitions_of(self, topics: Sequence[str]) -> list[TopicPartition]:
+        """Every partition of ``topics`` (each topic once), for the offset queries."""
         self._started()
-        partitions = [
+        return [
             TopicPartition(topic, partition)
             for topic in dict.fromkeys(topics)
             for partition in range(await self.partitions(topic))
         ]
+
+    async def end_offsets(self, topics: Sequence[str]) -> dict[Slot, int]:
+        partitions = await self._partitions_of(topics)
         if not partitions:
             return {}
         if self._offsets is None:
@@ -149,12 +153,7 @@ class KafkaEventBus(EventBus):
         return {(tp.topic, tp.partition): int(offset) for tp, offset in found.items()}
 
     async def committed_offsets(self, group: str, topics: Sequence[str]) -> dict[Slot, int]:
-        self._started()
-        partitions = [
-            TopicPartition(topic, partition)
-            for topic in dict.fromkeys(topics)
-            for partition in range(await self.partitions(topic))
-        ]
+        partitions = await self._partitions_of(topics)
         if not partitions:
             return {}
         admin = AIOKafkaAdminClient(
