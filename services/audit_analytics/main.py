@@ -173,7 +173,11 @@ class AuditAnalyticsRuntime:
 
         return create_app(
             self.settings,
-            [audit_router(self.service, self.end_offsets, self.logged_offsets)],
+            [
+                audit_router(
+                    self.service, self.end_offsets, self.logged_offsets, self.consumed_offsets
+                )
+            ],
             {"database": database},
             registry=self.registry,
             error_map=ERROR_MAP,
@@ -183,6 +187,12 @@ class AuditAnalyticsRuntime:
     async def end_offsets(self) -> dict[tuple[str, int], int]:
         """The bus's end offsets of the consumed topics (for reconciliation)."""
         return await self.bus.end_offsets(list(self.settings.topics))
+
+    async def consumed_offsets(self) -> dict[tuple[str, int], int]:
+        """How far the store's own consumer group has committed (for reconciliation)."""
+        return await self.bus.committed_offsets(
+            self.settings.consumer_group, list(self.settings.topics)
+        )
 
     async def logged_offsets(self) -> dict[tuple[str, int], int]:
         """How far the ledger relay has consumed the anchored topics (for reconciliation)."""

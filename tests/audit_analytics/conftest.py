@@ -70,6 +70,10 @@ class AuditStack:
         return [self.topic(t.name) for t in TOPICS]
 
     @property
+    def store_group(self) -> str:
+        return f"audit-{self.prefix}"
+
+    @property
     def relay_group(self) -> str:
         return f"relay-{self.prefix}"
 
@@ -133,7 +137,7 @@ class AuditStack:
             outbox.publish_pending,
         )
         await ledger.open()
-        consumer = audit_bus.consumer(f"audit-{self.prefix}", self.all_topics)
+        consumer = audit_bus.consumer(self.store_group, self.all_topics)
         await consumer.start()
         consumer_runner = audit_consumer(consumer, self.audit_engine)
         stop = asyncio.Event()

@@ -169,6 +169,10 @@ async def test_event_detail_verification_and_reconciliation(api: Api) -> None:
         assert time.monotonic() < deadline, await api.audit.logged_offsets()
         await asyncio.sleep(0.05)
     assert result["not_logged"] == 0
+    # ... and the store's own group's committed offsets, which reach the bus's end.
+    while await api.audit.consumed_offsets() != await api.audit.end_offsets():
+        assert time.monotonic() < deadline, await api.audit.consumed_offsets()
+        await asyncio.sleep(0.05)
 
     # The same verification through the relay's HTTP API (the other EventProofs adapter).
     token = api.keys.token("service")

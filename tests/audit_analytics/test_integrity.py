@@ -413,6 +413,37 @@ async def test_reconciliation_tells_what_is_not_consumed_yet_from_what_is_missin
     assert current.ok, current.discrepancies
     assert calls == [1] and current.anchored == total
 
+    # The last event of a partition deleted with its position looks like lag by the
+    # store's own positions; the store's committed offsets (kept by the bus) show it
+    # missing.
+    async def consumed() -> dict[tuple[str, int], int]:
+        return await bus.committed_offsets(audit_stack.store_group, audit_stack.all_topics)
+
+    snapshot = _snapshot(engine)
+    last = max(
+        (r for r in snapshot["audit_positions"] if r["topic"] in audit_stack.anchored_topics),
+        key=lambda r: r["offset"],
+    )
+    where = f"{last['topic']}/{last['partition']}@{last['offset']}"
+    assert (await consumed())[(last["topic"], last["partition"])] == last["offset"] + 1
+    with engine.begin() as c:
+        c.execute(t.delete().where(t.c.event_hash == last["event_hash"]))
+        c.execute(
+            p.delete().where(
+                p.c.topic == last["topic"],
+                p.c.partition == last["partition"],
+                p.c.offset == last["offset"],
+            )
+        )
+    looks_lagging = service.integrity.reconcile(await ends())
+    assert looks_lagging.ok and looks_lagging.not_consumed == {where.split("@")[0]: 1}
+    result = service.integrity.reconcile(await ends(), consumed_offsets=await consumed())
+    missing = [d for d in result.discrepancies if d.kind == "missing"]
+    assert where in {d.position for d in missing}, result.discrepancies
+    assert result.not_consumed == {}
+    _restore(engine, snapshot)
+    assert service.integrity.reconcile(await ends(), consumed_offsets=await consumed()).ok
+
 
 async def test_reconciliation_tells_what_the_relay_has_not_logged_yet_from_what_was_inserted(
     audit_stack: AuditStack,
@@ -436,7 +467,7 @@ async def test_reconciliation_tells_what_the_relay_has_not_logged_yet_from_what_
     later = ev.workflow(2, at=datetime(2026, 3, 9, 10, 0, tzinfo=UTC))
     await audit_stack.publish(later)
     await audit_stack.run(len(first) + len(later), relay=False)
-    ahead = service.integrity.reconcile(await ends(), await logged())
+    ahead = service.integrity.reconcile(await ends(), logged_offsets=await logged())
     assert ahead.ok, ahead.discrepancies
     assert ahead.not_logged == len(later) and ahead.as_dict()["not_logged"] == len(later)
     assert ahead.anchored == len(first)
@@ -445,7 +476,7 @@ async def test_reconciliation_tells_what_the_relay_has_not_logged_yet_from_what_
     blind = service.integrity.reconcile(await ends())
     assert [d.kind for d in blind.discrepancies] == ["inserted"] * len(later)
     assert blind.not_logged == 0
-    past = service.integrity.reconcile(await ends(), await ends())
+    past = service.integrity.reconcile(await ends(), logged_offsets=await ends())
     assert [d.kind for d in past.discrepancies] == ["inserted"] * len(later)
 
     # The relay's offsets are read once, before any proof is asked for.
@@ -456,7 +487,7 @@ async def test_reconciliation_tells_what_the_relay_has_not_logged_yet_from_what_
         calls.append(1)
         return offsets
 
-    assert service.integrity.reconcile(await ends(), read_logged).ok
+    assert service.integrity.reconcile(await ends(), logged_offsets=read_logged).ok
     assert calls == [1]
 
     # A forged event beyond the bus's end is inserted, whatever the relay's position.
@@ -473,7 +504,7 @@ async def test_reconciliation_tells_what_the_relay_has_not_logged_yet_from_what_
     )
     with engine.begin() as c:
         c.execute(t.insert().values(**forged))
-    with_forged = service.integrity.reconcile(await ends(), await logged())
+    with_forged = service.integrity.reconcile(await ends(), logged_offsets=await logged())
     assert [d.kind for d in with_forged.discrepancies] == ["inserted"], with_forged.discrepancies
     assert with_forged.discrepancies[0].event_id == forged["event_id"]
     assert with_forged.not_logged == len(later)
@@ -481,6 +512,6 @@ async def test_reconciliation_tells_what_the_relay_has_not_logged_yet_from_what_
 
     # Once the relay has caught up, nothing is waiting for it any more.
     await audit_stack.run(len(first) + len(later))
-    done = service.integrity.reconcile(await ends(), await logged())
+    done = service.integrity.reconcile(await ends(), logged_offsets=await logged())
     assert done.ok, done.discrepancies
     assert done.not_logged == 0 and done.anchored == len(first) + len(later)

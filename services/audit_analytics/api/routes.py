@@ -125,10 +125,11 @@ def audit_router(
     service: AuditService,
     end_offsets: BusOffsets | None = None,
     logged_offsets: BusOffsets | None = None,
+    consumed_offsets: BusOffsets | None = None,
 ) -> APIRouter:
-    """``end_offsets`` reads the bus's end offsets and ``logged_offsets`` the relay's
-    committed offsets: with them, reconciliation tells lag (of the store, of the relay)
-    from loss and insertion."""
+    """``end_offsets`` reads the bus's end offsets, ``logged_offsets`` the relay's
+    committed offsets and ``consumed_offsets`` the store's own: with them, reconciliation
+    tells lag (of the store, of the relay) from loss and insertion."""
     router = APIRouter(tags=["audit"])
 
     @router.get("/events")
@@ -178,6 +179,7 @@ def audit_router(
             principal.account_id,
             _blocking(end_offsets),
             _blocking(logged_offsets),
+            _blocking(consumed_offsets),
         )
         return result.as_dict()
 

@@ -24,6 +24,9 @@ from .model import AuditRepository, StoredEvent
 from .ports import CachedCheckpointReader, CheckpointReader, EventProofs
 
 Slot = tuple[str, int]
+Offsets = Mapping[Slot, int] | Callable[[], Mapping[Slot, int]]
+"""Offsets per (topic, partition), or a function that reads them when reconciliation needs
+them."""
 KINDS = ("missing", "altered", "reordered", "inserted", "duplicated", "proof_invalid", "fork")
 
 
@@ -174,8 +177,10 @@ class IntegrityService:
 
     def reconcile(
         self,
-        end_offsets: Mapping[Slot, int] | Callable[[], Mapping[Slot, int]] | None = None,
-        logged_offsets: Mapping[Slot, int] | Callable[[], Mapping[Slot, int]] | None = None,
+        end_offsets: Offsets | None = None,
+        *,
+        logged_offsets: Offsets | None = None,
+        consumed_offsets: Offsets | None = None,
     ) -> Reconciliation:
         """Reconciles the store with the relay's log, the chain and (when given) the bus.
 
@@ -196,10 +201,19 @@ class IntegrityService:
         logged yet: a stored event the log lacks is ``not_logged`` (pending) when its
         offset is at or beyond the relay's position and below the bus's end, and
         ``inserted`` otherwise. Without them, every such event is ``inserted``.
+
+        ``consumed_offsets`` are the store's own consumer group's committed offsets (kept
+        by the bus, not the store), or a function that reads them: it is called before the
+        store's positions are read. The store commits an offset only after storing what
+        lies below it, so an offset below it that the store lacks is ``missing`` even at
+        the end of a partition (a deleted tail), where the highest stored offset alone
+        would make it look like lag.
         """
         started = time.perf_counter()
         if callable(logged_offsets):
             logged_offsets = logged_offsets()
+        if callable(consumed_offsets):
+            consumed_offsets = consumed_offsets()
         unlogged: list[StoredEvent] = []
         reader = CachedCheckpointReader(self.reader)
         out = Reconciliation(bus_offsets_known=end_offsets is not None)
@@ -272,6 +286,17 @@ class IntegrityService:
                             position=f"{topic}/{partition}@{previous + 1}",
                         )
                     )
+        for (topic, partition), committed in sorted((consumed_offsets or {}).items()):
+            stored = consumed.get((topic, partition), 0)
+            if committed > stored:  # the store's group went past positions it does not hold
+                found.append(
+                    Discrepancy(
+                        "missing",
+                        f"offsets {stored}..{committed - 1} were consumed but are not stored",
+                        position=f"{topic}/{partition}@{stored}",
+                    )
+                )
+                consumed[(topic, partition)] = committed
         for event in unlogged:  # not in the relay's log, at or beyond its position
             slot = (event.position.topic, event.position.partition)
             if end_offsets is not None and event.position.offset >= end_offsets.get(slot, 0):

@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -25,7 +25,13 @@ from services.platform.events.vocabulary import ROLE_CODES
 from . import reports
 from .anomalies import Candidate, Detector
 from .errors import EventNotFound, FindingNotFound, InvalidQuery
-from .integrity import IntegrityService, Reconciliation, Verification, verify_consistency_of
+from .integrity import (
+    IntegrityService,
+    Offsets,
+    Reconciliation,
+    Verification,
+    verify_consistency_of,
+)
 from .model import AuditRepository, Finding, Page, SearchQuery, StoredEvent
 from .ports import CachedCheckpointReader
 
@@ -94,20 +100,20 @@ class AuditService:
     def reconcile(
         self,
         actor_id: str = SOURCE,
-        end_offsets: Mapping[tuple[str, int], int]
-        | Callable[[], Mapping[tuple[str, int], int]]
-        | None = None,
-        logged_offsets: Mapping[tuple[str, int], int]
-        | Callable[[], Mapping[tuple[str, int], int]]
-        | None = None,
+        end_offsets: Offsets | None = None,
+        logged_offsets: Offsets | None = None,
+        consumed_offsets: Offsets | None = None,
     ) -> Reconciliation:
         """Reconciles, and records every discrepancy as an ``integrity_failure`` finding.
 
         ``end_offsets`` (the bus's high watermarks) tell what is not consumed yet from
         what is missing; ``logged_offsets`` (the relay's committed offsets) tell what the
-        relay has not logged yet from what was inserted.
+        relay has not logged yet from what was inserted; ``consumed_offsets`` (the store's
+        own committed offsets) tell a deleted tail from lag.
         """
-        result = self.integrity.reconcile(end_offsets, logged_offsets)
+        result = self.integrity.reconcile(
+            end_offsets, logged_offsets=logged_offsets, consumed_offsets=consumed_offsets
+        )
         candidates = [
             Candidate(
                 "integrity_failure",
