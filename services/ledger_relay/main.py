@@ -108,6 +108,11 @@ class LedgerRelaySettings(ServiceSettings):
         "records, the costliest part of consuming, then run outside the relay's GIL); "
         "the embedded log is always read in the relay's process",
     )
+    fetch_prefetch: int = Field(
+        default=4,
+        ge=1,
+        description="with fetch_process, how many fetched batches the child keeps ready",
+    )
     max_write_records: int = Field(
         default=20000, ge=1, description="at most this many events in one write of the log"
     )
@@ -265,10 +270,12 @@ class LedgerRelayRuntime:
         bus = self.bus
         if not (self.settings.fetch_process and isinstance(bus, KafkaEventBus)):
             return None
-        max_records = self.settings.fetch_max_records
+        max_records, prefetch = self.settings.fetch_max_records, self.settings.fetch_prefetch
 
         def consumer(group: str, topics: list[str]) -> ProcessConsumer:
-            return ProcessConsumer(bus.bootstrap_servers, group, topics, bus.client_id, max_records)
+            return ProcessConsumer(
+                bus.bootstrap_servers, group, topics, bus.client_id, max_records, prefetch
+            )
 
         return consumer
 

@@ -27,6 +27,7 @@ from services.ledger_relay.domain.merkle import verify_consistency
 from services.ledger_relay.main import LedgerRelayRuntime, LedgerRelaySettings
 from services.ledger_relay.verify import verify_event
 from services.platform.bus.port import Message, TopicSpec
+from services.platform.bus.process import ProcessConsumer
 from services.platform.events.envelope import decode
 
 
@@ -255,3 +256,27 @@ async def test_the_runtime_gives_back_the_collection_threshold_it_set(tmp_path: 
         await runtime.stop()
         runtime.close()
     assert gc.get_threshold() == before
+
+
+def test_the_fetch_settings_reach_the_consumer_process(tmp_path: Path) -> None:
+    """With Kafka and ``fetch_process``, the relay reads through a child process whose
+    batch size and prefetch depth come from the settings (nothing is started here)."""
+    runtime = LedgerRelayRuntime(
+        _settings(
+            tmp_path,
+            TokenKey(),
+            ["test.fetch.v1"],
+            kafka_bootstrap_servers="127.0.0.1:9",
+            fetch_max_records=321,
+            fetch_prefetch=7,
+        )
+    )
+    try:
+        factory = runtime._consumer_factory()
+        assert factory is not None
+        consumer = factory("g", ["test.fetch.v1"])
+        assert isinstance(consumer, ProcessConsumer)
+        assert (consumer.max_records, consumer.prefetch) == (321, 7)
+        assert (consumer.bootstrap_servers, consumer.group) == ("127.0.0.1:9", "g")
+    finally:
+        runtime.close()
