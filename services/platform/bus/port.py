@@ -237,12 +237,9 @@ class EventBus(Lifecycle):
 
 
 def next_offsets(records: Iterable[Record]) -> dict[tuple[str, int], int]:
-    """``last offset + 1`` per (topic, partition): what to commit after processing."""
-    offsets: dict[tuple[str, int], int] = {}
-    for record in records:
-        slot = (record.topic, record.partition)
-        offsets[slot] = max(offsets.get(slot, 0), record.offset + 1)
-    return offsets
+    """``last offset + 1`` per (topic, partition) of records in fetch order: what to
+    commit after processing them (``RecordColumns.next_offsets`` of the same records)."""
+    return RecordColumns.of(list(records)).next_offsets()
 
 
 def murmur2(data: bytes) -> int:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import random
 
-from services.platform.bus.port import Record, RecordColumns
+from services.platform.bus.port import Record, RecordColumns, next_offsets
 from services.platform.bus.process import pack_columns, unpack_columns
 
 
@@ -43,6 +43,8 @@ def test_next_offsets_are_one_past_each_partitions_last_record() -> None:
     records.append(Record("a", 1, 2, "", b""))
     columns = unpack_columns(pack_columns(RecordColumns.of(records)))
     assert columns.next_offsets() == {("a", 0): 7, ("b", 0): 10, ("a", 1): 3}
+    assert next_offsets(records) == columns.next_offsets()  # the same, from records
+    assert next_offsets([]) == {}
 
 
 def test_take_and_concat_keep_records_whole() -> None:
