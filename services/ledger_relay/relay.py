@@ -127,6 +127,10 @@ class RelayConfig:
     """At most this many new leaves per checkpoint (1: the per-event baseline)."""
 
 
+UNPARSABLE = (DecodeError, RuntimeError, ValueError)
+"""What protobuf raises for bytes that are not an ``EnvelopeId``."""
+
+
 def event_ids_of(values: Sequence[bytes], digests: Sequence[bytes]) -> list[str]:
     """The envelope id of each event; its hash in hex if its bytes are not an envelope or
     their id is empty, not printable or longer than ``EVENT_ID_MAX_CHARS`` (so any bytes
@@ -136,7 +140,7 @@ def event_ids_of(values: Sequence[bytes], digests: Sequence[bytes]) -> list[str]
     parse = EnvelopeId.FromString
     try:
         ids = [parse(raw).id for raw in values]
-    except (DecodeError, RuntimeError, ValueError):
+    except UNPARSABLE:
         ids = [_envelope_id(raw) for raw in values]
     if ids and (
         "" in ids or max(map(len, ids)) > EVENT_ID_MAX_CHARS or not "".join(ids).isprintable()
@@ -154,7 +158,7 @@ def _envelope_id(raw: bytes) -> str:
     """The id field of ``raw``, or "" if it does not parse."""
     try:
         return EnvelopeId.FromString(raw).id
-    except (DecodeError, RuntimeError, ValueError):
+    except UNPARSABLE:
         return ""
 
 
