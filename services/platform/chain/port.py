@@ -203,6 +203,10 @@ class Chain(ABC):
         """Balance in wei."""
 
     @abstractmethod
+    def code(self, address: str) -> bytes:
+        """The runtime code at ``address`` (empty for an account without code)."""
+
+    @abstractmethod
     def fund(self, address: str, wei: int) -> Receipt:
         """Transfer ``wei`` from the adapter's funder account; waits for the receipt."""
 

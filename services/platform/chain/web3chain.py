@@ -208,6 +208,9 @@ class Web3Chain(Chain):
     def balance(self, address: str) -> int:
         return int(self._run(lambda w3: w3.eth.get_balance(to_checksum_address(address))))
 
+    def code(self, address: str) -> bytes:
+        return bytes(self._run(lambda w3: w3.eth.get_code(to_checksum_address(address))))
+
     def fund(self, address: str, wei: int) -> Receipt:
         tx_hash = self._submit(
             self._funder, to=to_checksum_address(address), data="0x", value=wei, gas=21_000, abi=()

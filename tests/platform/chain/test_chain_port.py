@@ -60,6 +60,13 @@ def test_deploy_returns_the_address_and_the_creation_receipt(
     assert chain.call(probe, "LIMIT") == 1000
 
 
+def test_code_is_the_deployed_runtime_of_the_artifact(
+    chain: Chain, probe: DeployedContract, funded_account: LocalAccount
+) -> None:
+    assert chain.code(probe.address) == bytes.fromhex(PROBE.deployed_bytecode.removeprefix("0x"))
+    assert chain.code(funded_account.address) == b""
+
+
 def test_transact_changes_state_and_returns_decoded_events(
     chain: Chain, probe: DeployedContract, funded_account: LocalAccount
 ) -> None:
