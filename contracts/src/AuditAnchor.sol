@@ -4,19 +4,18 @@ pragma solidity 0.8.28;
 import {AccessRoles} from "./AccessRoles.sol";
 
 /// @title AuditAnchor
-/// @notice Append-only checkpoints (tree size, root, time) of the audit log's
+/// @notice Append-only checkpoints (tree size, root) of the audit log's
 ///         RFC 9162 Merkle tree (SHA-256, leaf prefix 0x00, node prefix 0x01).
 ///         A new checkpoint is accepted only with a valid consistency proof from
 ///         the latest one, so the chain itself refuses any rewrite of history.
 /// @dev Roles: DEFAULT_ADMIN_ROLE manages roles; RELAY_ROLE submits checkpoints.
 contract AuditAnchor is AccessRoles {
-    /// @notice One anchored checkpoint.
+    /// @notice One anchored checkpoint. The block time it was anchored at is in
+    ///         its `CheckpointAnchored` event (and its block), not in storage.
     /// @param treeSize Number of leaves in the tree.
-    /// @param anchoredAt Block time at which it was anchored.
     /// @param root RFC 9162 root hash of the first `treeSize` leaves.
     struct Checkpoint {
         uint64 treeSize;
-        uint64 anchoredAt;
         bytes32 root;
     }
 
@@ -43,7 +42,12 @@ contract AuditAnchor is AccessRoles {
         uint256 indexed index, uint64 treeSize, bytes32 root, uint64 anchoredAt
     );
 
-    Checkpoint[] private _checkpoints;
+    /// @dev Tree size of checkpoint i; Solidity packs four to a storage slot, so
+    ///      three checkpoints in four write no new slot for their size. The
+    ///      array's length is the number of checkpoints.
+    uint64[] private _sizes;
+    /// @dev Root of checkpoint i: the one new storage slot every checkpoint needs.
+    mapping(uint256 index => bytes32 root) private _roots;
 
     /// @param admin The first holder of DEFAULT_ADMIN_ROLE.
     constructor(address admin) {
@@ -65,13 +69,12 @@ contract AuditAnchor is AccessRoles {
         returns (uint256 index)
     {
         if (treeSize == 0) revert AuditAnchor__EmptyTree();
-        index = _checkpoints.length;
+        index = _sizes.length;
         if (index == 0) {
             if (proof.length != 0) revert AuditAnchor__InconsistentProof(0, treeSize);
         } else {
-            Checkpoint storage latest = _checkpoints[index - 1];
-            uint64 latestSize = latest.treeSize;
-            bytes32 latestRoot = latest.root;
+            uint64 latestSize = _sizes[index - 1];
+            bytes32 latestRoot = _roots[index - 1];
             if (treeSize < latestSize) revert AuditAnchor__TreeShrank(latestSize, treeSize);
             if (treeSize == latestSize) {
                 if (root != latestRoot) {
@@ -82,30 +85,31 @@ contract AuditAnchor is AccessRoles {
                 revert AuditAnchor__InconsistentProof(latestSize, treeSize);
             }
         }
-        _checkpoints.push(Checkpoint(treeSize, uint64(block.timestamp), root));
+        _sizes.push(treeSize);
+        _roots[index] = root;
         emit CheckpointAnchored(index, treeSize, root, uint64(block.timestamp));
     }
 
     /// @notice The latest checkpoint; reverts when none exists.
     /// @return The checkpoint.
     function latestCheckpoint() external view returns (Checkpoint memory) {
-        uint256 count = _checkpoints.length;
+        uint256 count = _sizes.length;
         if (count == 0) revert AuditAnchor__NoCheckpoint(0);
-        return _checkpoints[count - 1];
+        return Checkpoint(_sizes[count - 1], _roots[count - 1]);
     }
 
     /// @notice The checkpoint at `index` (0 is the first ever anchored).
     /// @param index Position of the checkpoint.
     /// @return The checkpoint.
     function checkpointAt(uint256 index) external view returns (Checkpoint memory) {
-        if (index >= _checkpoints.length) revert AuditAnchor__NoCheckpoint(index);
-        return _checkpoints[index];
+        if (index >= _sizes.length) revert AuditAnchor__NoCheckpoint(index);
+        return Checkpoint(_sizes[index], _roots[index]);
     }
 
     /// @notice Number of checkpoints anchored so far.
     /// @return The count.
     function checkpointCount() external view returns (uint256) {
-        return _checkpoints.length;
+        return _sizes.length;
     }
 
     /// @notice Verifies an RFC 9162 (section 2.1.4.2) consistency proof between a

@@ -147,12 +147,15 @@ def relay_account(settings: LedgerRelaySettings, embedded_chain: bool) -> LocalA
 
 
 def anchor_is_deployed(chain: Chain, address: str) -> bool:
-    """Whether an ``AuditAnchor`` answers at ``address`` on this chain."""
+    """Whether this build's ``AuditAnchor`` is deployed at ``address`` on this chain.
+
+    The code must be this build's: a data dir kept from an earlier version may
+    record a contract with another storage layout and read API."""
+    runtime = load_artifact(ARTIFACT_NAME).deployed_bytecode.removeprefix("0x")
     try:
-        chain.call(chain.contract(load_artifact(ARTIFACT_NAME), address), "checkpointCount")
-    except Exception:  # no code there, another contract, or no chain
+        return chain.code(address) == bytes.fromhex(runtime)
+    except Exception:  # no chain, or not an address
         return False
-    return True
 
 
 def ensure_anchor(

@@ -90,7 +90,7 @@ class Web3CheckpointReader:
         self._contract = self._w3.eth.contract(address=Web3.to_checksum_address(address), abi=abi)
 
     def checkpoint_at(self, index: int) -> ChainCheckpoint:
-        size, _, root = self._contract.functions.checkpointAt(index).call()
+        size, root = self._contract.functions.checkpointAt(index).call()
         return ChainCheckpoint(index, int(size), bytes(root))
 
     def find_anchor(self, index: int) -> ChainAnchor:

@@ -17,12 +17,12 @@ BASE_GAS = 160_000
 GAS_PER_PROOF_HASH = 4_000
 
 
-def _fields(value: Any) -> tuple[int, int, bytes]:
-    """(treeSize, anchoredAt, root) of a returned ``Checkpoint`` struct."""
+def _fields(value: Any) -> tuple[int, bytes]:
+    """(treeSize, root) of a returned ``Checkpoint`` struct (a tuple or a dict)."""
     if isinstance(value, dict):
-        return int(value["treeSize"]), int(value["anchoredAt"]), bytes(value["root"])
-    size, at, root = value
-    return int(size), int(at), bytes(root)
+        return int(value["treeSize"]), bytes(value["root"])
+    size, root = value
+    return int(size), bytes(root)
 
 
 class AuditAnchorLedger(AnchorLedger):
@@ -59,7 +59,7 @@ class AuditAnchorLedger(AnchorLedger):
     def checkpoint_at(self, index: int) -> ChainCheckpoint:
         if index >= self.count():
             raise CheckpointNotFound(f"the chain holds no checkpoint {index}")
-        size, _, root = _fields(self._chain.call(self._ref, "checkpointAt", index))
+        size, root = _fields(self._chain.call(self._ref, "checkpointAt", index))
         return ChainCheckpoint(index, size, root)
 
     def submit(self, tree_size: int, root: bytes, proof: Sequence[bytes]) -> str:
