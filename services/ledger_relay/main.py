@@ -68,7 +68,7 @@ from services.platform.bus.process import ProcessConsumer
 from services.platform.chain.geth import GethChain
 from services.platform.chain.inprocess import InProcessChain
 from services.platform.chain.keyfile import load_or_create_account
-from services.platform.chain.port import Chain, load_artifact
+from services.platform.chain.port import Chain, ChainError, load_artifact
 
 log = structlog.get_logger(__name__)
 
@@ -151,10 +151,9 @@ def anchor_is_deployed(chain: Chain, address: str) -> bool:
 
     The code must be this build's: a data dir kept from an earlier version may
     record a contract with another storage layout and read API."""
-    runtime = load_artifact(ARTIFACT_NAME).deployed_bytecode.removeprefix("0x")
     try:
-        return chain.code(address) == bytes.fromhex(runtime)
-    except Exception:  # no chain, or not an address
+        return chain.code(address) == load_artifact(ARTIFACT_NAME).runtime_code
+    except (ChainError, ValueError):  # no chain answers, or not an address
         return False
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
+from services.ledger_relay.adapters.anchor import AuditAnchorLedger
 from services.ledger_relay.adapters.sql import SqlLogRepository
 from services.ledger_relay.main import ANCHOR_ADDRESS_STATE, anchor_is_deployed, ensure_anchor
 from services.platform.chain.artifacts import load_artifact
@@ -59,3 +60,16 @@ def test_a_recorded_address_holding_other_code_gets_a_new_contract(
     assert anchor_is_deployed(chain, ledger.address)
     assert repository.get_state(ANCHOR_ADDRESS_STATE) == ledger.address
     assert ledger.count() == 0
+
+
+def test_a_configured_address_wins_over_the_recorded_one(
+    chain: InProcessChain, repository: SqlLogRepository
+) -> None:
+    account = chain.new_account()
+    recorded = ensure_anchor(chain, account, None, repository)
+    other = AuditAnchorLedger.deploy(chain, account, account)
+
+    ledger = ensure_anchor(chain, account, other.address, repository)
+
+    assert ledger.address == other.address != recorded.address
+    assert repository.get_state(ANCHOR_ADDRESS_STATE) == other.address

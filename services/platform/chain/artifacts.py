@@ -26,6 +26,11 @@ class Artifact:
     bytecode: str
     deployed_bytecode: str = ""
 
+    @property
+    def runtime_code(self) -> bytes:
+        """The code a deployment leaves at its address (``deployed_bytecode`` as bytes)."""
+        return bytes.fromhex(self.deployed_bytecode.removeprefix("0x"))
+
 
 def load_artifact(name: str, build_dir: Path = BUILD_DIR) -> Artifact:
     """Read ``<build_dir>/<name>.json``."""

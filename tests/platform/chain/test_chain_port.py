@@ -63,7 +63,7 @@ def test_deploy_returns_the_address_and_the_creation_receipt(
 def test_code_is_the_deployed_runtime_of_the_artifact(
     chain: Chain, probe: DeployedContract, funded_account: LocalAccount
 ) -> None:
-    assert chain.code(probe.address) == bytes.fromhex(PROBE.deployed_bytecode.removeprefix("0x"))
+    assert chain.code(probe.address) == PROBE.runtime_code != b""
     assert chain.code(funded_account.address) == b""
 
 
