@@ -19,7 +19,8 @@ Interface (stable; the contracts code against it)::
     receipt = chain.wait(tx_hash, timeout_s=60)         # Receipt, events decoded
     receipt = chain.transact(ref, "store", 7, sender=acct)   # = wait(send(...))
     chain.events(ref, "Stored", from_block=0, to_block=None, by=acct.address)
-    chain.block_number(); chain.balance(addr); chain.fund(addr, wei); chain.new_account()
+    chain.block_number(); chain.balance(addr); chain.code(addr)  # runtime code, b"" if none
+    chain.fund(addr, wei); chain.new_account()
     chain.new_client()                                  # same chain, own nonce state
 
 Errors (``errors.py``, root ``ChainError``): ``TransactionReverted`` (reason /
