@@ -21,7 +21,8 @@ from typing import Annotated, Any, Protocol
 
 import httpx
 import structlog
-from fastapi import Depends, Request
+from fastapi import Depends, Request, Security
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from jose import jwk, jwt
 from jose.backends.base import Key
 from jose.exceptions import ExpiredSignatureError, JOSEError
@@ -355,7 +356,20 @@ def bearer_token(request: Request) -> str:
     return token.strip()
 
 
-async def current_principal(request: Request) -> Principal:
+BEARER_SCHEME = HTTPBearer(
+    auto_error=False,
+    scheme_name="bearerAuth",
+    bearerFormat="JWT",
+    description="An access token from identity's POST /auth/login (ES256, per-service audience)",
+)
+"""Declares the bearer-JWT security scheme in the OpenAPI documents; the header itself is
+read and judged by :func:`bearer_token`, with the shared error bodies."""
+
+
+async def current_principal(
+    request: Request,
+    _documented: Annotated[HTTPAuthorizationCredentials | None, Security(BEARER_SCHEME)] = None,
+) -> Principal:
     """FastAPI dependency: the authenticated principal of the request (401 otherwise)."""
     principal = await _verifier_of(request).verify(bearer_token(request))
     structlog.contextvars.bind_contextvars(account_id=principal.account_id, role=principal.role)

@@ -116,12 +116,28 @@ class Gone(ServiceError):
     default_message = "gone"
 
 
+class RequestTimeout(ServiceError):
+    """The request body did not arrive in time (408)."""
+
+    status = HTTPStatus.REQUEST_TIMEOUT
+    code = "request_timeout"
+    default_message = "request body not received in time"
+
+
 class PayloadTooLarge(ServiceError):
     """The request body exceeds the service's limit (413)."""
 
     status = HTTPStatus.REQUEST_ENTITY_TOO_LARGE
     code = "payload_too_large"
     default_message = "request body too large"
+
+
+class UnsupportedMediaType(ServiceError):
+    """The body's media type or encoding is not one the route accepts (415)."""
+
+    status = HTTPStatus.UNSUPPORTED_MEDIA_TYPE
+    code = "unsupported_media_type"
+    default_message = "unsupported media type"
 
 
 class ValidationFailed(ServiceError):
@@ -193,7 +209,9 @@ _HTTP_STATUS_ERRORS: dict[int, type[ServiceError]] = {
     HTTPStatus.NOT_FOUND: NotFound,
     HTTPStatus.METHOD_NOT_ALLOWED: MethodNotAllowed,
     HTTPStatus.CONFLICT: Conflict,
+    HTTPStatus.REQUEST_TIMEOUT: RequestTimeout,
     HTTPStatus.REQUEST_ENTITY_TOO_LARGE: PayloadTooLarge,
+    HTTPStatus.UNSUPPORTED_MEDIA_TYPE: UnsupportedMediaType,
     HTTPStatus.UNPROCESSABLE_ENTITY: ValidationFailed,
     HTTPStatus.SERVICE_UNAVAILABLE: ServiceUnavailable,
 }

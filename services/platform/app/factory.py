@@ -2,7 +2,10 @@
 
 ``create_app`` adds ``/healthz`` (the process is up), ``/readyz`` (the service's
 dependencies answer), ``/metrics`` (Prometheus, one registry per app), a request id on
-every request and response, a request body limit, JSON error bodies for every error
+every request and response, the request guard (:mod:`services.platform.app.request_guard`:
+bounded URLs and bodies, checked before any route or parser sees them), the shared error
+statuses in the OpenAPI document (:mod:`services.platform.app.openapi`), JSON error bodies
+for every error
 (see :mod:`services.platform.app.errors`) and a token verifier for
 :func:`services.platform.app.auth.current_principal`.
 """
@@ -25,16 +28,21 @@ from prometheus_client.exposition import generate_latest
 from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from services.platform.app.auth import TokenVerifier
+from services.platform.app.auth import TokenVerifier, current_principal
 from services.platform.app.errors import (
     REQUEST_ID_HEADER,
     ErrorMap,
     InternalError,
-    PayloadTooLarge,
     ServiceError,
     ServiceUnavailable,
     error_response,
     install_error_handlers,
+)
+from services.platform.app.openapi import document_shared_errors
+from services.platform.app.request_guard import (
+    RequestGuardMiddleware,
+    RequestLimits,
+    cap_recursion_limit,
 )
 from services.platform.app.settings import ServiceSettings
 
@@ -178,62 +186,6 @@ class UnhandledErrorMiddleware:
                 await _send_error(scope, receive, send, InternalError())
 
 
-class BodyLimitMiddleware:
-    """Refuses request bodies over ``max_bytes`` with 413, before the app reads them.
-
-    The body is read here (at most ``max_bytes``) and handed to the app unchanged.
-    """
-
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
-        self.app = app
-        self.max_bytes = max_bytes
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        declared = MutableHeaders(scope=scope).get("content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
-            await _send_error(scope, receive, send, self._too_large())
-            return
-        chunks: list[bytes] = []
-        size = 0
-        while True:
-            message = await receive()
-            if message["type"] != "http.request":
-                # the client went away; let the app see it
-                await self.app(scope, _replay([], message, receive), send)
-                return
-            chunk: bytes = message.get("body", b"")
-            size += len(chunk)
-            if size > self.max_bytes:
-                await _send_error(scope, receive, send, self._too_large())
-                return
-            chunks.append(chunk)
-            if not message.get("more_body", False):
-                break
-        await self.app(scope, _replay(chunks, None, receive), send)
-
-    def _too_large(self) -> PayloadTooLarge:
-        return PayloadTooLarge(f"request body exceeds {self.max_bytes} bytes")
-
-
-def _replay(chunks: list[bytes], pending: Message | None, receive: Receive) -> Receive:
-    """A receive callable that first gives back the buffered body, then the real stream."""
-    queue: list[Message] = []
-    if chunks or pending is None:
-        queue.append({"type": "http.request", "body": b"".join(chunks), "more_body": False})
-    if pending is not None:
-        queue.append(pending)
-
-    async def replayed() -> Message:
-        if queue:
-            return queue.pop(0)
-        return await receive()
-
-    return replayed
-
-
 async def _run_check(check: ReadinessCheck, timeout: float) -> str:
     try:
         await asyncio.wait_for(check(), timeout)
@@ -277,6 +229,16 @@ def _operational_router(
     return router
 
 
+def request_limits(settings: ServiceSettings) -> RequestLimits:
+    """The request guard's bounds from the service's settings."""
+    return RequestLimits(
+        max_body_bytes=settings.max_body_bytes,
+        body_timeout_seconds=settings.body_timeout_seconds,
+        max_depth=settings.max_json_depth,
+        max_items=settings.max_json_items,
+    )
+
+
 def create_app(
     settings: ServiceSettings,
     routers: Sequence[APIRouter] = (),
@@ -286,16 +248,25 @@ def create_app(
     registry: CollectorRegistry | None = None,
     error_map: ErrorMap | None = None,
     lifespan: Lifespan | None = None,
+    servers_from_root_path: bool = True,
 ) -> FastAPI:
     """A FastAPI app serving ``routers`` with the shared operational endpoints.
 
     ``readiness_checks`` name the dependencies ``/readyz`` checks. ``token_verifier``
     defaults to one built from ``settings.jwt``. ``registry`` lets the service register
     its own metrics on the registry ``/metrics`` exposes. ``error_map`` maps the service's
-    domain exceptions to HTTP errors.
+    domain exceptions to HTTP errors. ``servers_from_root_path=False`` is for a service
+    whose routes already carry the gateway's prefix (consent, the record store): its
+    document's paths are complete, so the prefix a gateway sets as ``root_path`` must not
+    become a ``servers`` entry as well.
     """
+    cap_recursion_limit()
     registry = registry if registry is not None else CollectorRegistry()
-    app = FastAPI(title=settings.service_name, lifespan=lifespan)
+    app = FastAPI(
+        title=settings.service_name,
+        lifespan=lifespan,
+        root_path_in_servers=servers_from_root_path,
+    )
     app.state.settings = settings
     app.state.metrics_registry = registry
     app.state.token_verifier = token_verifier or TokenVerifier.from_settings(settings.jwt)
@@ -304,9 +275,12 @@ def create_app(
     app.include_router(_operational_router(settings, dict(readiness_checks or {}), registry))
     for router in routers:
         app.include_router(router)
+    document_shared_errors(app, current_principal)
 
     # The last middleware added runs first.
-    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(
+        RequestGuardMiddleware, limits=request_limits(settings), send_error=_send_error
+    )
     app.add_middleware(UnhandledErrorMiddleware)
     app.add_middleware(MetricsMiddleware, metrics=HttpMetrics(registry))
     app.add_middleware(RequestContextMiddleware, service_name=settings.service_name)

@@ -56,6 +56,11 @@ class ServiceSettings(BaseSettings):
     port: int = Field(default=8000, ge=0, le=65535)
     log_level: LogLevel = "INFO"
     max_body_bytes: int = Field(default=1_048_576, gt=0)
+    body_timeout_seconds: float = Field(
+        default=30.0, gt=0, description="a request body must arrive within this time (408)"
+    )
+    max_json_depth: int = Field(default=32, ge=2, le=256, description="JSON nesting bound")
+    max_json_items: int = Field(default=10_000, ge=1, description="values in one JSON body")
     readiness_timeout_seconds: float = Field(default=2.0, gt=0)
     jwt: JwtSettings
 

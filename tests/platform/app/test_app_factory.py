@@ -25,9 +25,11 @@ from services.platform.app.errors import (
     MethodNotAllowed,
     NotFound,
     PayloadTooLarge,
+    RequestTimeout,
     ServiceError,
     ServiceUnavailable,
     Unauthorized,
+    UnsupportedMediaType,
     ValidationFailed,
 )
 from services.platform.app.factory import ReadinessCheck, create_app
@@ -258,7 +260,9 @@ EXPECTED_STATUS = {
     MethodNotAllowed: (405, "method_not_allowed"),
     Conflict: (409, "conflict"),
     Gone: (410, "gone"),
+    RequestTimeout: (408, "request_timeout"),
     PayloadTooLarge: (413, "payload_too_large"),
+    UnsupportedMediaType: (415, "unsupported_media_type"),
     ValidationFailed: (422, "validation_failed"),
     ServiceUnavailable: (503, "service_unavailable"),
 }
