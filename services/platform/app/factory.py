@@ -47,7 +47,17 @@ from services.platform.app.request_guard import (
 from services.platform.app.settings import ServiceSettings
 
 ReadinessCheck = Callable[[], Awaitable[None]]
-"""An async check of one dependency: returns when it is usable, raises otherwise."""
+"""An async check of one dependency: returns when it is usable, raises :class:`Degraded`
+when the service serves but something needs an operator, raises anything else when it is
+not usable."""
+
+
+class Degraded(Exception):
+    """Raised by a readiness check when the service still serves but is degraded (e.g. a
+    projection quarantined records it could not apply): ``/readyz`` answers 200 with
+    ``status: degraded`` and the check's message, so traffic keeps flowing and the
+    operator sees it."""
+
 
 Lifespan = Callable[[FastAPI], AbstractAsyncContextManager[None]]
 
@@ -191,6 +201,8 @@ async def _run_check(check: ReadinessCheck, timeout: float) -> str:
         await asyncio.wait_for(check(), timeout)
     except TimeoutError:
         return "timeout"
+    except Degraded as degraded:
+        return f"degraded: {degraded}"
     except Exception as exc:
         log.warning("readiness_check_failed", error=type(exc).__name__, message=str(exc))
         return f"error: {type(exc).__name__}"
@@ -213,14 +225,19 @@ def _operational_router(
             *(_run_check(checks[name], settings.readiness_timeout_seconds) for name in names)
         )
         results = dict(zip(names, outcomes, strict=True))
-        failing = [name for name, outcome in results.items() if outcome != "ok"]
+        failing = [
+            name
+            for name, outcome in results.items()
+            if outcome != "ok" and not outcome.startswith("degraded")
+        ]
         if failing:
             raise ServiceUnavailable(
                 f"not ready: {', '.join(failing)}",
                 code="not_ready",
                 details={"failing": failing, "checks": results},
             )
-        return {"status": "ready", "checks": results}
+        degraded = any(outcome != "ok" for outcome in results.values())
+        return {"status": "degraded" if degraded else "ready", "checks": results}
 
     @router.get("/metrics")
     async def metrics() -> Response:

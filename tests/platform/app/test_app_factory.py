@@ -32,7 +32,7 @@ from services.platform.app.errors import (
     UnsupportedMediaType,
     ValidationFailed,
 )
-from services.platform.app.factory import ReadinessCheck, create_app
+from services.platform.app.factory import Degraded, ReadinessCheck, create_app
 from services.platform.app.logging import configure_logging
 from services.platform.app.settings import ServiceSettings
 
@@ -198,6 +198,24 @@ async def test_readyz_names_failing_and_hanging_checks(
         "bus": "ok",
     }
     assert "10.0.0.7" not in response.text
+
+
+async def test_readyz_reports_a_degraded_check_without_failing(
+    settings_factory: Callable[..., ServiceSettings],
+) -> None:
+    async def projection() -> None:
+        raise Degraded("2 records quarantined")
+
+    async def bus() -> None:
+        return None
+
+    async with _client(_app(settings_factory, {"projection": projection, "bus": bus})) as c:
+        response = await c.get("/readyz")
+    assert response.status_code == 200
+    assert response.json() == {
+        "status": "degraded",
+        "checks": {"projection": "degraded: 2 records quarantined", "bus": "ok"},
+    }
 
 
 async def test_metrics_count_requests_by_route_template_and_status(
