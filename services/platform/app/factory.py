@@ -28,7 +28,7 @@ from prometheus_client.exposition import generate_latest
 from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from services.platform.app.auth import TokenVerifier, current_principal
+from services.platform.app.auth import TokenVerifier
 from services.platform.app.errors import (
     REQUEST_ID_HEADER,
     ErrorMap,
@@ -38,7 +38,7 @@ from services.platform.app.errors import (
     error_response,
     install_error_handlers,
 )
-from services.platform.app.openapi import document_shared_errors
+from services.platform.app.openapi import install_documented_errors
 from services.platform.app.request_guard import (
     RequestGuardMiddleware,
     RequestLimits,
@@ -292,7 +292,7 @@ def create_app(
     app.include_router(_operational_router(settings, dict(readiness_checks or {}), registry))
     for router in routers:
         app.include_router(router)
-    document_shared_errors(app, current_principal)
+    install_documented_errors(app)
 
     # The last middleware added runs first.
     app.add_middleware(

@@ -2,8 +2,8 @@
 
 Each service's routes declare the errors of their own use cases with
 :func:`error_responses` (``responses=error_responses(NotFound, Conflict)``).
-:func:`document_shared_errors` adds what the shared layers answer, derived from the
-route itself, so the document cannot forget them:
+:func:`install_documented_errors` adds what the shared layers answer, derived from each
+operation in the generated document, so the document cannot forget them:
 
 - every operation: 400 (the request guard refuses a malformed URL);
 - an operation with a body: 400, 408, 413, 415 and 422 (the request guard and the
@@ -18,14 +18,10 @@ Every error is the shared body of :mod:`services.platform.app.errors`
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
 from http import HTTPStatus
 from typing import Any
 
 from fastapi import FastAPI
-from fastapi.dependencies.models import Dependant
-from fastapi.routing import APIRoute
-from fastapi.utils import create_model_field
 from pydantic import BaseModel, ConfigDict, Field
 
 from services.platform.app.errors import (
@@ -77,44 +73,98 @@ def error_responses(*errors: type[ServiceError]) -> ResponsesDoc:
     }
 
 
-def _uses(dependant: Dependant, call: Callable[..., Any]) -> bool:
-    pending = [dependant]
-    while pending:
-        current = pending.pop()
-        if current.call is call:
-            return True
-        pending.extend(current.dependencies)
-    return False
+_BODY_ERRORS: tuple[type[ServiceError], ...] = (
+    RequestTimeout,
+    PayloadTooLarge,
+    UnsupportedMediaType,
+    ValidationFailed,
+)
+_TOKEN_ERRORS: tuple[type[ServiceError], ...] = (Unauthorized, Forbidden, ServiceUnavailable)
+_ERROR_SCHEMA_REF = "#/components/schemas/ErrorBody"
 
 
-def _shared_errors(route: APIRoute, authenticated: bool) -> Iterable[type[ServiceError]]:
-    yield BadRequest
-    dependant = route.dependant
-    if route.body_field is not None:
-        yield from (RequestTimeout, PayloadTooLarge, UnsupportedMediaType, ValidationFailed)
-    if dependant.path_params or dependant.query_params or dependant.header_params:
-        yield ValidationFailed
-    if authenticated:
-        yield from (Unauthorized, Forbidden, ServiceUnavailable)
+def _shared_errors(operation: dict[str, Any]) -> list[type[ServiceError]]:
+    errors: list[type[ServiceError]] = [BadRequest]
+    if "requestBody" in operation:
+        errors.extend(_BODY_ERRORS)
+    if operation.get("parameters"):
+        errors.append(ValidationFailed)
+    if operation.get("security"):
+        errors.extend(_TOKEN_ERRORS)
+    return errors
 
 
-def document_shared_errors(app: FastAPI, principal_dependency: Callable[..., Any]) -> None:
-    """Adds the shared layers' errors to every API route of ``app`` (see the module
-    docstring). Runs once, before the document is first built; routes keep what they
-    declared themselves."""
-    for route in app.routes:
-        if not isinstance(route, APIRoute) or not route.include_in_schema:
-            continue
-        authenticated = _uses(route.dependant, principal_dependency)
-        shared = error_responses(*_shared_errors(route, authenticated))
-        declared = dict(route.responses)
-        fields = dict(route.response_fields)
-        for status, entry in shared.items():
-            if status in declared or str(status) in declared:
+_MORE_CODES: dict[int, tuple[str, ...]] = {
+    # what the request guard answers besides the classes' default codes
+    400: (
+        "invalid_url",
+        "url_too_long",
+        "bad_content_length",
+        "malformed_json",
+        "json_too_deep",
+        "json_number_too_long",
+        "json_duplicate_key",
+        "json_nul_character",
+        "json_invalid_unicode",
+    ),
+    401: ("missing_token", "invalid_token", "token_expired"),
+    403: ("role_not_allowed",),
+    503: ("signing_keys_unavailable",),
+    413: ("json_too_many_items",),
+    415: ("unsupported_content_encoding",),
+}
+
+
+def _error_entry(errors: list[type[ServiceError]], status: int) -> dict[str, Any]:
+    codes = sorted(
+        {error.code for error in errors if int(error.status) == status}
+        | set(_MORE_CODES.get(status, ()))
+    )
+    return {
+        "description": f"{HTTPStatus(status).phrase} ({', '.join(codes)})",
+        "content": {"application/json": {"schema": {"$ref": _ERROR_SCHEMA_REF}}},
+    }
+
+
+def add_shared_errors(document: dict[str, Any]) -> dict[str, Any]:
+    """``document`` with the shared layers' errors on every operation (see the module
+    docstring), FastAPI's own 422 body replaced by the shared error body, and that body
+    in the components. Statuses an operation declared itself are kept as declared."""
+    schemas = document.setdefault("components", {}).setdefault("schemas", {})
+    body_schema = ErrorBody.model_json_schema(ref_template="#/components/schemas/{model}")
+    for name, schema in body_schema.pop("$defs", {}).items():
+        schemas.setdefault(name, schema)
+    schemas.setdefault("ErrorBody", body_schema)
+    for path_item in document.get("paths", {}).values():
+        for method, operation in path_item.items():
+            if method not in _HTTP_METHODS:
                 continue
-            declared[status] = entry
-            fields[status] = create_model_field(
-                name=f"Response_{status}_{route.unique_id}", type_=ErrorBody, mode="serialization"
-            )
-        route.responses = declared
-        route.response_fields = fields
+            responses: dict[str, Any] = operation.setdefault("responses", {})
+            errors = _shared_errors(operation)
+            for status in sorted({int(error.status) for error in errors}):
+                entry = responses.get(str(status))
+                if entry is None or _is_fastapi_validation_error(entry):
+                    responses[str(status)] = _error_entry(errors, status)
+    schemas.pop("HTTPValidationError", None)
+    schemas.pop("ValidationError", None)
+    return document
+
+
+_HTTP_METHODS = frozenset({"get", "put", "post", "delete", "options", "head", "patch", "trace"})
+
+
+def _is_fastapi_validation_error(entry: dict[str, Any]) -> bool:
+    schema = entry.get("content", {}).get("application/json", {}).get("schema", {})
+    return bool(schema.get("$ref", "").endswith("/HTTPValidationError"))
+
+
+def install_documented_errors(app: FastAPI) -> None:
+    """Makes ``app``'s OpenAPI document carry the shared errors (built once, cached)."""
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            app.openapi_schema = add_shared_errors(build())
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
