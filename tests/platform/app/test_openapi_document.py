@@ -1,0 +1,81 @@
+"""The shared errors in every service's OpenAPI document, derived from each operation."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends
+from pydantic import BaseModel
+
+from services.platform.app.auth import Principal, current_principal
+from services.platform.app.errors import Conflict, NotFound
+from services.platform.app.factory import create_app
+from services.platform.app.openapi import error_responses
+from services.platform.app.settings import ServiceSettings
+
+
+Authenticated = Annotated[Principal, Depends(current_principal)]
+
+
+class Body(BaseModel):
+    value: int
+
+
+class Answer(BaseModel):
+    value: int
+
+
+def _document(settings_factory: Callable[..., ServiceSettings]) -> dict[str, Any]:
+    router = APIRouter()
+
+    @router.post("/things/{name}", response_model=Answer, responses=error_responses(Conflict))
+    async def put_thing(name: str, body: Body, principal: Authenticated) -> Answer:
+        return Answer(value=body.value)
+
+    @router.get("/public", response_model=Answer, responses=error_responses(NotFound))
+    async def public() -> Answer:
+        return Answer(value=1)
+
+    document: dict[str, Any] = create_app(settings_factory(jwks={"keys": []}), [router]).openapi()
+    return document
+
+
+def test_each_operation_lists_what_the_shared_layers_answer(
+    settings_factory: Callable[..., ServiceSettings],
+) -> None:
+    document = _document(settings_factory)
+    protected = document["paths"]["/things/{name}"]["post"]
+    assert protected["security"] == [{"bearerAuth": []}]
+    assert set(protected["responses"]) == {
+        "200",
+        "400",
+        "401",
+        "403",
+        "408",
+        "409",
+        "413",
+        "415",
+        "422",
+        "503",
+    }
+    public = document["paths"]["/public"]["get"]
+    assert "security" not in public
+    assert set(public["responses"]) == {"200", "400", "404"}
+    scheme = document["components"]["securitySchemes"]["bearerAuth"]
+    assert (scheme["type"], scheme["scheme"], scheme["bearerFormat"]) == ("http", "bearer", "JWT")
+
+
+def test_every_error_is_the_shared_body(settings_factory: Callable[..., ServiceSettings]) -> None:
+    document = _document(settings_factory)
+    schemas = document["components"]["schemas"]
+    assert "HTTPValidationError" not in schemas
+    assert set(schemas["ErrorBody"]["properties"]) == {"error"}
+    for path_item in document["paths"].values():
+        for operation in path_item.values():
+            for status, entry in operation["responses"].items():
+                if status.startswith(("4", "5")):
+                    schema = entry["content"]["application/json"]["schema"]
+                    assert schema == {"$ref": "#/components/schemas/ErrorBody"}, status
+    guard_400 = document["paths"]["/things/{name}"]["post"]["responses"]["400"]
+    assert "json_too_deep" in guard_400["description"]
