@@ -22,7 +22,8 @@ from typing import Any
 
 import structlog
 import uuid6
-from fastapi import APIRouter, FastAPI, Response
+from fastapi import APIRouter, FastAPI, Request, Response
+from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram
 from prometheus_client.exposition import generate_latest
 from starlette.datastructures import MutableHeaders
@@ -209,10 +210,41 @@ async def _run_check(check: ReadinessCheck, timeout: float) -> str:
     return "ok"
 
 
+FORWARDED_PREFIX_HEADER = "X-Forwarded-Prefix"
+_PREFIX = re.compile(r"^(/[A-Za-z0-9._~-]+)+$")
+
+
+def gateway_prefix(scope: Scope) -> str | None:
+    """The path prefix a gateway stripped before passing the request on: the ASGI
+    ``root_path`` (the embedded gateway) or the ``X-Forwarded-Prefix`` header (nginx,
+    the chart's routes), when it is a well-formed path."""
+    root_path = scope.get("root_path") or ""
+    if root_path:
+        return root_path.rstrip("/") or None
+    offered = MutableHeaders(scope=scope).get(FORWARDED_PREFIX_HEADER, "")
+    return offered.rstrip("/") if _PREFIX.match(offered.rstrip("/") or "x") else None
+
+
 def _operational_router(
-    settings: ServiceSettings, checks: Mapping[str, ReadinessCheck], registry: CollectorRegistry
+    app: FastAPI,
+    settings: ServiceSettings,
+    checks: Mapping[str, ReadinessCheck],
+    registry: CollectorRegistry,
+    servers_from_prefix: bool,
 ) -> APIRouter:
     router = APIRouter(include_in_schema=False)
+
+    @router.get("/openapi.json")
+    async def openapi(request: Request) -> JSONResponse:
+        """The document, with ``servers`` naming the prefix the gateway stripped (for a
+        service whose routes do not carry it), so its paths resolve from where it was
+        fetched. Built per request: a direct client and a gateway client both see
+        paths that work for them."""
+        document = dict(app.openapi())
+        prefix = gateway_prefix(request.scope) if servers_from_prefix else None
+        if prefix:
+            document["servers"] = [{"url": prefix}]
+        return JSONResponse(document)
 
     @router.get("/healthz")
     async def healthz() -> dict[str, str]:
@@ -274,22 +306,28 @@ def create_app(
     its own metrics on the registry ``/metrics`` exposes. ``error_map`` maps the service's
     domain exceptions to HTTP errors. ``servers_from_root_path=False`` is for a service
     whose routes already carry the gateway's prefix (consent, the record store): its
-    document's paths are complete, so the prefix a gateway sets as ``root_path`` must not
-    become a ``servers`` entry as well.
+    document's paths are complete, so the prefix a gateway strips (``root_path`` or
+    ``X-Forwarded-Prefix``) must not become a ``servers`` entry as well.
     """
     cap_recursion_limit()
     registry = registry if registry is not None else CollectorRegistry()
     app = FastAPI(
         title=settings.service_name,
         lifespan=lifespan,
-        root_path_in_servers=servers_from_root_path,
+        openapi_url=None,  # served by the operational router, with per-request servers
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.settings = settings
     app.state.metrics_registry = registry
     app.state.token_verifier = token_verifier or TokenVerifier.from_settings(settings.jwt)
 
     install_error_handlers(app, error_map)
-    app.include_router(_operational_router(settings, dict(readiness_checks or {}), registry))
+    app.include_router(
+        _operational_router(
+            app, settings, dict(readiness_checks or {}), registry, servers_from_root_path
+        )
+    )
     for router in routers:
         app.include_router(router)
     install_documented_errors(app)

@@ -14,7 +14,6 @@ from services.platform.app.factory import create_app
 from services.platform.app.openapi import error_responses
 from services.platform.app.settings import ServiceSettings
 
-
 Authenticated = Annotated[Principal, Depends(current_principal)]
 
 
@@ -79,3 +78,31 @@ def test_every_error_is_the_shared_body(settings_factory: Callable[..., ServiceS
                     assert schema == {"$ref": "#/components/schemas/ErrorBody"}, status
     guard_400 = document["paths"]["/things/{name}"]["post"]["responses"]["400"]
     assert "json_too_deep" in guard_400["description"]
+
+
+async def test_servers_name_the_prefix_a_gateway_stripped(
+    settings_factory: Callable[..., ServiceSettings],
+) -> None:
+    import httpx
+
+    router = APIRouter()
+
+    @router.get("/things", response_model=Answer)
+    async def things() -> Answer:
+        return Answer(value=1)
+
+    stripped = create_app(settings_factory(jwks={"keys": []}), [router])
+    kept = create_app(settings_factory(jwks={"keys": []}), [router], servers_from_root_path=False)
+
+    async def servers(app: Any, headers: dict[str, str], root_path: str = "") -> Any:
+        transport = httpx.ASGITransport(app=app, root_path=root_path)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+            return (await client.get("/openapi.json", headers=headers)).json().get("servers")
+
+    assert await servers(stripped, {}) is None  # fetched directly: paths are at the root
+    assert await servers(stripped, {"X-Forwarded-Prefix": "/identity"}) == [{"url": "/identity"}]
+    assert await servers(stripped, {}, root_path="/ledger") == [{"url": "/ledger"}]
+    assert await servers(stripped, {"X-Forwarded-Prefix": "https://evil.example"}) is None
+    # a service whose paths carry the prefix never adds it again
+    assert await servers(kept, {"X-Forwarded-Prefix": "/consent"}) is None
+    assert await servers(kept, {}, root_path="/consent") is None
