@@ -214,6 +214,24 @@ def test_kept_prefixes_route_the_operational_paths_to_the_service_root(
             assert exact == {}
 
 
+def test_stripped_prefixes_are_named_to_the_service(rendered: list[dict]) -> None:
+    """A service served at its root learns the prefix the route stripped (its OpenAPI
+    document's servers entry), as nginx tells it with the same header."""
+    for route in (r for r in rendered if r["kind"] == "HTTPRoute"):
+        rule = route["spec"]["rules"][0]
+        prefix = rule["matches"][0]["path"]["value"]
+        headers = [
+            header
+            for f in rule.get("filters", [])
+            if f["type"] == "RequestHeaderModifier"
+            for header in f["requestHeaderModifier"]["set"]
+        ]
+        if prefix in ("/consent", "/records"):
+            assert headers == []
+        else:
+            assert headers == [{"name": "X-Forwarded-Prefix", "value": prefix}]
+
+
 def merged(base: dict, overlay: dict) -> dict:
     out = dict(base)
     for key, value in overlay.items():
