@@ -7,7 +7,8 @@ prefix (as ``root_path``, which also keeps their OpenAPI pages right); consent a
 record store own ``/consent/...`` and ``/records/...`` and get the path unchanged, except
 their operational routes (``/consent/healthz``, ``/consent/readyz``,
 ``/consent/openapi.json``, the same under ``/records``), which reach the service's root
-like a stripped prefix's. Anything else is a 404 with the services' JSON error body.
+like a stripped prefix's. ``GET /api`` lists the five services' OpenAPI documents (as
+the local nginx does). Anything else is a 404 with the services' JSON error body.
 
 The services' lifespans (bus, workers, consumers) run in order at start-up and are
 closed in reverse order at shutdown.
@@ -44,6 +45,15 @@ class Route:
         return self.strip or path.removeprefix(self.prefix) in OPERATIONAL_PATHS
 
 
+def api_index(prefixes: Sequence[str]) -> dict[str, Any]:
+    """The index of the OpenAPI documents behind a gateway: one per service prefix."""
+    return {
+        "documents": [
+            {"service": prefix.strip("/"), "url": f"{prefix}/openapi.json"} for prefix in prefixes
+        ]
+    }
+
+
 class PathGateway:
     def __init__(self, routes: Sequence[Route], lifespans: Sequence[Lifespan] = ()) -> None:
         self.routes = tuple(routes)
@@ -54,6 +64,11 @@ class PathGateway:
             await self._lifespan(receive, send)
             return
         path: str = scope["path"]
+        if scope["type"] == "http" and path in ("/api", "/api/"):
+            await JSONResponse(api_index([route.prefix for route in self.routes]))(
+                scope, receive, send
+            )
+            return
         for route in self.routes:
             if route.matches(path):
                 if route.strips(path):

@@ -167,3 +167,21 @@ def test_every_service_keeps_to_its_openapi_document(served: ServedEmbedded) -> 
     print(json.dumps({k: v for k, v in figures.items() if k != "failure_examples"}, indent=2))
     assert tally.requests > 0 and tally.operations >= 40
     assert not tally.failures, json.dumps(tally.examples, indent=2)[:20000]
+
+
+def test_the_gateway_publishes_every_document_with_paths_that_resolve(
+    served: ServedEmbedded,
+) -> None:
+    index = httpx.get(f"{served.url}/api", timeout=30).json()
+    urls = {entry["service"]: entry["url"] for entry in index["documents"]}
+    assert urls == {name: path for name, (path, _) in SERVICES.items()}
+    for name, url in urls.items():
+        document = httpx.get(served.url + url, timeout=30).json()
+        assert document["openapi"].startswith("3."), name
+        base_url = _base_url(served, document)
+        plain_gets = [p for p, item in document["paths"].items() if "get" in item and "{" not in p]
+        assert plain_gets, name
+        for path in plain_gets:
+            # no token: the operation's own answer (401 or a public 200), never "no route"
+            reply = httpx.get(base_url + path, timeout=30)
+            assert reply.status_code not in (404, 405), (name, path, reply.text)

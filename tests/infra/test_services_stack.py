@@ -262,3 +262,20 @@ def test_down_stops_the_services_and_the_gateway_leaving_no_process(
     assert _processes_using(run_dir / "gateway") == []
     # Each service process has its data folder under the run dir in its environment.
     assert _processes_with_environment(str(run_dir / "services")) == []
+
+
+def test_the_gateway_publishes_the_five_documents_with_paths_that_resolve(
+    services_stack: Stack,
+) -> None:
+    gateway = services_stack.gateway.url
+    index = httpx.get(f"{gateway}/api", timeout=10).json()
+    assert {entry["url"] for entry in index["documents"]} == {
+        f"{spec.path}/openapi.json" for spec in SERVICES
+    }
+    for entry in index["documents"]:
+        document = httpx.get(gateway + entry["url"], timeout=10).json()
+        base = gateway + (document.get("servers") or [{"url": ""}])[0]["url"]
+        plain = [p for p, item in document["paths"].items() if "get" in item and "{" not in p]
+        for path in plain:
+            reply = httpx.get(base + path, timeout=10)
+            assert reply.status_code not in (404, 405), (entry["url"], path, reply.text)

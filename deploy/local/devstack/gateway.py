@@ -17,6 +17,7 @@ system user (``www-data`` by default, through ``setpriv``), never as root.
 
 from __future__ import annotations
 
+import json
 import os
 import pwd
 import subprocess
@@ -104,6 +105,21 @@ class Gateway(Component):
                     f"            proxy_set_header X-Forwarded-Prefix {spec.path};\n"
                     "        }\n"
                 )
+        index = json.dumps(
+            {
+                "documents": [
+                    {"service": spec.path.strip("/"), "url": f"{spec.path}/openapi.json"}
+                    for spec in SERVICES
+                ]
+            },
+            separators=(",", ":"),
+        )
+        locations.append(
+            "        location = /api {\n"
+            "            default_type application/json;\n"
+            f"            return 200 '{index}';\n"
+            "        }\n"
+        )
         return (
             "# Written by the local stack at every start; see devstack/gateway.py.\n"
             "daemon off;\n"
