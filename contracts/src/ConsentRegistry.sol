@@ -12,7 +12,10 @@ pragma solidity 0.8.28;
 ///      MENTAL_HEALTH=16; purpose is one id: TREATMENT=1, PAYMENT=2,
 ///      OPERATIONS=3, RESEARCH=4, EMERGENCY=5. One grant is kept per
 ///      (patient, grantee, purpose); a new grant replaces it. Nonces are per
-///      patient and sequential: a message must carry `nonces(patient)`.
+///      patient and sequential: a message must carry `nonces(patient)`. A grant
+///      ends at most MAX_GRANT_HORIZON seconds after the block that records it,
+///      so every time the registry emits fits the 64-bit signed integers of the
+///      services' databases (the consent service refuses the same before relaying).
 contract ConsentRegistry {
     /// @notice One grant: the granted category bits and the time it ends.
     struct Grant {
@@ -24,6 +27,10 @@ contract ConsentRegistry {
     uint32 public constant ALL_CATEGORIES = 0x1F;
     /// @notice Highest defined purpose id (ids run from 1 to MAX_PURPOSE).
     uint8 public constant MAX_PURPOSE = 5;
+    /// @notice Longest a grant may run, in seconds: ten years of 365.25 days
+    ///         (315,576,000 s). The consent service uses the same constant
+    ///         (services/consent/domain/model.py, MAX_GRANT_HORIZON_SECONDS).
+    uint64 public constant MAX_GRANT_HORIZON = 315_576_000;
 
     /// @notice EIP-712 type of a grant message.
     bytes32 public constant GRANT_TYPEHASH = keccak256(
@@ -51,6 +58,9 @@ contract ConsentRegistry {
     error ConsentRegistry__InvalidPurpose(uint8 purpose);
     /// @notice The grant would already be over when it is recorded.
     error ConsentRegistry__InvalidExpiry(uint64 expiresAt, uint256 nowTime);
+    /// @notice The grant would run longer than MAX_GRANT_HORIZON from now;
+    ///         `latest` is the last expiry accepted in this block.
+    error ConsentRegistry__ExpiryTooFar(uint64 expiresAt, uint256 latest);
     /// @notice The signed message's deadline has passed.
     error ConsentRegistry__SignatureExpired(uint256 deadline, uint256 nowTime);
     /// @notice The message's nonce is not the patient's next nonce (replay or gap).
@@ -98,7 +108,8 @@ contract ConsentRegistry {
     /// @param grantee The account receiving access.
     /// @param categories Bitmask of record categories (see the contract notes).
     /// @param purpose Purpose-of-use id (1..MAX_PURPOSE).
-    /// @param expiresAt Time (unix seconds) at which the grant stops authorising.
+    /// @param expiresAt Time (unix seconds) at which the grant stops authorising;
+    ///        after now and at most MAX_GRANT_HORIZON seconds after it.
     /// @param nonce The patient's next nonce (`nonces(patient)`).
     /// @param deadline Time after which the signed message is no longer accepted.
     /// @param signature The patient's 65-byte EIP-712 signature (r, s, v) of `Grant`.
@@ -115,6 +126,9 @@ contract ConsentRegistry {
         _checkScope(patient, grantee, categories, purpose);
         if (expiresAt <= block.timestamp) {
             revert ConsentRegistry__InvalidExpiry(expiresAt, block.timestamp);
+        }
+        if (expiresAt > block.timestamp + MAX_GRANT_HORIZON) {
+            revert ConsentRegistry__ExpiryTooFar(expiresAt, block.timestamp + MAX_GRANT_HORIZON);
         }
         bytes32 structHash = keccak256(
             abi.encode(

@@ -23,6 +23,7 @@ import structlog
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
 from fastapi import FastAPI
+from prometheus_client import CollectorRegistry, Counter
 from pydantic import Field, SecretStr
 from starlette.concurrency import run_in_threadpool
 
@@ -37,8 +38,9 @@ from services.consent.adapters.registry import (
 from services.consent.adapters.sql import SqlConsentRepository, create_schema
 from services.consent.api.errors import ERROR_MAP
 from services.consent.api.routes import router
+from services.consent.domain.ports import QuarantinedLog
 from services.consent.domain.service import ConsentService
-from services.platform.app.factory import create_app, serve
+from services.platform.app.factory import Degraded, create_app, serve
 from services.platform.app.logging import configure_logging
 from services.platform.app.settings import ServiceSettings
 from services.platform.app.workers import every, lifespan_of, stop_workers
@@ -163,9 +165,22 @@ class ConsentRuntime:
             self.relay_account,
             receipt_timeout_s=settings.receipt_timeout_seconds,
         )
-        self.service = ConsentService(
-            self.repository, self.registry, Eip712SignatureVerifier(), time.time
+        self.metrics = CollectorRegistry()
+        self.quarantined_total = Counter(
+            "consent_quarantined_logs",
+            "Registry logs the projection could not apply and set aside for an operator",
+            ["kind"],
+            registry=self.metrics,
         )
+        self.service = ConsentService(
+            self.repository,
+            self.registry,
+            Eip712SignatureVerifier(),
+            time.time,
+            on_quarantine=self._quarantined,
+        )
+        # The last chain sync's failure (None once one succeeds): /readyz reports it.
+        self.sync_failure: str | None = None
         self.publisher = OutboxPublisher(self.engine, self.bus)
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
@@ -179,12 +194,27 @@ class ConsentRuntime:
         async def chain() -> None:
             await run_in_threadpool(self.registry.latest_block)
 
+        async def projection() -> None:
+            quarantined = await run_in_threadpool(self.repository.quarantine_count)
+            problems = []
+            if quarantined:
+                problems.append(
+                    f"{quarantined} registry log(s) quarantined (GET /consent/quarantine)"
+                )
+            if self.sync_failure is not None:
+                problems.append(f"chain sync failing: {self.sync_failure}")
+            if problems:
+                raise Degraded("; ".join(problems))
+
         app = create_app(
             self.settings,
             [router],
-            {"database": database, "chain": chain},
+            {"database": database, "chain": chain, "projection": projection},
+            registry=self.metrics,
             error_map=ERROR_MAP,
             lifespan=lifespan_of(self.start, self.stop),
+            # The routes carry /consent themselves: the document's paths are complete.
+            servers_from_root_path=False,
         )
         app.state.consent_service = self.service
         return app
@@ -196,7 +226,10 @@ class ConsentRuntime:
         specs = [TopicSpec(t.name, self.settings.topic_partitions) for t in (CONSENT_GRANTS,)]
         specs.append(TopicSpec(IDENTITY_ACCOUNTS.name, self.settings.topic_partitions))
         await self.bus.create_topics(specs)
-        await run_in_threadpool(self.service.reconcile)
+        try:
+            await self.sync()
+        except Exception as failure:  # the service starts anyway; the worker retries
+            log.warning("consent_startup_sync_failed", error=repr(failure))
         consumer = self.bus.consumer(
             self.settings.identity_consumer_group, [IDENTITY_ACCOUNTS.name]
         )
@@ -221,11 +254,31 @@ class ConsentRuntime:
                 every(
                     self._stop,
                     self.settings.reconcile_interval_seconds,
-                    lambda: run_in_threadpool(self.service.reconcile),
+                    self.sync,
                     "consent_reconcile_failed",
                 )
             ),
         ]
+
+    async def sync(self) -> None:
+        """One chain sync (``reconcile``), remembering its failure for ``/readyz``."""
+        try:
+            await run_in_threadpool(self.service.reconcile)
+        except Exception as failure:
+            self.sync_failure = f"{type(failure).__name__}: {failure}"[:300]
+            raise
+        self.sync_failure = None
+
+    def _quarantined(self, entry: QuarantinedLog) -> None:
+        self.quarantined_total.labels(kind=entry.kind).inc()
+        log.error(
+            "consent_log_quarantined",
+            block_number=entry.block_number,
+            tx_hash=entry.tx_hash,
+            log_index=entry.log_index,
+            kind=entry.kind,
+            reason=entry.reason,
+        )
 
     async def stop(self) -> None:
         await stop_workers(self._stop, self._tasks)

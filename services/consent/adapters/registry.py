@@ -9,7 +9,7 @@ from eth_utils.address import to_checksum_address
 
 from services.consent.domain.errors import RegistryUnavailable, RejectedByChain
 from services.consent.domain.model import ChainPosition, GrantMessage, Signed
-from services.consent.domain.ports import ChainChange
+from services.consent.domain.ports import ChainChange, UnreadableLog
 from services.platform.chain.port import (
     Chain,
     ChainError,
@@ -89,7 +89,7 @@ class ChainConsentRegistry:
             raise RegistryUnavailable(f"the chain did not confirm the {fn}: {failure}") from failure
         return self._change_from(receipt, event)
 
-    def changes(self, from_block: int, to_block: int) -> list[ChainChange]:
+    def changes(self, from_block: int, to_block: int) -> list[ChainChange | UnreadableLog]:
         def fetch() -> list[EventLog]:
             logs = self._chain.events(self._ref, "ConsentGranted", from_block, to_block)
             logs += self._chain.events(self._ref, "ConsentRevoked", from_block, to_block)
@@ -97,7 +97,25 @@ class ChainConsentRegistry:
 
         logs = self._guard(fetch)
         logs.sort(key=lambda log: (log.block_number, log.log_index))
-        return [self._change(log, 0) for log in logs]
+        return [self._readable(log) for log in logs]
+
+    def _readable(self, log: EventLog) -> ChainChange | UnreadableLog:
+        try:
+            return self._change(log, 0)
+        except (KeyError, TypeError, ValueError) as failure:
+            return UnreadableLog(
+                self._position(log, 0), f"{log.name} log not decodable: {failure!r}"[:500]
+            )
+
+    def _position(self, log: EventLog, gas_used: int) -> ChainPosition:
+        return ChainPosition(
+            chain_id=self.chain_id,
+            contract_address=self.address,
+            tx_hash=log.tx_hash,
+            block_number=log.block_number,
+            log_index=log.log_index,
+            gas_used=gas_used,
+        )
 
     def _change_from(self, receipt: Receipt, event: str) -> ChainChange:
         for log in receipt.events:
@@ -107,14 +125,7 @@ class ChainConsentRegistry:
 
     def _change(self, log: EventLog, gas_used: int) -> ChainChange:
         a = log.args
-        position = ChainPosition(
-            chain_id=self.chain_id,
-            contract_address=self.address,
-            tx_hash=log.tx_hash,
-            block_number=log.block_number,
-            log_index=log.log_index,
-            gas_used=gas_used,
-        )
+        position = self._position(log, gas_used)
         if log.name == "ConsentGranted":
             return ChainChange(
                 kind="granted",

@@ -3,8 +3,9 @@
 Tables: ``consent_accounts`` (from identity events), ``consent_grants`` (the projection,
 one row per patient, grantee and purpose), ``consent_applied_logs`` (registry logs already
 in the projection), ``consent_rejections`` (refused messages), ``consent_state``
-(registry address, reconciler cursor) and the shared ``bus_outbox``. A projection change
-and its outbox events are written in one transaction.
+(registry address, reconciler cursor), ``consent_quarantine`` (registry logs the
+projection could not apply, for an operator) and the shared ``bus_outbox``. A projection
+change and its outbox events are written in one transaction.
 """
 
 from __future__ import annotations
@@ -16,9 +17,10 @@ import sqlalchemy as sa
 from eth_utils.address import to_checksum_address
 
 from services.consent.adapters.events import to_messages
+from services.consent.domain.errors import UnrepresentableChange
 from services.consent.domain.events import ConsentRejected, DomainEvent
 from services.consent.domain.model import Account, ChainPosition, Grant
-from services.consent.domain.ports import Projector
+from services.consent.domain.ports import Projector, QuarantinedLog
 from services.platform.bus.consumer import create_processed_events_table
 from services.platform.bus.outbox import OutboxWriter, create_outbox_table
 
@@ -54,6 +56,7 @@ grants = sa.Table(
     sa.Column("gas_used", sa.BigInteger(), nullable=False),
     sa.Column("updated_at", sa.Float(), nullable=False),
     sa.Column("expiry_announced", sa.Boolean(), nullable=False, default=False),
+    sa.Column("revoked_categories", sa.Integer(), nullable=False, server_default="0"),
     sa.Index("ix_consent_grants_grantee", "grantee"),
     sa.Index("ix_consent_grants_expiry", "expiry_announced", "expires_at"),
 )
@@ -85,6 +88,19 @@ rejections = sa.Table(
     sa.Column("at", sa.DateTime(timezone=True), nullable=False),
 )
 
+quarantine = sa.Table(
+    "consent_quarantine",
+    metadata,
+    sa.Column("tx_hash", sa.String(66), primary_key=True),
+    sa.Column("log_index", sa.Integer(), primary_key=True),
+    sa.Column("block_number", sa.BigInteger(), nullable=False),
+    sa.Column("chain_id", sa.BigInteger(), nullable=False),
+    sa.Column("contract_address", ADDRESS, nullable=False),
+    sa.Column("kind", sa.String(20), nullable=False),
+    sa.Column("reason", sa.String(500), nullable=False),
+    sa.Column("quarantined_at", sa.DateTime(timezone=True), nullable=False),
+)
+
 state = sa.Table(
     "consent_state",
     metadata,
@@ -94,8 +110,18 @@ state = sa.Table(
 
 
 def create_schema(engine: sa.Engine) -> None:
-    """Creates the service's tables (idempotent)."""
+    """Creates the service's tables and adds columns newer than an existing table
+    (idempotent)."""
     metadata.create_all(engine)
+    columns = {c["name"] for c in sa.inspect(engine).get_columns(grants.name)}
+    if "revoked_categories" not in columns:
+        with engine.begin() as connection:
+            connection.execute(
+                sa.text(
+                    "ALTER TABLE consent_grants "
+                    "ADD COLUMN revoked_categories INTEGER NOT NULL DEFAULT 0"
+                )
+            )
     create_outbox_table(engine)
     create_processed_events_table(engine)
 
@@ -121,6 +147,7 @@ def _grant(row: sa.Row[tuple[object, ...]]) -> Grant:
         patient_id=m["patient_id"],
         grantee_id=m["grantee_id"],
         updated_at=m["updated_at"],
+        revoked_categories=m["revoked_categories"],
     )
 
 
@@ -141,6 +168,7 @@ def _values(grant: Grant) -> dict[str, object]:
         "gas_used": p.gas_used,
         "updated_at": grant.updated_at,
         "expiry_announced": False,
+        "revoked_categories": grant.revoked_categories,
     }
 
 
@@ -265,6 +293,18 @@ class SqlConsentRepository:
         except sa.exc.IntegrityError:
             connection.rollback()  # the same log applied concurrently by another path
             return False
+        except (OverflowError, sa.exc.DataError) as unrepresentable:
+            connection.rollback()
+            raise UnrepresentableChange(
+                f"the database cannot hold the change: {type(unrepresentable).__name__}"
+            ) from unrepresentable
+        except sa.exc.StatementError as failed:
+            connection.rollback()
+            if isinstance(failed, sa.exc.DBAPIError):
+                raise  # the database itself failed: the caller retries
+            raise UnrepresentableChange(
+                f"the database cannot hold the change: {type(failed.orig).__name__}"
+            ) from failed
         finally:
             connection.close()
 
@@ -336,6 +376,55 @@ class SqlConsentRepository:
         with self.engine.connect() as connection:
             return [(r.kind, r.error_name) for r in connection.execute(query)]
 
+    def quarantine(self, log: QuarantinedLog) -> bool:
+        with self.engine.begin() as connection:
+            seen = connection.execute(
+                sa.select(quarantine.c.tx_hash).where(
+                    quarantine.c.tx_hash == log.tx_hash, quarantine.c.log_index == log.log_index
+                )
+            ).first()
+            if seen is not None:
+                return False
+            connection.execute(
+                quarantine.insert().values(
+                    tx_hash=log.tx_hash,
+                    log_index=log.log_index,
+                    block_number=log.block_number,
+                    chain_id=log.chain_id,
+                    contract_address=log.contract_address,
+                    kind=log.kind[:20],
+                    reason=log.reason[:500],
+                    quarantined_at=datetime.fromtimestamp(log.quarantined_at, UTC),
+                )
+            )
+        return True
+
+    def quarantined(self, limit: int) -> list[QuarantinedLog]:
+        query = (
+            sa.select(quarantine)
+            .order_by(quarantine.c.block_number, quarantine.c.log_index)
+            .limit(limit)
+        )
+        with self.engine.connect() as connection:
+            return [
+                QuarantinedLog(
+                    chain_id=r.chain_id,
+                    contract_address=r.contract_address,
+                    block_number=r.block_number,
+                    tx_hash=r.tx_hash,
+                    log_index=r.log_index,
+                    kind=r.kind,
+                    reason=r.reason,
+                    quarantined_at=_aware(r.quarantined_at).timestamp(),
+                )
+                for r in connection.execute(query)
+            ]
+
+    def quarantine_count(self) -> int:
+        with self.engine.connect() as connection:
+            count = connection.execute(sa.select(sa.func.count()).select_from(quarantine))
+            return int(count.scalar_one())
+
     def get_state(self, name: str) -> str | None:
         with self.engine.connect() as connection:
             value = connection.execute(
@@ -352,11 +441,18 @@ class SqlConsentRepository:
                 connection.execute(state.insert().values(name=name, value=value))
 
     def reset_projection(self) -> None:
-        """Forget the projection (the registry it mirrored was replaced)."""
+        """Forget the projection and its quarantine (the registry it mirrored was
+        replaced)."""
         with self.engine.begin() as connection:
             connection.execute(grants.delete())
+            connection.execute(quarantine.delete())
             connection.execute(applied_logs.delete())
             connection.execute(state.delete())
+
+
+def _aware(moment: datetime) -> datetime:
+    """SQLite hands back naive date-times; they were written in UTC."""
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
 def save_account_on(connection: sa.Connection, account: Account) -> None:

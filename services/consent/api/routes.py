@@ -4,7 +4,11 @@ Every route runs its use case in a worker thread (the chain and the database are
 synchronous). Role rules: grants and revocations only by the patient who signed them;
 ``check`` by a service (record-store) or by the patient concerned; a patient's grants by
 that patient; grants naming a grantee by that grantee; the grantees authorised for a
-patient's category by a service only (the record store, to wrap keys at upload).
+patient's category by a service only (the record store, to wrap keys at upload); the
+quarantined registry logs by an admin only.
+
+Each route declares the errors of its own use case (``documented``); the factory adds the
+shared ones.
 """
 
 from __future__ import annotations
@@ -14,18 +18,32 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query, Request
 from starlette.concurrency import run_in_threadpool
 
+from services.consent.api.errors import BODY_ERRORS, documented
 from services.consent.api.schemas import (
     CheckView,
     GrantView,
     NonceView,
+    QuarantinedLogView,
     RegistryView,
     SignedGrantRequest,
     SignedRevokeRequest,
 )
-from services.consent.domain.errors import NotOwnConsent
+from services.consent.domain.errors import (
+    BadSignature,
+    ChangeQuarantined,
+    ExpiryTooFar,
+    InvalidMessage,
+    MessageExpired,
+    NonceMismatch,
+    NotOwnConsent,
+    RegistryUnavailable,
+    RejectedByChain,
+    UnknownAccount,
+)
 from services.consent.domain.events import Actor
 from services.consent.domain.model import (
     ALL_CATEGORIES,
+    MAX_PURPOSE,
     GrantMessage,
     RevokeMessage,
     Role,
@@ -41,6 +59,28 @@ Patient = Annotated[Principal, Depends(require_role(Role.PATIENT))]
 AnyParty = Annotated[Principal, Depends(require_role(Role.PATIENT, Role.PROVIDER, Role.SERVICE))]
 Checker = Annotated[Principal, Depends(require_role(Role.SERVICE, Role.PATIENT))]
 ServiceAccount = Annotated[Principal, Depends(require_role(Role.SERVICE))]
+Admin = Annotated[Principal, Depends(require_role(Role.ADMIN))]
+
+CategoryBits = Annotated[int, Query(ge=1, le=ALL_CATEGORIES, description="category bitmask")]
+PurposeQuery = Annotated[int, Query(ge=1, le=MAX_PURPOSE, description="purpose-of-use id")]
+AccountRef = Annotated[
+    str, Query(min_length=1, max_length=200, description="account id or 0x address")
+]
+
+# What relaying a signed message can answer, besides the shared errors.
+RELAY_ERRORS = documented(
+    *BODY_ERRORS,
+    InvalidMessage,
+    MessageExpired,
+    ExpiryTooFar,
+    BadSignature,
+    NonceMismatch,
+    RejectedByChain,
+    ChangeQuarantined,
+    UnknownAccount,
+    NotOwnConsent,
+    RegistryUnavailable,
+)
 
 
 def consent_service(request: Request) -> ConsentService:
@@ -68,7 +108,11 @@ async def registry(service: Service, principal: AnyParty) -> RegistryView:
     )
 
 
-@router.get("/patients/{patient_id}/nonce", response_model=NonceView)
+@router.get(
+    "/patients/{patient_id}/nonce",
+    response_model=NonceView,
+    responses=documented(NotOwnConsent, UnknownAccount, RegistryUnavailable),
+)
 async def next_nonce(patient_id: str, service: Service, principal: Patient) -> NonceView:
     """The nonce the patient's next signed message must carry (the patient only)."""
     if principal.account_id != patient_id:
@@ -78,7 +122,7 @@ async def next_nonce(patient_id: str, service: Service, principal: Patient) -> N
     return NonceView(patient=account.address, nonce=nonce)
 
 
-@router.post("/grants", response_model=GrantView, status_code=201)
+@router.post("/grants", response_model=GrantView, status_code=201, responses=RELAY_ERRORS)
 async def grant(
     body: SignedGrantRequest, request: Request, service: Service, principal: Patient
 ) -> GrantView:
@@ -95,7 +139,7 @@ async def grant(
     return GrantView.of(stored, service.clock())
 
 
-@router.post("/revocations", response_model=GrantView)
+@router.post("/revocations", response_model=GrantView, responses=RELAY_ERRORS)
 async def revoke(
     body: SignedRevokeRequest, request: Request, service: Service, principal: Patient
 ) -> GrantView:
@@ -110,16 +154,21 @@ async def revoke(
     return GrantView.of(stored, service.clock())
 
 
-@router.get("/check", response_model=CheckView)
+@router.get(
+    "/check",
+    response_model=CheckView,
+    responses=documented(NotOwnConsent, UnknownAccount),
+)
 async def check(
     service: Service,
     principal: Checker,
-    patient: Annotated[str, Query(min_length=1, max_length=200)],
-    grantee: Annotated[str, Query(min_length=1, max_length=200)],
-    category: Annotated[int, Query(ge=1, le=ALL_CATEGORIES)],
-    purpose: Annotated[int, Query(ge=1, le=5)],
+    patient: AccountRef,
+    grantee: AccountRef,
+    category: CategoryBits,
+    purpose: PurposeQuery,
 ) -> CheckView:
-    """May ``grantee`` read ``patient``'s ``category`` records for ``purpose`` now?
+    """May ``grantee`` read ``patient``'s ``category`` records for ``purpose`` now, and
+    why (``reason``: granted, no_grant, revoked, expired)?
 
     ``patient`` and ``grantee`` are account ids or ``0x`` addresses."""
     patient_account = await run_in_threadpool(service.resolve, patient)
@@ -129,7 +178,7 @@ async def check(
 
     def answer() -> CheckView:
         now = service.clock()
-        grant = service.authorising_grant(
+        reason, grant = service.check_reason(
             patient_account.address, grantee_account.address, category, purpose
         )
         return CheckView(
@@ -137,7 +186,8 @@ async def check(
             grantee=grantee_account.account_id,
             category=category,
             purpose=purpose,
-            authorised=grant is not None,
+            authorised=reason == "granted",
+            reason=reason,
             grant_id=grant.grant_id if grant is not None else None,
             checked_at=now,
         )
@@ -145,7 +195,11 @@ async def check(
     return await run_in_threadpool(answer)
 
 
-@router.get("/patients/{patient_id}/grants", response_model=list[GrantView])
+@router.get(
+    "/patients/{patient_id}/grants",
+    response_model=list[GrantView],
+    responses=documented(NotOwnConsent, UnknownAccount),
+)
 async def patient_grants(patient_id: str, service: Service, principal: Patient) -> list[GrantView]:
     """The patient's active grants (the patient only)."""
     if principal.account_id != patient_id:
@@ -156,13 +210,17 @@ async def patient_grants(patient_id: str, service: Service, principal: Patient) 
     return [GrantView.of(g, now) for g in found]
 
 
-@router.get("/patients/{patient_id}/grantees", response_model=list[GrantView])
+@router.get(
+    "/patients/{patient_id}/grantees",
+    response_model=list[GrantView],
+    responses=documented(UnknownAccount),
+)
 async def authorised_grantees(
     patient_id: str,
     service: Service,
     principal: ServiceAccount,
-    category: Annotated[int, Query(ge=1, le=ALL_CATEGORIES)],
-    purpose: Annotated[int | None, Query(ge=1, le=5)] = None,
+    category: CategoryBits,
+    purpose: Annotated[int | None, Query(ge=1, le=MAX_PURPOSE)] = None,
 ) -> list[GrantView]:
     """The grants authorising ``category`` of the patient's records now (for ``purpose``,
     else any): who the record store lists as key holders at upload (role service only)."""
@@ -172,7 +230,11 @@ async def authorised_grantees(
     return [GrantView.of(g, now) for g in found]
 
 
-@router.get("/grantees/{grantee_id}/grants", response_model=list[GrantView])
+@router.get(
+    "/grantees/{grantee_id}/grants",
+    response_model=list[GrantView],
+    responses=documented(NotOwnConsent, UnknownAccount),
+)
 async def grantee_grants(grantee_id: str, service: Service, principal: AnyParty) -> list[GrantView]:
     """Active grants naming the grantee (the grantee only)."""
     if principal.account_id != grantee_id:
@@ -181,3 +243,16 @@ async def grantee_grants(grantee_id: str, service: Service, principal: AnyParty)
     found = await run_in_threadpool(service.active_grants_of_grantee, account.address)
     now = service.clock()
     return [GrantView.of(g, now) for g in found]
+
+
+@router.get("/quarantine", response_model=list[QuarantinedLogView])
+async def quarantined_logs(
+    service: Service,
+    principal: Admin,
+    limit: Annotated[int, Query(ge=1, le=1000, description="at most this many")] = 100,
+) -> list[QuarantinedLogView]:
+    """Registry logs the projection could not apply, in chain order (admin only): each
+    was set aside so the chain sync could go on; ``/consent/readyz`` is ``degraded``
+    while any is listed."""
+    found = await run_in_threadpool(service.repository.quarantined, limit)
+    return [QuarantinedLogView.of(log) for log in found]

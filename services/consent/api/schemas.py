@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Annotated
 
 from eth_utils.address import is_address, to_checksum_address
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
-from services.consent.domain.model import ALL_CATEGORIES, Grant
+from services.consent.domain.model import (
+    ALL_CATEGORIES,
+    INT64_MAX,
+    MAX_GRANT_HORIZON_SECONDS,
+    MAX_PURPOSE,
+    UNIX_TIME_MAX,
+    CheckReason,
+    Grant,
+)
+from services.consent.domain.ports import QuarantinedLog
 
 
 def _address(value: str) -> str:
@@ -30,9 +40,40 @@ def _signature(value: str) -> str:
 Address = Annotated[str, Field(max_length=42), AfterValidator(_address)]
 Signature = Annotated[str, Field(max_length=132), AfterValidator(_signature)]
 Categories = Annotated[int, Field(ge=1, le=ALL_CATEGORIES, description="category bitmask")]
-PurposeId = Annotated[int, Field(ge=1, le=5, description="purpose-of-use id")]
-Uint64 = Annotated[int, Field(ge=0, le=2**64 - 1)]
-Uint256 = Annotated[int, Field(ge=0, le=2**256 - 1)]
+PurposeId = Annotated[int, Field(ge=1, le=MAX_PURPOSE, description="purpose-of-use id")]
+# The numbers of a signed message: each within what the registry (uint64/uint256), the
+# databases (BIGINT) and the events (protobuf Timestamp, up to year 9999) all hold.
+ExpiresAt = Annotated[
+    int,
+    Field(
+        ge=1,
+        le=UNIX_TIME_MAX,
+        json_schema_extra={"format": "int64"},
+        description=(
+            "unix seconds at which the grant stops authorising: after now and at most "
+            f"MAX_GRANT_HORIZON_SECONDS ({MAX_GRANT_HORIZON_SECONDS} s, ten years) after "
+            "now, else 422 message_expired / expiry_too_far"
+        ),
+    ),
+]
+Nonce = Annotated[
+    int,
+    Field(
+        ge=0,
+        le=INT64_MAX,
+        json_schema_extra={"format": "int64"},
+        description="the patient's next nonce (GET /consent/patients/{id}/nonce), else 409",
+    ),
+]
+Deadline = Annotated[
+    int,
+    Field(
+        ge=0,
+        le=UNIX_TIME_MAX,
+        json_schema_extra={"format": "int64"},
+        description="unix seconds after which the signed message is refused (422 when past)",
+    ),
+]
 
 
 class _Strict(BaseModel):
@@ -46,9 +87,9 @@ class GrantMessageBody(_Strict):
     grantee: Address
     categories: Categories
     purpose: PurposeId
-    expires_at: Uint64
-    nonce: Uint256
-    deadline: Uint256
+    expires_at: ExpiresAt
+    nonce: Nonce
+    deadline: Deadline
 
 
 class RevokeMessageBody(_Strict):
@@ -58,8 +99,8 @@ class RevokeMessageBody(_Strict):
     grantee: Address
     categories: Categories
     purpose: PurposeId
-    nonce: Uint256
-    deadline: Uint256
+    nonce: Nonce
+    deadline: Deadline
 
 
 class SignedGrantRequest(_Strict):
@@ -120,14 +161,50 @@ class GrantView(BaseModel):
 
 
 class CheckView(BaseModel):
+    """The answer to a consent check, with the reason the record store records."""
+
     patient: str
     grantee: str
     category: int
     purpose: int
     authorised: bool
+    reason: CheckReason = Field(
+        description=(
+            "granted: authorised; no_grant: never granted for this category and purpose; "
+            "revoked: granted, then taken back by the patient; expired: granted, and the "
+            "grant's expiry has passed"
+        )
+    )
     # the grant that authorises, when authorised
     grant_id: str | None = None
     checked_at: float
+
+
+class QuarantinedLogView(BaseModel):
+    """A registry log the projection could not apply: it was set aside, the chain sync
+    went on past it, and ``/consent/readyz`` reports the service degraded."""
+
+    chain_id: int
+    contract_address: str
+    block_number: int
+    transaction_hash: str
+    log_index: int
+    kind: str = Field(description="granted, revoked, or unreadable")
+    reason: str
+    quarantined_at: datetime
+
+    @classmethod
+    def of(cls, log: QuarantinedLog) -> QuarantinedLogView:
+        return cls(
+            chain_id=log.chain_id,
+            contract_address=log.contract_address,
+            block_number=log.block_number,
+            transaction_hash=log.tx_hash,
+            log_index=log.log_index,
+            kind=log.kind,
+            reason=log.reason,
+            quarantined_at=datetime.fromtimestamp(log.quarantined_at, UTC),
+        )
 
 
 class RegistryView(BaseModel):

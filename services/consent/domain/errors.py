@@ -21,6 +21,12 @@ class MessageExpired(InvalidMessage):
     code = "message_expired"
 
 
+class ExpiryTooFar(InvalidMessage):
+    """The grant would run longer than the registry's horizon (``MAX_GRANT_HORIZON``)."""
+
+    code = "expiry_too_far"
+
+
 class BadSignature(InvalidMessage):
     """The signature is malformed or was not made by the patient for this message."""
 
@@ -59,3 +65,16 @@ class RegistryUnavailable(ConsentError):
     """The chain could not be reached, or did not confirm in time."""
 
     code = "registry_unavailable"
+
+
+class ChangeQuarantined(ConsentError):
+    """The registry recorded the message but its log cannot be held by the projection;
+    the log was quarantined for an operator (``GET /consent/quarantine``)."""
+
+    code = "change_quarantined"
+
+
+class UnrepresentableChange(ConsentError):
+    """The repository cannot store a registry log's values (raised by ``apply``)."""
+
+    code = "unrepresentable_change"

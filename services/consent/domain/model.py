@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 from enum import IntEnum, IntFlag
+from typing import Literal
 
 ZERO_ADDRESS = "0x" + "0" * 40
 
@@ -26,6 +27,19 @@ class Category(IntFlag):
 
 
 ALL_CATEGORIES = 0x1F
+MAX_PURPOSE = 5
+
+MAX_GRANT_HORIZON_SECONDS = 315_576_000
+"""Longest a grant may run: ten years of 365.25 days. The registry holds the same
+constant (``ConsentRegistry.MAX_GRANT_HORIZON``) and refuses a grant beyond it, so no
+expiry on chain exceeds what the projection and the events can hold."""
+
+UNIX_TIME_MAX = 253_402_300_799
+"""9999-12-31T23:59:59Z: the last second Python's ``datetime`` and protobuf's
+``Timestamp`` hold; every time at the edge (an expiry, a deadline) is at most this."""
+
+INT64_MAX = 2**63 - 1
+"""The largest value the databases' ``BIGINT`` holds (a nonce, a block number)."""
 
 
 class Purpose(IntEnum):
@@ -129,6 +143,8 @@ class Grant:
     patient_id: str
     grantee_id: str
     updated_at: float
+    # Categories granted to this grantee for this purpose and taken back since.
+    revoked_categories: int = 0
 
     def authorises(self, category: int, now: float) -> bool:
         """The contract's ``isAuthorised`` rule, evaluated at ``now``."""
@@ -136,6 +152,40 @@ class Grant:
 
     def active(self, now: float) -> bool:
         return self.categories != 0 and now < self.expires_at
+
+    def refusal(self, category: int, now: float) -> CheckReason:
+        """Why this row does or does not authorise ``category`` at ``now``: a category
+        not (or no longer) covered is ``revoked`` when the patient took it back (a
+        revocation, or a later grant without it), else ``no_grant``; a covered one is
+        ``expired`` once the expiry passed, else ``granted``."""
+        if category == 0:
+            return "no_grant"
+        missing = category & ~self.categories
+        if missing:
+            return "revoked" if missing & ~self.revoked_categories == 0 else "no_grant"
+        return "granted" if now < self.expires_at else "expired"
+
+
+CheckReason = Literal["granted", "no_grant", "revoked", "expired"]
+"""Why a check answered as it did (``CheckView.reason``)."""
+
+
+def change_problem(
+    kind: str, purpose: int, categories: int, nonce: int, expires_at: int, block_number: int
+) -> str | None:
+    """What keeps a registry log out of the projection, or None when it fits: values
+    outside the encodings or beyond what the database and the events can hold."""
+    if not 1 <= purpose <= MAX_PURPOSE:
+        return f"purpose {purpose} is not a defined purpose id"
+    if categories & ~ALL_CATEGORIES or (kind == "granted" and categories == 0):
+        return f"categories {categories} is not a mask of defined categories"
+    if not 0 <= nonce <= INT64_MAX:
+        return f"nonce {nonce} is outside 0..{INT64_MAX}"
+    if not 0 <= block_number <= INT64_MAX:
+        return f"block number {block_number} is outside 0..{INT64_MAX}"
+    if kind == "granted" and not 0 < expires_at <= UNIX_TIME_MAX:
+        return f"expiry {expires_at} is outside 1..{UNIX_TIME_MAX}"
+    return None
 
 
 def grant_id_of(patient: str, grantee: str, purpose: int, nonce: int) -> str:

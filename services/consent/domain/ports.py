@@ -29,6 +29,28 @@ class ChainChange:
     remaining: int = 0
 
 
+@dataclass(frozen=True, slots=True)
+class UnreadableLog:
+    """A log at the registry's address that could not be decoded into a ``ChainChange``."""
+
+    position: ChainPosition
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class QuarantinedLog:
+    """A registry log the projection could not apply, kept for an operator."""
+
+    chain_id: int
+    contract_address: str
+    block_number: int
+    tx_hash: str
+    log_index: int
+    kind: str
+    reason: str
+    quarantined_at: float
+
+
 Projector = Callable[[Grant | None], tuple[Grant, list[DomainEvent]]]
 """Given the current row (or None), the new row and the events to publish with it."""
 
@@ -66,6 +88,17 @@ class ConsentRepository(Protocol):
 
     def record_rejection(self, rejection: ConsentRejected) -> None: ...
 
+    def quarantine(self, log: QuarantinedLog) -> bool:
+        """Keeps ``log`` out of the projection, listed for an operator; returns whether it
+        was new (a log is quarantined once)."""
+        ...
+
+    def quarantined(self, limit: int) -> list[QuarantinedLog]:
+        """Quarantined logs in chain order (at most ``limit``)."""
+        ...
+
+    def quarantine_count(self) -> int: ...
+
     def get_state(self, name: str) -> str | None: ...
 
     def set_state(self, name: str, value: str) -> None: ...
@@ -91,8 +124,9 @@ class ConsentRegistryClient(Protocol):
 
     def latest_block(self) -> int: ...
 
-    def changes(self, from_block: int, to_block: int) -> list[ChainChange]:
-        """Grant and revoke logs in the block range, in chain order."""
+    def changes(self, from_block: int, to_block: int) -> list[ChainChange | UnreadableLog]:
+        """Grant and revoke logs in the block range, in chain order; a log that cannot be
+        decoded comes as an ``UnreadableLog``."""
         ...
 
 

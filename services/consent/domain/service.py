@@ -12,18 +12,22 @@ the log it applied, so the reconciler never applies a change twice.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
 from typing import Literal
 
 from services.consent.domain.errors import (
     BadSignature,
+    ChangeQuarantined,
     ConsentError,
+    ExpiryTooFar,
     InvalidMessage,
     MessageExpired,
     NonceMismatch,
     NotOwnConsent,
     RejectedByChain,
     UnknownAccount,
+    UnrepresentableChange,
 )
 from services.consent.domain.events import (
     SERVICE_ACTOR,
@@ -35,13 +39,20 @@ from services.consent.domain.events import (
     DomainEvent,
 )
 from services.consent.domain.model import (
+    INT64_MAX,
+    MAX_GRANT_HORIZON_SECONDS,
+    UNIX_TIME_MAX,
     ZERO_ADDRESS,
     Account,
+    ChainPosition,
+    CheckReason,
+    ConsentMessage,
     Grant,
     GrantMessage,
     RevokeMessage,
     Role,
     Signed,
+    change_problem,
     grant_id_of,
 )
 from services.consent.domain.ports import (
@@ -49,10 +60,27 @@ from services.consent.domain.ports import (
     Clock,
     ConsentRegistryClient,
     ConsentRepository,
+    QuarantinedLog,
     SignatureVerifier,
+    UnreadableLog,
 )
 
 CURSOR_STATE = "reconciled_through_block"
+
+
+def out_of_range(message: ConsentMessage) -> str | None:
+    """The first number of ``message`` outside what the registry, the database and the
+    events all hold (the API's schema refuses the same; this guards every other caller)."""
+    bounds: list[tuple[str, int, int, int]] = [
+        ("nonce", message.nonce, 0, INT64_MAX),
+        ("deadline", message.deadline, 0, UNIX_TIME_MAX),
+    ]
+    if isinstance(message, GrantMessage):
+        bounds.append(("expires_at", message.expires_at, 0, UNIX_TIME_MAX))
+    for name, value, low, high in bounds:
+        if not low <= value <= high:
+            return f"{name} {value} is outside {low}..{high}"
+    return None
 
 
 class ConsentService:
@@ -64,11 +92,14 @@ class ConsentService:
         registry: ConsentRegistryClient,
         verifier: SignatureVerifier,
         clock: Clock,
+        on_quarantine: Callable[[QuarantinedLog], None] | None = None,
     ) -> None:
+        """``on_quarantine`` is told of each log newly quarantined (metrics, logs)."""
         self.repository = repository
         self.registry = registry
         self.verifier = verifier
         self.clock = clock
+        self.on_quarantine = on_quarantine or (lambda log: None)
 
     # -- who is who -------------------------------------------------------------------
 
@@ -93,12 +124,22 @@ class ConsentService:
         """Relay a patient-signed grant; returns the projection row once it is stored."""
         message = signed.message
         assert isinstance(message, GrantMessage)
+        _check_range(message)
         patient, grantee = self._parties(message.patient, message.grantee, actor)
         refusal = _Refusal(self, signed, "grant", actor, patient, grantee)
-        if message.expires_at <= self.clock():
+        now = self.clock()
+        if message.expires_at <= now:
             raise refusal(
                 "ConsentRegistry__InvalidExpiry",
                 MessageExpired("the grant's expiry time has already passed"),
+            )
+        if message.expires_at > now + MAX_GRANT_HORIZON_SECONDS:
+            raise refusal(
+                "ConsentRegistry__ExpiryTooFar",
+                ExpiryTooFar(
+                    f"the grant's expiry is more than {MAX_GRANT_HORIZON_SECONDS} s "
+                    "(ten years) from now"
+                ),
             )
         digest = self._precheck(refusal)
         change = self._relay(refusal)
@@ -108,6 +149,7 @@ class ConsentService:
         """Relay a patient-signed revocation; returns once the projection shows it."""
         message = signed.message
         assert isinstance(message, RevokeMessage)
+        _check_range(message)
         patient, grantee = self._parties(message.patient, message.grantee, actor)
         refusal = _Refusal(self, signed, "revoke", actor, patient, grantee)
         digest = self._precheck(refusal)
@@ -174,17 +216,44 @@ class ConsentService:
     def _apply(
         self, change: ChainChange, digest: bytes, actor: Actor, patient_id: str, grantee_id: str
     ) -> Grant:
+        """Projects a change this service relayed. The chain has accepted it, so a change
+        the projection cannot hold is quarantined (never a 500, never a wedged sync)."""
         now = self.clock()
 
         def project(current: Grant | None) -> tuple[Grant, list[DomainEvent]]:
             return project_change(current, change, digest, actor, patient_id, grantee_id, now)
 
-        self.repository.apply(
-            change.patient, change.grantee, change.purpose, change.position, project
-        )
+        problem = _problem_of(change)
+        if problem is None:
+            try:
+                self.repository.apply(
+                    change.patient, change.grantee, change.purpose, change.position, project
+                )
+            except UnrepresentableChange as unrepresentable:
+                problem = str(unrepresentable)
+        if problem is not None:
+            self._quarantine(change.position, change.kind, problem)
+            raise ChangeQuarantined(
+                f"the registry recorded the {change.kind} change in transaction "
+                f"{change.position.tx_hash}, but it cannot be projected: {problem}"
+            )
         stored = self.repository.grant(change.patient, change.grantee, change.purpose)
         assert stored is not None
         return stored
+
+    def _quarantine(self, position: ChainPosition, kind: str, reason: str) -> None:
+        entry = QuarantinedLog(
+            chain_id=position.chain_id,
+            contract_address=position.contract_address,
+            block_number=position.block_number,
+            tx_hash=position.tx_hash,
+            log_index=position.log_index,
+            kind=kind,
+            reason=reason[:500],
+            quarantined_at=self.clock(),
+        )
+        if self.repository.quarantine(entry):
+            self.on_quarantine(entry)
 
     # -- queries ----------------------------------------------------------------------
 
@@ -199,6 +268,17 @@ class ConsentService:
         now, or None."""
         row = self.repository.grant(patient, grantee, purpose)
         return row if row is not None and row.authorises(category, self.clock()) else None
+
+    def check_reason(
+        self, patient: str, grantee: str, category: int, purpose: int
+    ) -> tuple[CheckReason, Grant | None]:
+        """Why ``grantee`` may or may not read ``patient``'s ``category`` for ``purpose``
+        now, with the grant that authorises (when ``granted``)."""
+        row = self.repository.grant(patient, grantee, purpose)
+        if row is None:
+            return "no_grant", None
+        reason = row.refusal(category, self.clock())
+        return reason, row if reason == "granted" else None
 
     def authorised_grantees(
         self, patient: str, category: int, purpose: int | None = None
@@ -230,14 +310,29 @@ class ConsentService:
         return count
 
     def reconcile(self, max_blocks: int = 5_000) -> int:
-        """Apply registry logs not yet in the projection; returns how many were new."""
+        """Apply registry logs not yet in the projection; returns how many were new.
+
+        A log that cannot be decoded, or whose values the projection cannot hold, is
+        quarantined and the sync goes on past it: one bad log never wedges the
+        projection. Failures of the chain or the database themselves propagate (the
+        next run retries from the cursor)."""
         done = int(self.repository.get_state(CURSOR_STATE) or "-1")
         latest = self.registry.latest_block()
         applied = 0
         while done < latest:
             upto = min(latest, done + max_blocks)
             for change in self.registry.changes(done + 1, upto):
-                applied += self._apply_foreign(change)
+                if isinstance(change, UnreadableLog):
+                    self._quarantine(change.position, "unreadable", change.reason)
+                    continue
+                problem = _problem_of(change)
+                if problem is None:
+                    try:
+                        applied += self._apply_foreign(change)
+                    except UnrepresentableChange as unrepresentable:
+                        problem = str(unrepresentable)
+                if problem is not None:
+                    self._quarantine(change.position, change.kind, problem)
             self.repository.set_state(CURSOR_STATE, str(upto))
             done = upto
         return applied
@@ -256,6 +351,23 @@ class ConsentService:
             change.patient, change.grantee, change.purpose, change.position, project
         )
         return 1 if new else 0
+
+
+def _check_range(message: ConsentMessage) -> None:
+    problem = out_of_range(message)
+    if problem is not None:
+        raise InvalidMessage(problem)
+
+
+def _problem_of(change: ChainChange) -> str | None:
+    return change_problem(
+        change.kind,
+        change.purpose,
+        change.categories | change.remaining,
+        change.nonce,
+        change.expires_at,
+        change.position.block_number,
+    )
 
 
 class _Refusal:
@@ -334,6 +446,11 @@ def project_change(
             patient_id=patient_id,
             grantee_id=grantee_id,
             updated_at=now,
+            revoked_categories=(
+                (current.revoked_categories | current.categories) & ~change.categories
+                if current is not None
+                else 0
+            ),
         )
         return grant, [ConsentGranted(grant, digest, actor)]
     if current is None:
@@ -357,6 +474,7 @@ def project_change(
         position=change.position,
         nonce=change.nonce,
         updated_at=now,
+        revoked_categories=current.revoked_categories | revoked,
     )
     events: list[DomainEvent] = []
     if revoked:
