@@ -8,6 +8,7 @@ from .errors import (
     LogCorruptedError,
     PublishError,
     TopicConflictError,
+    TransientHandlerError,
     UnknownTopicError,
 )
 from .port import (
@@ -37,6 +38,7 @@ __all__ = [
     "Record",
     "TopicConflictError",
     "TopicSpec",
+    "TransientHandlerError",
     "UnknownTopicError",
     "next_offsets",
     "partition_for_key",

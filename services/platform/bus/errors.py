@@ -33,3 +33,8 @@ class LogCorruptedError(BusError):
 
 class HandlerFailedError(BusError):
     """A consumer handler raised; its effect was rolled back and its offset not committed."""
+
+
+class TransientHandlerError(BusError):
+    """Raised by a handler whose dependency is unavailable for now: the runner rewinds and
+    retries the record instead of quarantining it (see ``consumer.is_transient``)."""

@@ -219,9 +219,11 @@ class KafkaConsumer(BusConsumer):
                     topic=m.topic,
                     partition=m.partition,
                     offset=m.offset,
-                    key=(m.key or b"").decode(),
+                    # Anyone can write to the broker: a key that is not UTF-8 or a null
+                    # header value must reach the consumer, not fail every fetch.
+                    key=(m.key or b"").decode("utf-8", "replace"),
                     value=m.value or b"",
-                    headers=tuple((name, bytes(value)) for name, value in m.headers),
+                    headers=tuple((name, bytes(value or b"")) for name, value in m.headers),
                     timestamp_ms=m.timestamp,
                 )
                 for m in batch

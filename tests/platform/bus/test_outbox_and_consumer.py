@@ -23,6 +23,7 @@ from services.platform.bus.consumer import (
     create_processed_events_table,
     processed_events_table,
 )
+from services.platform.bus.errors import TransientHandlerError
 from services.platform.bus.outbox import (
     OutboxPublisher,
     OutboxWriter,
@@ -256,7 +257,7 @@ async def test_a_failing_handler_rolls_back_effect_and_processed_row_and_keeps_t
     def fail_on_e2(connection: sa.Connection, record: Record) -> None:
         record_effect(connection, record)  # written, then rolled back with the failure
         if record.value == b"e2":
-            raise RuntimeError("downstream refused")
+            raise TransientHandlerError("downstream unavailable")
 
     async with event_bus.consumer(group, [topic]) as consumer:
         runner = IdempotentConsumer("projector", consumer, sql_engine, fail_on_e2)
@@ -289,7 +290,7 @@ async def test_the_same_runner_retries_the_failed_record_on_its_next_batch(
     event_bus: EventBus, sql_engine: sa.Engine, topic: str, unique_name: str
 ) -> None:
     await event_bus.publish_many([Message(topic, "one-key", f"e{i}".encode()) for i in range(3)])
-    failures = [RuntimeError("transient")]
+    failures = [sa.exc.OperationalError("INSERT", {}, OSError("connection reset"))]
 
     def flaky(connection: sa.Connection, record: Record) -> None:
         if record.value == b"e1" and failures:
