@@ -9,6 +9,7 @@ from services.ledger_relay.domain.errors import (
     NotYetAnchored,
 )
 from services.platform.app.errors import Conflict, NotFound, ServiceError, ValidationFailed
+from services.platform.app.openapi import ResponsesDoc, error_responses
 
 ERROR_MAP: dict[type[Exception], type[ServiceError]] = {
     EventNotFound: NotFound,
@@ -16,3 +17,17 @@ ERROR_MAP: dict[type[Exception], type[ServiceError]] = {
     NotYetAnchored: Conflict,
     InvalidRange: ValidationFailed,
 }
+
+
+def answers(*errors: type[Exception]) -> ResponsesDoc:
+    """The ``responses`` entry of a route whose use case raises ``errors``: each as the
+    HTTP error ``ERROR_MAP`` makes of it, with the domain error's own code. Domain errors
+    that map to 422 keep ``validation_failed`` beside them (the parameters' own 422)."""
+    documented: list[type[ServiceError]] = []
+    for error in errors:
+        target = ERROR_MAP[error]
+        code: str = getattr(error, "code", target.code)
+        documented.append(type(error.__name__, (target,), {"code": code}))
+        if target is ValidationFailed:
+            documented.append(ValidationFailed)
+    return error_responses(*documented)

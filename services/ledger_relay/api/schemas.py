@@ -2,26 +2,34 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel
+from typing import Annotated
+
+from pydantic import BaseModel, Field
 
 from services.ledger_relay.domain.proofs import (
     AnchoredCheckpoint,
     InclusionProof,
     SizeConsistencyProof,
 )
+from services.platform.app.bounds import NonNegativeInt64, PositiveInt64
+
+Hash = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$", description="SHA-256, lower-case hex")]
+TxHash = Annotated[str, Field(pattern=r"^0x[0-9a-fA-F]{64}$", description="transaction hash")]
+Address = Annotated[str, Field(pattern=r"^0x[0-9a-fA-F]{40}$", description="contract address")]
+EventId = Annotated[str, Field(min_length=1, max_length=64)]
 
 
 class AnchorContract(BaseModel):
-    chain_id: int
-    address: str
+    chain_id: NonNegativeInt64
+    address: Address
 
 
 class CheckpointBody(BaseModel):
-    index: int
-    tree_size: int
-    root: str
-    tx_hash: str
-    block_number: int
+    index: NonNegativeInt64
+    tree_size: PositiveInt64
+    root: Hash
+    tx_hash: TxHash
+    block_number: NonNegativeInt64
 
     @classmethod
     def of(cls, checkpoint: AnchoredCheckpoint) -> CheckpointBody:
@@ -37,10 +45,10 @@ class CheckpointBody(BaseModel):
 class InclusionProofBody(BaseModel):
     """What ``verify_event`` (and ``python -m services.ledger_relay.verify``) takes."""
 
-    event_id: str
-    event_hash: str
-    leaf_index: int
-    proof: list[str]
+    event_id: EventId
+    event_hash: Hash
+    leaf_index: NonNegativeInt64
+    proof: list[Hash]
     checkpoint: CheckpointBody
     contract: AnchorContract
 
@@ -57,11 +65,11 @@ class InclusionProofBody(BaseModel):
 
 
 class ConsistencyProofBody(BaseModel):
-    from_size: int
-    from_root: str
-    to_size: int
-    to_root: str
-    proof: list[str]
+    from_size: PositiveInt64
+    from_root: Hash
+    to_size: PositiveInt64
+    to_root: Hash
+    proof: list[Hash]
     checkpoint: CheckpointBody
     contract: AnchorContract
 
