@@ -42,7 +42,10 @@ class DirectEventProofs(EventProofs):
         }
 
     def consistency(self, from_size: int, to_size: int) -> dict[str, Any]:
-        found = self._service.consistency_between_sizes(from_size, to_size)
+        try:
+            found = self._service.consistency_between_sizes(from_size, to_size)
+        except relay_errors.LedgerError as error:  # as the HTTP adapter: no answer
+            raise ProofsUnavailable(f"the ledger relay has no such proof: {error}") from error
         return {"from_root": found.from_root.hex(), "proof": [p.hex() for p in found.proof]}
 
 

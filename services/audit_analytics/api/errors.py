@@ -16,6 +16,16 @@ from services.platform.app.errors import (
     ServiceError,
     ServiceUnavailable,
 )
+from services.platform.app.openapi import ResponsesDoc, error_responses
+from services.platform.chain.errors import ChainError
+
+
+class ChainUnreadable(ServiceUnavailable):
+    """The chain cannot be read (verification needs the anchored roots)."""
+
+    code = "chain_unavailable"
+    default_message = "the chain cannot be read"
+
 
 ERROR_MAP: dict[type[Exception], type[ServiceError]] = {
     EventNotFound: NotFound,
@@ -23,4 +33,16 @@ ERROR_MAP: dict[type[Exception], type[ServiceError]] = {
     NotYetAnchored: Conflict,
     InvalidQuery: BadRequest,
     ProofsUnavailable: ServiceUnavailable,
+    ChainError: ChainUnreadable,
 }
+
+
+def answers(*errors: type[Exception]) -> ResponsesDoc:
+    """The ``responses`` entry of a route whose use case raises ``errors``: each as the
+    HTTP error ``ERROR_MAP`` makes of it, with the domain error's own code."""
+    documented: list[type[ServiceError]] = []
+    for error in errors:
+        target = ERROR_MAP[error]
+        code: str = getattr(error, "code", target.code)
+        documented.append(type(error.__name__, (target,), {"code": code}))
+    return error_responses(*documented)

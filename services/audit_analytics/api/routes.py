@@ -3,6 +3,11 @@
 Auditors and administrators see the log, verification, reconciliation, findings and
 reports. A patient gets only ``/me/access-report`` about themselves. No route returns
 health data: the events carry none.
+
+Every number and time a caller gives has a domain every layer behind can hold (64-bit
+cursors, bounded page sizes, ``Instant`` times within the years 1..9999 in UTC), refused
+with 422 before anything is computed; every route declares its answer's model
+(:mod:`.schemas`) and its own errors in the OpenAPI document.
 """
 
 from __future__ import annotations
@@ -15,15 +20,26 @@ from typing import Annotated, Any, Literal
 
 import anyio
 from fastapi import APIRouter, Depends, Path, Query
-from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
-from pydantic import BaseModel, Field
+from fastapi.responses import HTMLResponse, PlainTextResponse, Response
+from pydantic import BaseModel, Field, ValidationError
 from starlette.concurrency import run_in_threadpool
 
+from services.audit_analytics.api import schemas
+from services.audit_analytics.api.errors import answers
 from services.audit_analytics.domain import reports
+from services.audit_analytics.domain.errors import (
+    EventNotFound,
+    FindingNotFound,
+    InvalidQuery,
+    NotYetAnchored,
+    ProofsUnavailable,
+)
 from services.audit_analytics.domain.model import Finding, SearchQuery, StoredEvent
 from services.audit_analytics.domain.ports import BusOffsets
-from services.audit_analytics.domain.service import DISPOSITIONS, AuditService
+from services.audit_analytics.domain.service import DISPOSITIONS, MAX_PAGE, AuditService
 from services.platform.app.auth import Principal, require_role
+from services.platform.app.bounds import Instant, NonNegativeInt64
+from services.platform.chain.errors import ChainError
 
 LOG_ROLES = ("auditor", "admin")
 
@@ -31,6 +47,11 @@ Auditor = Annotated[Principal, Depends(require_role(*LOG_ROLES))]
 Patient = Annotated[Principal, Depends(require_role("patient"))]
 EventId = Annotated[str, Path(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._:-]+$")]
 Format = Literal["json", "csv", "html"]
+Cursor = Annotated[NonNegativeInt64, Query(description="the previous page's next_cursor")]
+PageSize = Annotated[int, Query(ge=1, le=MAX_PAGE)]
+ACCESS_REPORT_DAYS = 6 * 366
+"""The default period of an access report: the six years HIPAA keeps an accounting."""
+REPORT_ERRORS = (InvalidQuery, ProofsUnavailable, ChainError)
 
 
 class ReviewBody(BaseModel):
@@ -38,8 +59,21 @@ class ReviewBody(BaseModel):
     note: str = Field(default="", max_length=500)
 
 
+def stored_proof(proof: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """``proof`` as :class:`schemas.StoredProof` gives it, or None when there is none or
+    it is not a proof (a stored proof is data from elsewhere: reconciliation reports a
+    malformed one; the API must still answer)."""
+    if proof is None:
+        return None
+    try:
+        return schemas.StoredProof.model_validate(proof).model_dump()
+    except ValidationError:
+        return None
+
+
 def event_body(event: StoredEvent, *, with_raw: bool = False) -> dict[str, Any]:
     r = event.record
+    proof = stored_proof(event.proof)
     body: dict[str, Any] = {
         "resourceType": "AuditEvent",
         "id": r.event_id,
@@ -63,13 +97,13 @@ def event_body(event: StoredEvent, *, with_raw: bool = False) -> dict[str, Any]:
             "partition": event.position.partition,
             "offset": event.position.offset,
             "event_hash": event.event_hash.hex(),
-            "leaf_index": event.proof["leaf_index"] if event.proof else None,
-            "checkpoint": event.proof["checkpoint"] if event.proof else None,
+            "leaf_index": proof["leaf_index"] if proof else None,
+            "checkpoint": proof["checkpoint"] if proof else None,
         },
     }
     if with_raw:
         body["raw_base64"] = base64.b64encode(event.raw).decode()
-        body["proof"] = event.proof
+        body["proof"] = proof
     return body
 
 
@@ -90,18 +124,23 @@ def finding_body(f: Finding) -> dict[str, Any]:
     }
 
 
-def _render(report: dict[str, Any], fmt: Format) -> Response:
+def _render(report: dict[str, Any], fmt: Format) -> dict[str, Any] | Response:
+    """The report as JSON (checked against the route's model), CSV or HTML."""
     if fmt == "csv":
         return PlainTextResponse(reports.to_csv(report), media_type="text/csv")
     if fmt == "html":
         return HTMLResponse(reports.to_html(report))
-    return JSONResponse(report)
+    return report
 
 
-def _aware(value: datetime | None, default: datetime) -> datetime:
-    if value is None:
-        return default
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
+def _access_period(since: datetime | None, until: datetime | None) -> tuple[datetime, datetime]:
+    """An access report's period: by default the last ``ACCESS_REPORT_DAYS`` days up to
+    now (a given bound is an ``Instant``: already aware and in range)."""
+    now = datetime.now(UTC)
+    return (
+        since if since is not None else now - timedelta(days=ACCESS_REPORT_DAYS),
+        until if until is not None else now + timedelta(seconds=1),
+    )
 
 
 def _blocking(
@@ -132,44 +171,60 @@ def audit_router(
     tells lag (of the store, of the relay) from loss and insertion."""
     router = APIRouter(tags=["audit"])
 
-    @router.get("/events")
+    @router.get("/events", response_model=schemas.EventPage, responses=answers(InvalidQuery))
     def search(
         _: Auditor,
         patient_id: Annotated[str | None, Query(max_length=200)] = None,
         actor_id: Annotated[str | None, Query(max_length=200)] = None,
         type: Annotated[str | None, Query(max_length=120)] = None,
         outcome: Annotated[str | None, Query(max_length=40)] = None,
-        since: datetime | None = None,
-        until: datetime | None = None,
-        cursor: Annotated[int, Query(ge=0)] = 0,
-        limit: Annotated[int, Query(ge=1, le=500)] = 50,
+        since: Instant | None = None,
+        until: Instant | None = None,
+        cursor: Cursor = 0,
+        limit: PageSize = 50,
     ) -> dict[str, Any]:
-        """Search the log; ``next_cursor`` (when not null) gives the next page."""
+        """Search the log; ``next_cursor`` (when not null) gives the next page
+        (400 ``invalid_query`` unless ``since`` is before ``until``)."""
         page = service.search(
             SearchQuery(
                 patient_id=patient_id,
                 actor_id=actor_id,
                 type=type,
                 outcome=outcome,
-                since=_aware(since, datetime.min.replace(tzinfo=UTC)) if since else None,
-                until=_aware(until, datetime.max.replace(tzinfo=UTC)) if until else None,
+                since=since,
+                until=until,
                 after_sequence=cursor,
                 limit=limit,
             )
         )
         return {"items": [event_body(e) for e in page.items], "next_cursor": page.next_cursor}
 
-    @router.get("/events/{event_id}")
+    @router.get(
+        "/events/{event_id}",
+        response_model=schemas.AuditEventDetail,
+        responses=answers(EventNotFound),
+    )
     def event(_: Auditor, event_id: EventId) -> dict[str, Any]:
         """One event with its exact bytes (base64) and stored proof."""
         return event_body(service.event(event_id), with_raw=True)
 
-    @router.get("/events/{event_id}/verification")
+    @router.get(
+        "/events/{event_id}/verification",
+        response_model=schemas.Verification,
+        responses=answers(EventNotFound, NotYetAnchored, ProofsUnavailable, ChainError),
+    )
     def verify(_: Auditor, event_id: EventId) -> dict[str, Any]:
-        """Verifies the stored bytes against the root anchored on chain."""
-        return asdict(service.verify(event_id))
+        """Verifies the stored bytes against the root anchored on chain (409
+        ``not_yet_anchored`` while no anchored checkpoint covers the event)."""
+        result = asdict(service.verify(event_id))
+        result["proof"] = stored_proof(result["proof"])
+        return result
 
-    @router.post("/reconciliation")
+    @router.post(
+        "/reconciliation",
+        response_model=schemas.Reconciliation,
+        responses=answers(ProofsUnavailable, ChainError),
+    )
     async def reconcile(principal: Auditor) -> dict[str, Any]:
         """Every stored event anchored with a matching hash, every bus offset accounted for;
         what the store has not consumed yet (the bus's end offsets) is pending, not missing,
@@ -183,12 +238,13 @@ def audit_router(
         )
         return result.as_dict()
 
-    @router.post("/anomalies/detection")
+    @router.post("/anomalies/detection", response_model=schemas.NewFindings)
     def detect(_: Auditor) -> dict[str, Any]:
+        """Runs every rule over the store; answers (and emits) only new findings."""
         found = service.detect()
         return {"new_findings": [finding_body(f) for f in found]}
 
-    @router.get("/anomalies")
+    @router.get("/anomalies", response_model=schemas.FindingList)
     def anomalies(
         _: Auditor,
         rule: Annotated[str | None, Query(max_length=80)] = None,
@@ -196,7 +252,11 @@ def audit_router(
     ) -> dict[str, Any]:
         return {"items": [finding_body(f) for f in service.findings(rule, reviewed)]}
 
-    @router.get("/anomalies/{finding_id}")
+    @router.get(
+        "/anomalies/{finding_id}",
+        response_model=schemas.FindingDetail,
+        responses=answers(FindingNotFound),
+    )
     def anomaly(_: Auditor, finding_id: EventId) -> dict[str, Any]:
         """A finding with its evidence: each event and its proof."""
         f = service.finding(finding_id)
@@ -204,66 +264,85 @@ def audit_router(
         for event_id in f.event_ids:
             stored = service.repository.get(event_id)
             if stored is not None:
-                evidence.append({"event": event_body(stored), "proof": stored.proof})
+                evidence.append({"event": event_body(stored), "proof": stored_proof(stored.proof)})
         return {**finding_body(f), "evidence": evidence}
 
-    @router.post("/anomalies/{finding_id}/review")
+    @router.post(
+        "/anomalies/{finding_id}/review",
+        response_model=schemas.Finding,
+        responses=answers(FindingNotFound),
+    )
     def review(principal: Auditor, finding_id: EventId, body: ReviewBody) -> dict[str, Any]:
         return finding_body(
             service.review(finding_id, body.disposition, principal.account_id, principal.role)
         )
 
-    @router.post("/break-glass/{event_id}/review")
+    @router.post(
+        "/break-glass/{event_id}/review",
+        response_model=schemas.BreakGlassReview,
+        responses=answers(EventNotFound, InvalidQuery),
+    )
     def review_break_glass(
         principal: Auditor, event_id: EventId, body: ReviewBody
     ) -> dict[str, str]:
+        """Records the review of a break-glass access (400 ``invalid_query`` when the
+        event is not one)."""
         service.review_break_glass(event_id, body.disposition, principal.account_id, principal.role)
         return {"event_id": event_id, "disposition": body.disposition}
 
-    @router.get("/reports/compliance")
+    @router.get(
+        "/reports/compliance",
+        response_model=schemas.ComplianceReport,
+        responses={**schemas.REPORT_MEDIA_TYPES, **answers(*REPORT_ERRORS)},
+    )
     def compliance(
         principal: Auditor,
-        since: datetime,
-        until: datetime,
+        since: Instant,
+        until: Instant,
         format: Format = "json",
-    ) -> Response:
-        """Compliance report for ``[since, until)``; generating it is itself an event."""
-        report = service.compliance_report(
-            _aware(since, since), _aware(until, until), principal.account_id, principal.role
-        )
+    ) -> Any:
+        """Compliance report for ``[since, until)``; generating it is itself an event
+        (400 ``invalid_query`` unless ``since`` is before ``until``)."""
+        report = service.compliance_report(since, until, principal.account_id, principal.role)
         return _render(report, format)
 
-    @router.get("/reports/access/{patient_id}")
+    @router.get(
+        "/reports/access/{patient_id}",
+        response_model=schemas.AccessReport,
+        responses={**schemas.REPORT_MEDIA_TYPES, **answers(*REPORT_ERRORS)},
+    )
     def access_report(
         principal: Auditor,
         patient_id: EventId,
-        since: datetime | None = None,
-        until: datetime | None = None,
+        since: Instant | None = None,
+        until: Instant | None = None,
         format: Format = "json",
-    ) -> Response:
-        now = datetime.now(UTC)
+    ) -> Any:
+        """A patient's access report for ``[since, until)`` (by default the last
+        ``ACCESS_REPORT_DAYS`` days)."""
         report = service.patient_access_report(
             patient_id,
-            _aware(since, now - timedelta(days=6 * 366)),
-            _aware(until, now + timedelta(seconds=1)),
+            *_access_period(since, until),
             principal.account_id,
             principal.role,
         )
         return _render(report, format)
 
-    @router.get("/me/access-report")
+    @router.get(
+        "/me/access-report",
+        response_model=schemas.AccessReport,
+        responses={**schemas.REPORT_MEDIA_TYPES, **answers(*REPORT_ERRORS)},
+    )
     def my_access_report(
         principal: Patient,
-        since: datetime | None = None,
-        until: datetime | None = None,
+        since: Instant | None = None,
+        until: Instant | None = None,
         format: Format = "json",
-    ) -> Response:
+    ) -> Any:
         """The caller's own access report (patients only; about nobody else)."""
-        now = datetime.now(UTC)
         report = service.patient_access_report(
             principal.account_id,
-            _aware(since, now - timedelta(days=6 * 366)),
-            _aware(until, now + timedelta(seconds=1)),
+            *_access_period(since, until),
             principal.account_id,
             "patient",
         )

@@ -368,7 +368,7 @@ class Detector:
                         f"{self.t.distinct_window_minutes} min",
                     )
                 )
-                quiet_until[r.actor_id] = r.recorded_at + window
+                quiet_until[r.actor_id] = _later(r.recorded_at, window)
         return out
 
     def _family(self, ordered: Sequence[AuditRecord]) -> list[Candidate]:
@@ -440,6 +440,15 @@ class Detector:
                 )
                 q.clear()
         return out
+
+
+def _later(at: datetime, delta: timedelta) -> datetime:
+    """``at + delta``, or the last representable time when that is past the year 9999
+    (an event may be dated up to the end of 9999)."""
+    try:
+        return at + delta
+    except OverflowError:
+        return datetime.max.replace(tzinfo=at.tzinfo)
 
 
 def _address(value: str) -> str:

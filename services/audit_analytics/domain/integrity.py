@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from itertools import pairwise
 from typing import Any
 
-from services.ledger_relay.domain.errors import ProofInvalid
+from services.ledger_relay.domain.errors import CheckpointNotFound, ProofInvalid
 from services.ledger_relay.domain.merkle import verify_consistency
 from services.ledger_relay.verify import verify_event
 
@@ -462,9 +462,14 @@ class IntegrityService:
         """The relay's latest checkpoint is the chain's (a forked log has another root)."""
         assert out.checkpoint is not None
         index = int(out.checkpoint["index"])
-        on_chain = reader.checkpoint_at(index)
-        if on_chain.root.hex() != out.checkpoint["root"] or on_chain.tree_size != int(
-            out.checkpoint["tree_size"]
+        try:
+            on_chain = reader.checkpoint_at(index)
+        except CheckpointNotFound:
+            on_chain = None
+        if (
+            on_chain is None
+            or on_chain.root.hex() != out.checkpoint["root"]
+            or on_chain.tree_size != int(out.checkpoint["tree_size"])
         ):
             out.discrepancies.append(
                 Discrepancy("fork", f"checkpoint {index} of the ledger differs from the chain's")
@@ -479,8 +484,11 @@ def verify_consistency_of(
     if size_a == size_b:
         return bool(older["root"] == newer["root"])
     document = proofs.consistency(size_a, size_b)
-    root_a = reader.checkpoint_at(int(older["index"])).root
-    root_b = reader.checkpoint_at(int(newer["index"])).root
+    try:
+        root_a = reader.checkpoint_at(int(older["index"])).root
+        root_b = reader.checkpoint_at(int(newer["index"])).root
+    except CheckpointNotFound:  # a checkpoint of another contract, or none
+        return False
     try:
         verify_consistency(
             size_a, size_b, root_a, root_b, [bytes.fromhex(p) for p in document["proof"]]

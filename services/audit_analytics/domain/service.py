@@ -17,7 +17,7 @@ from typing import Any
 from ehr.audit.v1 import audit_pb2
 from ehr.vocabulary.v1 import vocabulary_pb2
 
-from services.ledger_relay.domain.errors import ProofInvalid
+from services.ledger_relay.domain.errors import CheckpointNotFound, ProofInvalid
 from services.ledger_relay.verify import verify_event
 from services.platform.events.envelope import Actor, encode, new_envelope, partition_key, topic_of
 from services.platform.events.vocabulary import ROLE_CODES
@@ -273,8 +273,11 @@ class AuditService:
         previous_size: int | None = None
         consistent: bool | None = None
         if checkpoint is not None:
-            on_chain = reader.checkpoint_at(int(checkpoint["index"]))
-            chain_ok = on_chain.root.hex() == checkpoint["root"]
+            try:
+                on_chain = reader.checkpoint_at(int(checkpoint["index"]))
+            except CheckpointNotFound:  # the relay's checkpoint is not on this chain
+                on_chain = None
+            chain_ok = on_chain is not None and on_chain.root.hex() == checkpoint["root"]
             stored = self.repository.get_state(LAST_REPORT_CHECKPOINT)
             if stored is not None:
                 previous = json.loads(stored)
