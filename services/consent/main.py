@@ -48,6 +48,7 @@ from services.platform.bus.choose import kafka_or_embedded
 from services.platform.bus.consumer import IdempotentConsumer
 from services.platform.bus.outbox import OutboxPublisher
 from services.platform.bus.port import EventBus, TopicSpec
+from services.platform.bus.quarantine import quarantine_readiness
 from services.platform.chain.geth import GethChain
 from services.platform.chain.inprocess import InProcessChain
 from services.platform.chain.keyfile import load_or_create_account
@@ -57,6 +58,7 @@ from services.platform.events.topics import CONSENT_GRANTS, IDENTITY_ACCOUNTS
 log = structlog.get_logger(__name__)
 
 RELAY_FUNDING_WEI = 10**21
+IDENTITY_CONSUMER = "consent-identity"
 
 
 class ConsentSettings(ServiceSettings):
@@ -209,7 +211,12 @@ class ConsentRuntime:
         app = create_app(
             self.settings,
             [router],
-            {"database": database, "chain": chain, "projection": projection},
+            {
+                "database": database,
+                "chain": chain,
+                "projection": projection,
+                "identity_consumer": quarantine_readiness(self.engine, IDENTITY_CONSUMER),
+            },
             registry=self.metrics,
             error_map=ERROR_MAP,
             lifespan=lifespan_of(self.start, self.stop),
@@ -235,7 +242,7 @@ class ConsentRuntime:
         )
         await consumer.start()
         self._consumer = IdempotentConsumer(
-            "consent-identity", consumer, self.engine, handle_identity_event
+            IDENTITY_CONSUMER, consumer, self.engine, handle_identity_event, registry=self.metrics
         )
         self._tasks = [
             asyncio.create_task(

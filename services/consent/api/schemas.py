@@ -10,9 +10,9 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from services.consent.domain.model import (
     ALL_CATEGORIES,
-    INT64_MAX,
     MAX_GRANT_HORIZON_SECONDS,
     MAX_PURPOSE,
+    NONCE_MAX,
     UNIX_TIME_MAX,
     CheckReason,
     Grant,
@@ -60,7 +60,7 @@ Nonce = Annotated[
     int,
     Field(
         ge=0,
-        le=INT64_MAX,
+        le=NONCE_MAX,
         json_schema_extra={"format": "int64"},
         description="the patient's next nonce (GET /consent/patients/{id}/nonce), else 409",
     ),

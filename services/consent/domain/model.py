@@ -41,6 +41,11 @@ UNIX_TIME_MAX = 253_402_300_799
 INT64_MAX = 2**63 - 1
 """The largest value the databases' ``BIGINT`` holds (a nonce, a block number)."""
 
+NONCE_MAX = 2**53 - 1
+"""The largest nonce a signed message may carry: a patient's nonces count their signed
+messages from 0, so this is never reached; it is below ``INT64_MAX`` and the largest
+integer every JSON client (and the OpenAPI document's numbers) holds exactly."""
+
 
 class Purpose(IntEnum):
     """Purpose-of-use ids, as the contract numbers them."""

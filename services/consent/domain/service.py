@@ -39,8 +39,8 @@ from services.consent.domain.events import (
     DomainEvent,
 )
 from services.consent.domain.model import (
-    INT64_MAX,
     MAX_GRANT_HORIZON_SECONDS,
+    NONCE_MAX,
     UNIX_TIME_MAX,
     ZERO_ADDRESS,
     Account,
@@ -72,7 +72,7 @@ def out_of_range(message: ConsentMessage) -> str | None:
     """The first number of ``message`` outside what the registry, the database and the
     events all hold (the API's schema refuses the same; this guards every other caller)."""
     bounds: list[tuple[str, int, int, int]] = [
-        ("nonce", message.nonce, 0, INT64_MAX),
+        ("nonce", message.nonce, 0, NONCE_MAX),
         ("deadline", message.deadline, 0, UNIX_TIME_MAX),
     ]
     if isinstance(message, GrantMessage):
