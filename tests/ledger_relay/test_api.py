@@ -72,8 +72,14 @@ class Api:
 
 @pytest.fixture(scope="module")
 async def api(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Api]:
+    async for harness in anchored_api(tmp_path_factory.mktemp("ledger-api")):
+        yield harness
+
+
+async def anchored_api(data_dir: Path) -> AsyncIterator[Api]:
+    """The runtime on ``data_dir`` with three rounds of events anchored (see the module
+    docstring), and a client of its API."""
     keys = TokenKey()
-    data_dir = tmp_path_factory.mktemp("ledger-api")
     suffix = uuid.uuid4().hex[:8]
     topics = [f"test.apia{suffix}.v1", f"test.apib{suffix}.v1"]
     events = [make_event(i) for i in range(230)]
