@@ -11,6 +11,7 @@ reconciliation included.
 from __future__ import annotations
 
 import json
+import signal
 import sqlite3
 import time
 from collections.abc import Callable, Iterator
@@ -376,7 +377,8 @@ def test_the_data_dir_still_starts_and_passes_the_scenario(
 ) -> None:
     for case in HOSTILE:  # (again, in case this test runs alone)
         _send(served, case)
-    assert served.stop() == 0, served.log()
+    # interrupted as a user does: a clean exit, or the interrupt's own status
+    assert served.stop() in (0, 130, -signal.SIGINT), served.log()
     admin = read_key_file(served.data_dir / "admin-key.json")
     settings = EmbeddedSettings(data_dir=served.data_dir, admin_address=admin.address)
     with scenario_on(settings, admin, tmp_path / "report", timeout_s=60) as (_, result):
