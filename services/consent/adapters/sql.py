@@ -377,6 +377,12 @@ class SqlConsentRepository:
             return [(r.kind, r.error_name) for r in connection.execute(query)]
 
     def quarantine(self, log: QuarantinedLog) -> bool:
+        try:
+            return self._quarantine(log)
+        except sa.exc.IntegrityError:
+            return False  # quarantined concurrently by another sync
+
+    def _quarantine(self, log: QuarantinedLog) -> bool:
         with self.engine.begin() as connection:
             seen = connection.execute(
                 sa.select(quarantine.c.tx_hash).where(
