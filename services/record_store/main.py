@@ -35,12 +35,14 @@ from services.platform.bus.choose import kafka_or_embedded
 from services.platform.bus.consumer import IdempotentConsumer
 from services.platform.bus.outbox import OutboxPublisher
 from services.platform.bus.port import EventBus, TopicSpec
+from services.platform.bus.quarantine import quarantine_readiness
 from services.platform.chain.geth import GethChain
 from services.platform.chain.port import Chain
 from services.platform.events.topics import IDENTITY_ACCOUNTS, RECORDS_ACCESS, RECORDS_RECORDS
 from services.record_store.adapters.chain import ChainProviderVerification
 from services.record_store.adapters.consent_http import HttpConsentCheck
 from services.record_store.adapters.identity import handle_identity_event
+from services.record_store.adapters.identity_directory import HttpAccountDirectory
 from services.record_store.adapters.keys import Eip191ProvenanceVerifier, X25519EscrowKey
 from services.record_store.adapters.service_account import (
     ServiceAccount,
@@ -51,6 +53,8 @@ from services.record_store.api.errors import ERROR_MAP
 from services.record_store.api.routes import router
 from services.record_store.domain.ports import ConsentCheck
 from services.record_store.domain.service import RecordPolicy, RecordService
+
+IDENTITY_CONSUMER = "record-store-identity"
 
 
 class RecordStoreSettings(ServiceSettings):
@@ -123,6 +127,7 @@ class RecordStoreRuntime:
         self._http_consent = (
             HttpConsentCheck(settings.consent_url, self.account) if consent is None else None
         )
+        self.directory = HttpAccountDirectory(settings.identity_url, self.account)
         self.service = RecordService(
             self.repository,
             consent or self._http_consent,  # type: ignore[arg-type]
@@ -134,6 +139,7 @@ class RecordStoreRuntime:
                 max_ciphertext_bytes=settings.max_ciphertext_bytes,
                 break_glass_seconds=settings.break_glass_seconds,
             ),
+            self.directory,
         )
         self.publisher = OutboxPublisher(self.engine, self.bus)
         self._stop = asyncio.Event()
@@ -148,9 +154,14 @@ class RecordStoreRuntime:
         app = create_app(
             self.settings,
             [router],
-            {"database": database},
+            {
+                "database": database,
+                "identity_consumer": quarantine_readiness(self.engine, IDENTITY_CONSUMER),
+            },
             error_map=ERROR_MAP,
             lifespan=lifespan_of(self.start, self.stop),
+            # the routes carry /records themselves: no servers entry from the gateway
+            servers_from_root_path=False,
         )
         app.state.record_service = self.service
         app.state.service_registration = self.account.registration
@@ -170,7 +181,11 @@ class RecordStoreRuntime:
         )
         await consumer.start()
         self._consumer = IdempotentConsumer(
-            "record-store-identity", consumer, self.engine, handle_identity_event
+            IDENTITY_CONSUMER,
+            consumer,
+            self.engine,
+            handle_identity_event,
+            registry=self.app.state.metrics_registry,
         )
         self._tasks = [
             asyncio.create_task(
@@ -192,6 +207,7 @@ class RecordStoreRuntime:
         self.publisher.close()
         if self._http_consent is not None:
             self._http_consent.close()
+        self.directory.close()
         self.account.close()
         if self._owns_chain:
             self.chain.close()

@@ -242,11 +242,21 @@ CASES: dict[str, tuple[Callable[[Served], Call], int, bool]] = {
     "verify unknown account": (
         lambda s: Call(
             "POST",
-            "/providers/nobody/verify",
+            "/providers/00000000-0000-7000-8000-000000000000/verify",
             {"licence_hash": "0x" + "11" * 32},
             s.admin_session.token(),
         ),
         404,
+        False,
+    ),
+    "verify a malformed account id": (
+        lambda s: Call(
+            "POST",
+            "/providers/nobody/verify",
+            {"licence_hash": "0x" + "11" * 32},
+            s.admin_session.token(),
+        ),
+        422,
         False,
     ),
     "zero licence hash": (

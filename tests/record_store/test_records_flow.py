@@ -57,14 +57,14 @@ def test_upload_read_grant_revoke(deployment: Deployment) -> None:
     assert mine.resource == observation(patient.account_id)
     assert mine.author_id == author.account_id and mine.basis == "owner"
 
-    refused(lambda: other.records.read(record_id, purpose=TREATMENT), 403, "access_denied")
+    refused(lambda: other.records.read(record_id, purpose=TREATMENT), 403, "no_grant")
 
     deployment.grant(patient, other, LABS_BIT)
     assert patient.records.share(other.recipient, categories=LABS_BIT) == 1
     opened = other.records.read(record_id, purpose=TREATMENT)
     assert opened.resource["valueQuantity"]["value"] == 5.4 and opened.basis == "consent"
     # a grant for labs does not open another purpose
-    refused(lambda: other.records.read(record_id, purpose=2), 403, "access_denied")
+    refused(lambda: other.records.read(record_id, purpose=2), 403, "no_grant")
 
     # a record uploaded while the grant is active is wrapped for the grantee at upload
     later = author.records.upload(
@@ -78,11 +78,11 @@ def test_upload_read_grant_revoke(deployment: Deployment) -> None:
     note = author.records.upload(
         observation(patient.account_id), patient=patient.recipient, category="notes"
     )
-    refused(lambda: other.records.read(note.record_id, purpose=TREATMENT), 403, "access_denied")
+    refused(lambda: other.records.read(note.record_id, purpose=TREATMENT), 403, "no_grant")
 
     deployment.revoke(patient, other, LABS_BIT)
-    refused(lambda: other.records.read(record_id, purpose=TREATMENT), 403, "access_denied")
-    refused(lambda: other.records.read(later.record_id, purpose=TREATMENT), 403, "access_denied")
+    refused(lambda: other.records.read(record_id, purpose=TREATMENT), 403, "grant_revoked")
+    refused(lambda: other.records.read(later.record_id, purpose=TREATMENT), 403, "grant_revoked")
     assert patient.records.unshare(other.account_id, categories=LABS_BIT) == 2
     # after the revocation, new uploads are no longer wrapped for the former grantee
     after = author.records.upload(

@@ -17,11 +17,14 @@ from eth_utils.address import is_address, to_checksum_address
 from services.identity.domain.errors import BadSignature, InvalidInput
 
 LOGIN_STATEMENT = "Sign in to EHR Ledger."
-_HEX_SIGNATURE = re.compile(r"^(0x)?[0-9a-fA-F]{130}$")
+_HEX_SIGNATURE = re.compile(r"^(0x)?[0-9a-fA-F]{130}\Z")
+_ADDRESS = re.compile(r"^0x[0-9a-fA-F]{40}\Z")
 
 
 def checksum_address(value: str) -> str:
-    if not is_address(value) or not value.startswith("0x") or len(value) != 42:
+    """``value`` checksummed; only ASCII hex is an address (a look-alike digit or letter
+    from another script is refused, never normalised)."""
+    if not isinstance(value, str) or not _ADDRESS.match(value) or not is_address(value):
         raise InvalidInput(f"not an address: {value!r}", code="invalid_address")
     return str(to_checksum_address(value))
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import secrets
+import unicodedata
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -52,6 +53,14 @@ from services.identity.domain.ports import IdentityStore, ProviderRegistry, Toke
 _ENCRYPTION_KEY = re.compile(r"^[0-9a-f]{64}$")
 _HASH32 = re.compile(r"^0x[0-9a-fA-F]{64}$")
 _REASON = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
+_UNPRINTABLE = frozenset({"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"})
+"""Unicode categories a name may not contain: controls (a newline would forge a line of
+the signed registration text), format characters (bidi overrides, zero-width), surrogates,
+private-use and unassigned code points, line and paragraph separators."""
+
+
+def _printable(text: str) -> bool:
+    return not any(unicodedata.category(c) in _UNPRINTABLE for c in text)
 
 
 @dataclass(frozen=True)
@@ -122,8 +131,8 @@ class IdentityService:
         """
         address = checksum_address(signing_address)
         name = name.strip()
-        if not 1 <= len(name) <= 200:
-            raise InvalidInput("name must have 1 to 200 characters", code="invalid_name")
+        if not 1 <= len(name) <= 200 or not _printable(name):
+            raise InvalidInput("name must have 1 to 200 printable characters", code="invalid_name")
         if not _ENCRYPTION_KEY.match(encryption_key):
             raise InvalidInput(
                 "encryption_key must be 64 lowercase hex characters (X25519)",

@@ -12,7 +12,11 @@ from typing import Protocol
 import httpx
 
 from services.record_store.domain.errors import DependencyUnavailable
-from services.record_store.domain.model import AuthorisedGrantee
+from services.record_store.domain.model import AuthorisedGrantee, ConsentDecision
+
+REFUSAL_REASONS = frozenset({"no_grant", "revoked", "expired"})
+"""The refusal reasons of consent's check answer the record store records; an absent or
+other reason is read as ``no_grant``."""
 
 
 class TokenSource(Protocol):
@@ -40,9 +44,11 @@ class HttpConsentCheck:
         except httpx.HTTPError as exc:
             raise DependencyUnavailable(f"consent service unreachable: {exc}") from exc
 
-    def authorising_grant(
+    def decision(
         self, patient_id: str, grantee_id: str, category_bit: int, purpose: int
-    ) -> str | None:
+    ) -> ConsentDecision:
+        """Consent's ``check`` answer: the authorising grant, or the refusal ``reason``
+        (``no_grant``, ``revoked``, ``expired``; absent is read as ``no_grant``)."""
         response = self._get(
             "/consent/check",
             {
@@ -53,15 +59,22 @@ class HttpConsentCheck:
             },
         )
         if response.status_code == 404:
-            return None  # an account consent does not know holds no grant
+            return ConsentDecision(None)  # an account consent does not know holds no grant
         if response.status_code != 200:
             raise DependencyUnavailable(
                 f"consent check answered {response.status_code}: {response.text[:200]}"
             )
         answer = response.json()
         if not answer.get("authorised"):
-            return None
-        return str(answer.get("grant_id") or "")
+            reason = answer.get("reason")
+            return ConsentDecision(None, reason if reason in REFUSAL_REASONS else "no_grant")
+        return ConsentDecision(str(answer.get("grant_id") or ""), "granted")
+
+    def authorising_grant(
+        self, patient_id: str, grantee_id: str, category_bit: int, purpose: int
+    ) -> str | None:
+        """The id of the grant that lets ``grantee`` read now, or None."""
+        return self.decision(patient_id, grantee_id, category_bit, purpose).grant_id
 
     def authorised_grantees(self, patient_id: str, category_bit: int) -> list[AuthorisedGrantee]:
         response = self._get(f"/consent/patients/{patient_id}/grantees", {"category": category_bit})

@@ -13,21 +13,40 @@ Who may call what (the use cases enforce role and ownership):
 from __future__ import annotations
 
 import base64
-from typing import Annotated, Any
+from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Path, Query, Request
 from starlette.concurrency import run_in_threadpool
 
 from services.platform.app.auth import AuthenticatedPrincipal, Principal, require_role
+from services.record_store.api.errors import documented
 from services.record_store.api.schemas import (
+    ACCOUNT_ID_PATTERN,
+    MAX_VERSION,
+    RECORD_ID_PATTERN,
     BreakGlassIn,
+    BreakGlassView,
+    EscrowKeyView,
+    GranteeView,
+    HistoryView,
+    KeyHoldersView,
+    KeyHolderView,
+    KeysDeletedView,
     KeysIn,
+    KeysStoredView,
+    ReadView,
+    RecordView,
     RotationIn,
+    RotationView,
+    ServiceRegistrationView,
+    ShreddedView,
     VersionIn,
+    VersionView,
     decode_b64,
     record_view,
     version_view,
 )
+from services.record_store.domain import errors
 from services.record_store.domain.errors import InvalidUpload
 from services.record_store.domain.events import Actor
 from services.record_store.domain.model import (
@@ -56,6 +75,53 @@ def record_service(request: Request) -> RecordService:
 
 
 Service = Annotated[RecordService, Depends(record_service)]
+RecordPath = Annotated[str, Path(pattern=RECORD_ID_PATTERN, description="a record id")]
+VersionPath = Annotated[int, Path(ge=1, le=MAX_VERSION, description="a version number")]
+HolderPath = Annotated[str, Path(pattern=ACCOUNT_ID_PATTERN, description="the key holder's id")]
+PatientQuery = Annotated[str, Query(pattern=ACCOUNT_ID_PATTERN, description="the patient's id")]
+
+# What the use cases raise, by route (the shared errors are added by the app factory).
+_PROVIDER = (
+    (errors.NotAllowed, "role_not_allowed"),
+    errors.ProviderNotVerified,
+    errors.ProviderVerificationPending,
+    errors.DependencyUnavailable,
+)
+_UPLOAD = (
+    *_PROVIDER,
+    errors.InvalidUpload,
+    (errors.InvalidUpload, "invalid_version"),
+    (errors.InvalidUpload, "invalid_base64"),
+    (errors.InvalidUpload, "malformed_ciphertext"),
+    (errors.InvalidUpload, "ciphertext_hash_mismatch"),
+    (errors.InvalidUpload, "unsupported_resource_type"),
+    (errors.InvalidUpload, "invalid_size"),
+    (errors.InvalidUpload, "duplicate_holder"),
+    (errors.InvalidUpload, "patient_key_missing"),
+    (errors.InvalidUpload, "escrow_key_missing"),
+    (errors.InvalidUpload, "malformed_wrapped_key"),
+    (errors.InvalidUpload, "wrong_wrapped_key"),
+    (errors.InvalidUpload, "bad_provenance"),
+    (errors.InvalidUpload, "bad_provenance_signature"),
+    (errors.UnknownAccount, "unknown_patient"),
+    (errors.UnknownAccount, "unknown_holder"),
+    errors.PayloadTooLarge,
+    errors.RecordExists,
+)
+_AMEND = (
+    *_UPLOAD,
+    (errors.RecordExists, "version_exists"),
+    (errors.InvalidUpload, "scope_changed"),
+    (errors.NotAllowed, "no_consent"),
+    errors.RecordNotFound,
+    errors.RecordShredded,
+)
+_OWNER = (
+    (errors.NotAllowed, "role_not_allowed"),
+    (errors.NotAllowed, "not_own_record"),
+    errors.RecordNotFound,
+    errors.RecordShredded,
+)
 
 
 def _actor(principal: Principal, request: Request) -> Actor:
@@ -86,56 +152,59 @@ def _upload(body: VersionIn) -> VersionUpload:
     )
 
 
-@router.get("/service-registration")
-async def service_registration(request: Request) -> dict[str, str]:
+@router.get("/service-registration", response_model=ServiceRegistrationView)
+async def service_registration(request: Request) -> ServiceRegistrationView:
     """The service account's signed registration (public data only), for an
     administrator to submit to identity's ``POST /accounts`` once."""
-    registration: dict[str, str] = request.app.state.service_registration()
-    return registration
+    return ServiceRegistrationView.model_validate(request.app.state.service_registration())
 
 
-@router.get("/escrow-key")
-async def escrow_key(service: Service, principal: AuthenticatedPrincipal) -> dict[str, str]:
+@router.get("/escrow-key", response_model=EscrowKeyView)
+async def escrow_key(service: Service, principal: AuthenticatedPrincipal) -> EscrowKeyView:
     """The X25519 public key every data key is also wrapped for (break-glass escrow)."""
-    return {"holder_id": ESCROW_HOLDER, "encryption_key": service.escrow.public_key_hex}
+    return EscrowKeyView(holder_id=ESCROW_HOLDER, encryption_key=service.escrow.public_key_hex)
 
 
-@router.get("/key-holders")
+@router.get(
+    "/key-holders",
+    response_model=KeyHoldersView,
+    responses=documented(*_PROVIDER, (errors.UnknownAccount, "unknown_patient")),
+)
 async def key_holders(
     service: Service,
     request: Request,
     principal: Provider,
-    patient_id: Annotated[str, Query(min_length=1, max_length=64)],
+    patient_id: PatientQuery,
     category: Annotated[Category, Query()],
-) -> dict[str, Any]:
+) -> KeyHoldersView:
     """Who a new version's data key is wrapped for: the patient, the escrow key and every
     grantee consent authorises for ``category`` now (verified provider). Encryption keys
     are given by their SHA-256: the client takes the keys from identity and checks them."""
     patient, grantees = await run_in_threadpool(
         service.key_holders, _actor(principal, request), patient_id, category
     )
-    return {
-        "patient": {
-            "account_id": patient.account_id,
-            "encryption_key_sha256": patient.encryption_key_sha256.hex(),
-        },
-        "escrow": {"holder_id": ESCROW_HOLDER, "encryption_key": service.escrow.public_key_hex},
-        "grantees": [
-            {
-                "account_id": g.account_id,
-                "encryption_key_sha256": g.encryption_key_sha256.hex(),
-                "grant_ids": list(g.grant_ids),
-                "purposes": list(g.purposes),
-            }
+    return KeyHoldersView(
+        patient=KeyHolderView(
+            account_id=patient.account_id,
+            encryption_key_sha256=patient.encryption_key_sha256.hex(),
+        ),
+        escrow=EscrowKeyView(holder_id=ESCROW_HOLDER, encryption_key=service.escrow.public_key_hex),
+        grantees=[
+            GranteeView(
+                account_id=g.account_id,
+                encryption_key_sha256=g.encryption_key_sha256.hex(),
+                grant_ids=list(g.grant_ids),
+                purposes=list(g.purposes),
+            )
             for g in grantees
         ],
-    }
+    )
 
 
-@router.post("", status_code=201)
+@router.post("", status_code=201, response_model=VersionView, responses=documented(*_UPLOAD))
 async def create(
     body: VersionIn, request: Request, service: Service, principal: Provider
-) -> dict[str, Any]:
+) -> VersionView:
     """Upload a new record (version 1): ciphertext, wrapped keys, signed provenance."""
     if body.version != 1:
         raise InvalidUpload("a new record starts at version 1", code="invalid_version")
@@ -143,10 +212,19 @@ async def create(
     return version_view(stored)
 
 
-@router.post("/{record_id}/versions", status_code=201)
+@router.post(
+    "/{record_id}/versions",
+    status_code=201,
+    response_model=VersionView,
+    responses=documented(*_AMEND),
+)
 async def amend(
-    record_id: str, body: VersionIn, request: Request, service: Service, principal: Provider
-) -> dict[str, Any]:
+    record_id: RecordPath,
+    body: VersionIn,
+    request: Request,
+    service: Service,
+    principal: Provider,
+) -> VersionView:
     """Upload the next version of a record (an amendment)."""
     if body.record_id != record_id or body.version < 2:
         raise InvalidUpload(
@@ -156,88 +234,158 @@ async def amend(
     return version_view(stored)
 
 
-@router.get("")
+@router.get(
+    "",
+    response_model=list[RecordView],
+    responses=documented((errors.NotAllowed, "not_own_record")),
+)
 async def list_records(
     service: Service,
     principal: Reader,
     request: Request,
-    patient_id: Annotated[str, Query(min_length=1, max_length=200)],
-) -> list[dict[str, Any]]:
+    patient_id: PatientQuery,
+) -> list[RecordView]:
     """A patient's records (metadata only)."""
     found = await run_in_threadpool(service.records_of, _actor(principal, request), patient_id)
     return [record_view(r) for r in found]
 
 
-@router.get("/{record_id}")
+@router.get(
+    "/{record_id}",
+    response_model=ReadView,
+    responses=documented(
+        *_PROVIDER,
+        (errors.AccessDenied, "no_grant"),
+        (errors.AccessDenied, "grant_revoked"),
+        (errors.AccessDenied, "grant_expired"),
+        (errors.AccessDenied, "no_break_glass"),
+        (errors.AccessDenied, "not_own_record"),
+        errors.RecordNotFound,
+        errors.RecordShredded,
+        errors.KeyNotAvailable,
+    ),
+)
 async def read(
-    record_id: str,
+    record_id: RecordPath,
     request: Request,
     service: Service,
     principal: Reader,
-    purpose: Annotated[int, Query(ge=1, le=6)],
-    version: Annotated[int | None, Query(ge=1)] = None,
-) -> dict[str, Any]:
-    """Ciphertext and the caller's own wrapped key, if the caller may read now."""
+    purpose: Annotated[
+        int,
+        Query(
+            ge=1,
+            le=6,
+            description="purpose of use: 1 treatment, 2 payment, 3 operations, 4 research, "
+            "5 emergency (break-glass), 6 the patient's own request",
+        ),
+    ],
+    version: Annotated[int | None, Query(ge=1, le=MAX_VERSION)] = None,
+) -> ReadView:
+    """Ciphertext and the caller's own wrapped key, if the caller may read now.
+
+    A refused read is recorded as a denied read and answered 403 with its reason as the
+    code: ``no_grant``, ``grant_revoked``, ``grant_expired`` (consent's answer),
+    ``no_break_glass``, ``provider_not_verified``, ``not_own_record``,
+    ``role_not_allowed``."""
     result = await run_in_threadpool(
         service.read, _actor(principal, request), record_id, version, purpose
     )
-    return {
-        "record": record_view(result.record),
-        "version": version_view(result.version),
-        "ciphertext": base64.b64encode(result.ciphertext).decode(),
-        "wrapped_key": base64.b64encode(result.wrapped_key).decode(),
-        "basis": result.basis.name.lower(),
-    }
+    return ReadView(
+        record=record_view(result.record),
+        version=version_view(result.version),
+        ciphertext=base64.b64encode(result.ciphertext).decode(),
+        wrapped_key=base64.b64encode(result.wrapped_key).decode(),
+        basis=result.basis.name.lower(),
+    )
 
 
-@router.get("/{record_id}/versions")
+@router.get(
+    "/{record_id}/versions",
+    response_model=HistoryView,
+    responses=documented(*_PROVIDER, (errors.NotAllowed, "not_own_record"), errors.RecordNotFound),
+)
 async def history(
-    record_id: str, request: Request, service: Service, principal: Reader
-) -> dict[str, Any]:
+    record_id: RecordPath, request: Request, service: Service, principal: Reader
+) -> HistoryView:
     """Every version's metadata and provenance (never ciphertext or keys)."""
     record, versions = await run_in_threadpool(
         service.history, _actor(principal, request), record_id
     )
-    return {"record": record_view(record), "versions": [version_view(v) for v in versions]}
+    return HistoryView(record=record_view(record), versions=[version_view(v) for v in versions])
 
 
-@router.post("/keys", status_code=201)
+@router.post(
+    "/keys",
+    status_code=201,
+    response_model=KeysStoredView,
+    responses=documented(
+        *_OWNER,
+        (errors.InvalidUpload, "invalid_base64"),
+        (errors.InvalidUpload, "reserved_holder"),
+        (errors.InvalidUpload, "malformed_wrapped_key"),
+        (errors.InvalidUpload, "too_many_keys"),
+        (errors.UnknownAccount, "unknown_holder"),
+    ),
+)
 async def add_keys(
     body: KeysIn, request: Request, service: Service, principal: Patient
-) -> dict[str, int]:
+) -> KeysStoredView:
     """The patient wraps data keys for a grantee (after a grant)."""
     entries = [
         (k.record_id, k.version, WrappedKey(k.holder_id, decode_b64(k.wrapped_key, "wrapped_key")))
         for k in body.keys
     ]
     count = await run_in_threadpool(service.wrap_for, _actor(principal, request), entries)
-    return {"stored": count}
+    return KeysStoredView(stored=count)
 
 
-@router.delete("/keys/{holder_id}")
+@router.delete(
+    "/keys/{holder_id}",
+    response_model=KeysDeletedView,
+    responses=documented(
+        (errors.NotAllowed, "role_not_allowed"), (errors.InvalidUpload, "reserved_holder")
+    ),
+)
 async def drop_keys(
-    holder_id: str,
+    holder_id: HolderPath,
     request: Request,
     service: Service,
     principal: Patient,
-    categories: Annotated[int, Query(ge=1, le=0x1F)] = 0x1F,
-) -> dict[str, int]:
+    categories: Annotated[
+        int, Query(ge=1, le=0x1F, description="ConsentRegistry category mask")
+    ] = 0x1F,
+) -> KeysDeletedView:
     """The patient removes every key wrapped for ``holder_id`` (after a revocation)."""
     count = await run_in_threadpool(
         service.drop_keys, _actor(principal, request), holder_id, categories
     )
-    return {"deleted": count}
+    return KeysDeletedView(deleted=count)
 
 
-@router.post("/{record_id}/versions/{version}/rotation")
+@router.post(
+    "/{record_id}/versions/{version}/rotation",
+    response_model=RotationView,
+    responses=documented(
+        *_OWNER,
+        (errors.InvalidUpload, "invalid_base64"),
+        (errors.InvalidUpload, "ciphertext_hash_mismatch"),
+        (errors.InvalidUpload, "duplicate_holder"),
+        (errors.InvalidUpload, "patient_key_missing"),
+        (errors.InvalidUpload, "escrow_key_missing"),
+        (errors.InvalidUpload, "malformed_wrapped_key"),
+        (errors.InvalidUpload, "wrong_wrapped_key"),
+        (errors.UnknownAccount, "unknown_holder"),
+        errors.PayloadTooLarge,
+    ),
+)
 async def rotate(
-    record_id: str,
-    version: int,
+    record_id: RecordPath,
+    version: VersionPath,
     body: RotationIn,
     request: Request,
     service: Service,
     principal: Patient,
-) -> dict[str, int]:
+) -> RotationView:
     """The patient re-encrypts a version under a new data key."""
     generation = await run_in_threadpool(
         service.rotate,
@@ -248,22 +396,32 @@ async def rotate(
         bytes.fromhex(body.ciphertext_sha256),
         [k.domain() for k in body.wrapped_keys],
     )
-    return {"key_generation": generation}
+    return RotationView(key_generation=generation)
 
 
-@router.delete("/{record_id}")
+@router.delete("/{record_id}", response_model=ShreddedView, responses=documented(*_OWNER))
 async def shred(
-    record_id: str, request: Request, service: Service, principal: Patient
-) -> dict[str, Any]:
+    record_id: RecordPath, request: Request, service: Service, principal: Patient
+) -> ShreddedView:
     """Crypto-shredding: ciphertext and every wrapped key destroyed; hashes remain."""
     await run_in_threadpool(service.shred, _actor(principal, request), record_id)
-    return {"record_id": record_id, "shredded": True}
+    return ShreddedView(record_id=record_id, shredded=True)
 
 
-@router.post("/break-glass", status_code=201)
+@router.post(
+    "/break-glass",
+    status_code=201,
+    response_model=BreakGlassView,
+    responses=documented(
+        *_PROVIDER,
+        (errors.InvalidUpload, "invalid_justification"),
+        (errors.InvalidUpload, "wrong_encryption_key"),
+        (errors.UnknownAccount, "unknown_patient"),
+    ),
+)
 async def break_glass(
     body: BreakGlassIn, request: Request, service: Service, principal: Provider
-) -> dict[str, Any]:
+) -> BreakGlassView:
     """Emergency access for a verified provider, with a written justification."""
     grant = await run_in_threadpool(
         service.break_glass,
@@ -273,10 +431,10 @@ async def break_glass(
         body.categories,
         body.encryption_key,
     )
-    return {
-        "break_glass_id": grant.break_glass_id,
-        "patient_id": grant.patient_id,
-        "categories": [c.value for c in grant.categories],
-        "expires_at": grant.expires_at,
-        "keys_released": grant.keys_released,
-    }
+    return BreakGlassView(
+        break_glass_id=grant.break_glass_id,
+        patient_id=grant.patient_id,
+        categories=list(grant.categories),
+        expires_at=grant.expires_at,
+        keys_released=grant.keys_released,
+    )

@@ -63,8 +63,17 @@ class ProviderNotVerified(NotAllowed):
     code = "provider_not_verified"
 
 
+class ProviderVerificationPending(RecordStoreError):
+    """The provider is verified (identity or the chain says so) but the record store has
+    not yet read the account from identity's events: retry shortly."""
+
+    code = "provider_verification_pending"
+    retry_after_seconds = 1
+
+
 class AccessDenied(NotAllowed):
-    """The read was refused (and recorded as a denied read)."""
+    """The read was refused (and recorded as a denied read); ``code`` names the reason
+    (``no_grant``, ``grant_revoked``, ``grant_expired``, ...)."""
 
     code = "access_denied"
 

@@ -67,6 +67,8 @@ class Denial(enum.IntEnum):
     """Why a read was refused (``ehr.access.v1.DenialReason``)."""
 
     NO_GRANT = 1
+    GRANT_EXPIRED = 2
+    GRANT_REVOKED = 3
     PROVIDER_NOT_VERIFIED = 6
     ROLE_NOT_ALLOWED = 8
     KEY_NOT_WRAPPED = 9
@@ -81,6 +83,31 @@ class Account:
     role: str
     address: str
     encryption_key_sha256: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class ConsentDecision:
+    """Consent's answer for one reader, category and purpose now: the authorising grant
+    (when ``reason`` is ``granted``), else why not (``no_grant``, ``revoked``,
+    ``expired``)."""
+
+    grant_id: str | None
+    reason: str = "no_grant"
+
+    @property
+    def authorised(self) -> bool:
+        return self.grant_id is not None
+
+
+@dataclass(frozen=True, slots=True)
+class DirectoryEntry:
+    """What identity says of an account now (asked when the record store has not yet
+    read the account's registration from identity's events)."""
+
+    account_id: str
+    role: str
+    address: str
+    provider_status: str | None
 
 
 @dataclass(frozen=True, slots=True)

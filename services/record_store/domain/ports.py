@@ -11,6 +11,8 @@ from services.record_store.domain.model import (
     AuthorisedGrantee,
     BreakGlass,
     Category,
+    ConsentDecision,
+    DirectoryEntry,
     RecordMeta,
     VersionMeta,
     VersionUpload,
@@ -110,10 +112,10 @@ class RecordRepository(Protocol):
 class ConsentCheck(Protocol):
     """The consent service's answers (asked on every call, never cached)."""
 
-    def authorising_grant(
+    def decision(
         self, patient_id: str, grantee_id: str, category_bit: int, purpose: int
-    ) -> str | None:
-        """The id of the grant that lets ``grantee`` read now, or None."""
+    ) -> ConsentDecision:
+        """Whether ``grantee`` may read now: the authorising grant, else why not."""
         ...
 
     def authorised_grantees(self, patient_id: str, category_bit: int) -> list[AuthorisedGrantee]:
@@ -125,6 +127,16 @@ class ProviderVerification(Protocol):
     """``ProviderRegistry.isVerified`` on the chain."""
 
     def is_verified(self, address: str) -> bool: ...
+
+
+class AccountDirectory(Protocol):
+    """Identity's own answer about an account (``GET /accounts/{id}``), asked only when
+    the account is missing from the record store's projection of identity's events."""
+
+    def entry(self, account_id: str) -> DirectoryEntry | None:
+        """The account as identity knows it now, or None when identity has no such
+        account; raises ``DependencyUnavailable`` when identity cannot answer."""
+        ...
 
 
 class ProvenanceVerifier(Protocol):

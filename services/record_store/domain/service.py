@@ -20,6 +20,7 @@ from services.record_store.domain.errors import (
     NotAllowed,
     PayloadTooLarge,
     ProviderNotVerified,
+    ProviderVerificationPending,
     RecordExists,
     RecordNotFound,
     RecordShredded,
@@ -43,6 +44,7 @@ from services.record_store.domain.model import (
     Basis,
     BreakGlass,
     Category,
+    ConsentDecision,
     Denial,
     KeyHolder,
     Purpose,
@@ -54,6 +56,7 @@ from services.record_store.domain.model import (
     WrappedKey,
 )
 from services.record_store.domain.ports import (
+    AccountDirectory,
     Clock,
     ConsentCheck,
     EscrowKey,
@@ -96,6 +99,23 @@ def _check_key(key: WrappedKey) -> None:
         )
 
 
+DENIALS: dict[str, tuple[Denial, str, str]] = {
+    "no_grant": (Denial.NO_GRANT, "no_grant", "no grant covers this category and purpose"),
+    "revoked": (
+        Denial.GRANT_REVOKED,
+        "grant_revoked",
+        "the patient revoked the grant for this category and purpose",
+    ),
+    "expired": (
+        Denial.GRANT_EXPIRED,
+        "grant_expired",
+        "the grant for this category and purpose has expired",
+    ),
+}
+"""Consent's refusal reason -> the recorded denial, the error code and its message (an
+unknown reason counts as ``no_grant``)."""
+
+
 class RecordService:
     def __init__(
         self,
@@ -106,6 +126,7 @@ class RecordService:
         escrow: EscrowKey,
         clock: Clock,
         policy: RecordPolicy | None = None,
+        directory: AccountDirectory | None = None,
     ) -> None:
         self.repository = repository
         self.consent = consent
@@ -114,18 +135,48 @@ class RecordService:
         self.escrow = escrow
         self.clock = clock
         self.policy = policy or RecordPolicy()
+        self.directory = directory
 
     # -- helpers ----------------------------------------------------------------------
 
     def _verified_provider(self, actor: Actor) -> Account:
+        """The caller's account when it is a provider verified in ``ProviderRegistry``.
+
+        The record store learns accounts from identity's ``account_registered`` events
+        and verification from the chain. A provider verified a moment ago may call before
+        the record store has read its registration: then identity is asked directly, and
+        a provider identity or the chain holds verified gets the retryable
+        ``ProviderVerificationPending`` instead of "not verified"."""
         if actor.role != Role.PROVIDER:
             raise NotAllowed("only a provider may do this", code="role_not_allowed")
         account = self.repository.account(actor.account_id)
+        if account is None:
+            self._unseen_provider(actor.account_id)
         if account is None or account.role != Role.PROVIDER:
             raise ProviderNotVerified("the caller is not a known provider account")
         if not self.providers.is_verified(account.address):
             raise ProviderNotVerified("the provider is not verified in ProviderRegistry")
         return account
+
+    def _unseen_provider(self, account_id: str) -> None:
+        """Raises why an account missing from the projection may not act as a provider:
+        pending (verified, not yet read here) or not verified."""
+        if self.directory is None:
+            return
+        entry = self.directory.entry(account_id)
+        if entry is None or entry.role != Role.PROVIDER:
+            raise ProviderNotVerified(f"identity knows no provider account {account_id}")
+        if entry.provider_status == "verified" or self.providers.is_verified(entry.address):
+            raise ProviderVerificationPending(
+                "the provider is verified, but the record store has not yet read the "
+                "account's registration from identity's events; retry in a moment"
+            )
+        raise ProviderNotVerified(
+            f"the provider is not verified (identity: {entry.provider_status or 'unknown'})"
+        )
+
+    def _consented(self, record: RecordMeta, reader_id: str, purpose: int) -> ConsentDecision:
+        return self.consent.decision(record.patient_id, reader_id, record.category.bit, purpose)
 
     def _record(self, record_id: str) -> RecordMeta:
         record = self.repository.record(record_id)
@@ -237,10 +288,7 @@ class RecordService:
                 raise InvalidUpload("an amendment keeps patient and category", code="scope_changed")
             if (
                 existing.created_by != author.account_id
-                and self.consent.authorising_grant(
-                    existing.patient_id, author.account_id, existing.category.bit, Purpose.TREATMENT
-                )
-                is None
+                and not self._consented(existing, author.account_id, Purpose.TREATMENT).authorised
             ):
                 raise NotAllowed("no active treatment consent to amend", code="no_consent")
         self._check_version(upload, author)
@@ -264,7 +312,13 @@ class RecordService:
     # -- reads ------------------------------------------------------------------------
 
     def _deny(
-        self, actor: Actor, record: RecordMeta, purpose: int, reason: Denial, message: str
+        self,
+        actor: Actor,
+        record: RecordMeta,
+        purpose: int,
+        reason: Denial,
+        message: str,
+        code: str = AccessDenied.code,
     ) -> AccessDenied:
         self.repository.record_events(
             [
@@ -273,7 +327,7 @@ class RecordService:
                 )
             ]
         )
-        return AccessDenied(message)
+        return AccessDenied(message, code=code)
 
     def read(self, actor: Actor, record_id: str, version: int | None, purpose: int) -> ReadResult:
         """Ciphertext and the reader's own wrapped key, when the reader may read now."""
@@ -286,36 +340,57 @@ class RecordService:
         break_glass_id = grant_id = ""
         if actor.role == Role.PATIENT:
             if record.patient_id != actor.account_id:
-                raise self._deny(actor, record, purpose, Denial.ROLE_NOT_ALLOWED, "not your record")
+                raise self._deny(
+                    actor,
+                    record,
+                    purpose,
+                    Denial.ROLE_NOT_ALLOWED,
+                    "a patient reads only their own records",
+                    "not_own_record",
+                )
             basis = Basis.OWNER
         elif actor.role == Role.PROVIDER:
             try:
                 self._verified_provider(actor)
-            except ProviderNotVerified:
+            except ProviderNotVerified as refused:
                 raise self._deny(
-                    actor, record, purpose, Denial.PROVIDER_NOT_VERIFIED, "provider not verified"
+                    actor,
+                    record,
+                    purpose,
+                    Denial.PROVIDER_NOT_VERIFIED,
+                    refused.message,
+                    ProviderNotVerified.code,
                 ) from None
             if purpose == Purpose.EMERGENCY:
                 grant = self.repository.active_break_glass(actor.account_id, record.patient_id, now)
                 if grant is None or record.category not in grant.categories:
                     raise self._deny(
-                        actor, record, purpose, Denial.NO_GRANT, "no active break-glass"
+                        actor,
+                        record,
+                        purpose,
+                        Denial.NO_GRANT,
+                        "no active break-glass covers this category",
+                        "no_break_glass",
                     )
                 basis, break_glass_id = Basis.BREAK_GLASS, grant.break_glass_id
             else:
-                found = (
-                    self.consent.authorising_grant(
-                        record.patient_id, actor.account_id, record.category.bit, purpose
-                    )
+                decision = (
+                    self._consented(record, actor.account_id, purpose)
                     if purpose in (1, 2, 3, 4)
-                    else None
+                    else ConsentDecision(None, "no_grant")
                 )
-                if found is None:
-                    raise self._deny(actor, record, purpose, Denial.NO_GRANT, "no active consent")
-                basis, grant_id = Basis.CONSENT, found
+                if decision.grant_id is None:
+                    denial, code, message = DENIALS.get(decision.reason, DENIALS["no_grant"])
+                    raise self._deny(actor, record, purpose, denial, message, code)
+                basis, grant_id = Basis.CONSENT, decision.grant_id
         else:
             raise self._deny(
-                actor, record, purpose, Denial.ROLE_NOT_ALLOWED, "this role never receives records"
+                actor,
+                record,
+                purpose,
+                Denial.ROLE_NOT_ALLOWED,
+                "this role never receives records",
+                "role_not_allowed",
             )
         if record.shredded_at is not None:
             self._deny(actor, record, purpose, Denial.RECORD_SHREDDED, "shredded")
@@ -354,10 +429,7 @@ class RecordService:
             self._verified_provider(actor)
             return (
                 record.created_by == actor.account_id
-                or self.consent.authorising_grant(
-                    record.patient_id, actor.account_id, record.category.bit, Purpose.TREATMENT
-                )
-                is not None
+                or self._consented(record, actor.account_id, Purpose.TREATMENT).authorised
             )
         return False
 
