@@ -131,3 +131,23 @@ def test_measured_quality_meets_the_targets(seed: int) -> None:
     assert result["overall_precision"] >= 0.8, result
     for rule, row in result["rules"].items():
         assert row["violations"] > 0, rule
+
+
+@pytest.mark.parametrize(
+    "at",
+    [datetime(1, 1, 1, tzinfo=UTC), datetime(9999, 12, 31, 23, 0, tzinfo=UTC)],
+    ids=["year-1", "end-of-9999"],
+)
+def test_every_rule_runs_on_events_at_the_ends_of_time(at: datetime) -> None:
+    """Events may be dated anywhere a timestamp can be: no window, deadline or quiet
+    period computed from them may leave the years 1..9999."""
+    t = Thresholds()
+    raws = [*ev.workflow(3, at)]
+    raws += [
+        ev.read(f"pat-{i}", "prov-1", f"rec-{i}", at + timedelta(seconds=i))
+        for i in range(t.distinct_patients + 2)
+    ]
+    raws += [ev.login_failed("prov-9", at + timedelta(seconds=i)) for i in range(t.failed_logins)]
+    found = Detector().detect(_records(raws), datetime(9999, 12, 31, 23, 59, tzinfo=UTC))
+    assert "many_distinct_patients" in _rules(found)
+    assert "failed_login_burst" in _rules(found)

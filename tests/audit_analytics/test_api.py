@@ -62,8 +62,14 @@ class Api:
 
 @pytest.fixture(scope="module")
 async def api(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Api]:
+    async for harness in served_api(tmp_path_factory.mktemp("audit-api")):
+        yield harness
+
+
+async def served_api(base: Path) -> AsyncIterator[Api]:
+    """The relay and audit runtimes on ``base`` with a workflow's events stored and
+    proven, and a client of the audit API."""
     keys = TokenKey()
-    base: Path = tmp_path_factory.mktemp("audit-api")
     relay = LedgerRelayRuntime(
         LedgerRelaySettings(
             jwt=keys.jwt_settings(),
