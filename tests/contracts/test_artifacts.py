@@ -12,7 +12,7 @@ import pytest
 from services.platform.chain.artifacts import load_artifact
 
 ROOT = Path(__file__).resolve().parents[2]
-CONTRACTS = ["ProviderRegistry", "ConsentRegistry", "AuditAnchor"]
+CONTRACTS = ["ProviderRegistry", "ConsentRegistry", "AuditAnchor", "ConsentEventEmitter"]
 PUSH0, PUSH1, PUSH32 = 0x5F, 0x60, 0x7F
 
 

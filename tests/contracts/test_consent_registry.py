@@ -31,6 +31,7 @@ from eth_account.signers.local import LocalAccount
 from eth_keys.constants import SECPK1_N
 from eth_utils.address import to_checksum_address
 
+from services.consent.domain.model import MAX_GRANT_HORIZON_SECONDS
 from services.platform.chain.port import (
     Artifact,
     Chain,
@@ -514,3 +515,83 @@ def test_a_mined_failed_grant_changes_nothing(
         )
     assert patient.nonce() == 0
     assert chain.events(consent_registry, "ConsentGranted") == []
+
+
+def test_the_grant_horizon_is_the_consent_services(
+    chain: Chain, consent_registry: DeployedContract
+) -> None:
+    assert chain.call(consent_registry, "MAX_GRANT_HORIZON") == MAX_GRANT_HORIZON_SECONDS
+
+
+@pytest.mark.parametrize(
+    "beyond", [HOUR, 2**63 - 1, 2**64 - 1], ids=["horizon+1h", "2^63-1", "2^64-1"]
+)
+def test_a_grant_beyond_the_horizon_is_refused(
+    chain: Chain,
+    consent_registry: DeployedContract,
+    patient: Patient,
+    grantee: LocalAccount,
+    relayer: LocalAccount,
+    beyond: int,
+) -> None:
+    """Nothing on chain can carry an expiry the services' projection cannot hold."""
+    now = patient.now()
+    expires = min(now + MAX_GRANT_HORIZON_SECONDS + beyond, 2**64 - 1)
+    message = replace(patient.grant_message(grantee.address), expiresAt=expires)
+    error = expect_revert(
+        "ConsentRegistry__ExpiryTooFar",
+        _submit_grant(chain, consent_registry, relayer, message, patient.sign(message)),
+        expiresAt=expires,
+    )
+    assert error.error_args["latest"] >= now + MAX_GRANT_HORIZON_SECONDS
+    assert patient.nonce() == 0
+    assert chain.events(consent_registry, "ConsentGranted") == []
+
+
+def test_the_horizon_is_exact_to_the_second(
+    chain: Chain,
+    consent_registry: DeployedContract,
+    patient: Patient,
+    grantee: LocalAccount,
+    relayer: LocalAccount,
+) -> None:
+    """Within one block time ``t``: an expiry of ``t + H`` passes, ``t + H + 1`` is
+    refused (checked with calls, which run on the latest block without mining); then a
+    transaction just inside the horizon records its grant."""
+    for _attempt in range(10):
+        t = patient.now()
+        at_horizon = replace(
+            patient.grant_message(grantee.address), expiresAt=t + MAX_GRANT_HORIZON_SECONDS
+        )
+        past_horizon = replace(at_horizon, expiresAt=at_horizon.expiresAt + 1)
+        chain.call(
+            consent_registry,
+            "grant",
+            *at_horizon.args(),
+            patient.sign(at_horizon),
+            sender=relayer.address,
+        )
+        with pytest.raises(TransactionReverted) as refused:
+            chain.call(
+                consent_registry,
+                "grant",
+                *past_horizon.args(),
+                patient.sign(past_horizon),
+                sender=relayer.address,
+            )
+        if patient.now() == t:  # no new block in between: all three saw time t
+            break
+    else:
+        pytest.fail("the chain's time moved during every attempt")
+    assert refused.value.error_name == "ConsentRegistry__ExpiryTooFar"
+    assert refused.value.error_args["latest"] == t + MAX_GRANT_HORIZON_SECONDS
+
+    inside = replace(
+        patient.grant_message(grantee.address),
+        expiresAt=patient.now() + MAX_GRANT_HORIZON_SECONDS - 60,
+    )
+    _submit_grant(chain, consent_registry, relayer, inside, patient.sign(inside))()
+    assert tuple(
+        chain.call(consent_registry, "getGrant", patient.address, grantee.address, TREATMENT)
+    ) == (inside.categories, inside.expiresAt)
+    assert patient.nonce() == 1
