@@ -26,7 +26,7 @@ from prometheus_client import CollectorRegistry
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
-from services.audit_analytics.adapters.consumer import CONSUMER_NAME, audit_consumer
+from services.audit_analytics.adapters.consumer import CONSUMER_NAME, position_id, store_record
 from services.audit_analytics.adapters.proofs import DirectEventProofs, HttpEventProofs
 from services.audit_analytics.adapters.sql import SqlAuditRepository
 from services.audit_analytics.api.errors import ERROR_MAP
@@ -44,8 +44,10 @@ from services.platform.app.logging import configure_logging
 from services.platform.app.settings import ServiceSettings
 from services.platform.app.workers import every, lifespan_of, stop_workers
 from services.platform.bus.choose import kafka_or_embedded
+from services.platform.bus.consumer import IdempotentConsumer
 from services.platform.bus.outbox import OutboxPublisher
 from services.platform.bus.port import EventBus, TopicSpec
+from services.platform.bus.quarantine import quarantine_readiness
 from services.platform.events.topics import TOPICS
 
 log = structlog.get_logger(__name__)
@@ -178,7 +180,10 @@ class AuditAnalyticsRuntime:
                     self.service, self.end_offsets, self.logged_offsets, self.consumed_offsets
                 )
             ],
-            {"database": database},
+            {
+                "database": database,
+                "store_consumer": quarantine_readiness(self.engine, CONSUMER_NAME),
+            },
             registry=self.registry,
             error_map=ERROR_MAP,
             lifespan=lifespan_of(self.start, self.stop),
@@ -209,7 +214,9 @@ class AuditAnalyticsRuntime:
         )
         consumer = self.bus.consumer(self.settings.consumer_group, list(self.settings.topics))
         await consumer.start()
-        self.consumer = audit_consumer(consumer, self.engine)
+        self.consumer = IdempotentConsumer(
+            CONSUMER_NAME, consumer, self.engine, store_record, position_id, registry=self.registry
+        )
         self._tasks = [
             asyncio.create_task(self.consumer.run(self._stop)),
             asyncio.create_task(

@@ -1,0 +1,99 @@
+"""One bad record on a real service's topic, through its composition root on the embedded
+default: the audit store's consumer moves past it, the good events still land, and the
+service says so on /readyz and /metrics."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+import pytest
+from audit_analytics import events as ev
+from audit_analytics.conftest import until
+from ehr.vocabulary.v1 import vocabulary_pb2
+from ledger_relay.tokens import TokenKey
+
+from services.audit_analytics.adapters.consumer import CONSUMER_NAME
+from services.audit_analytics.adapters.proofs import DirectEventProofs
+from services.audit_analytics.main import AuditAnalyticsRuntime, AuditAnalyticsSettings
+from services.ledger_relay.main import LedgerRelayRuntime, LedgerRelaySettings
+from services.ledger_relay.relay import DOMAIN_TOPICS
+from services.platform.bus.port import Message, TopicSpec
+from services.platform.bus.quarantine import quarantined
+from services.platform.events.envelope import decode, encode
+
+pytestmark = pytest.mark.asyncio(loop_scope="session")
+
+
+@pytest.fixture
+async def runtimes(tmp_path: Path) -> AsyncIterator[tuple[AuditAnalyticsRuntime, TokenKey]]:
+    keys = TokenKey()
+    relay = LedgerRelayRuntime(
+        LedgerRelaySettings(jwt=keys.jwt_settings(), data_dir=tmp_path / "relay")
+    )
+    await relay.start()
+    audit = AuditAnalyticsRuntime(
+        AuditAnalyticsSettings(
+            jwt={**keys.jwt_settings(), "audience": "audit-analytics"},
+            data_dir=tmp_path / "audit",
+            proof_interval_seconds=3600,
+            detect_interval_seconds=3600,
+        ),
+        proofs=DirectEventProofs(relay.proofs),
+        reader=relay.anchor,
+        bus=relay.bus,
+    )
+    await audit.start()
+    yield audit, keys
+    await audit.stop()
+    audit.close()
+    await relay.stop()
+    relay.close()
+
+
+def with_unknown_role(raw: bytes) -> bytes:
+    """A valid envelope whose actor role no vocabulary names: the store cannot file it."""
+    envelope = decode(raw)
+    envelope.actor.role = vocabulary_pb2.Role.ValueType(999)
+    return encode(envelope)
+
+
+async def test_the_audit_store_quarantines_what_it_cannot_store_and_goes_on(
+    runtimes: tuple[AuditAnalyticsRuntime, TokenKey],
+) -> None:
+    audit, _ = runtimes
+    raws = ev.workflow(3)
+    topic, key = ev.route(raws[0])
+    bad = with_unknown_role(raws[0])
+    await audit.bus.create_topics([TopicSpec(t, 3) for t in DOMAIN_TOPICS])
+    await audit.bus.publish_many(
+        [
+            Message(topic, key, b"\xff\x00 not an envelope"),  # kept as a bare position
+            Message(topic, key, bad),
+            *(Message(ev.route(r)[0], ev.route(r)[1], r) for r in raws),
+        ]
+    )
+    repo = audit.repository
+    await until(
+        lambda: (
+            len(repo.all_events()) >= len(raws) and bool(quarantined(audit.engine, CONSUMER_NAME))
+        ),
+        60,
+        "the good events stored past the bad ones",
+    )
+    (row,) = quarantined(audit.engine, CONSUMER_NAME)
+    assert (row.topic, row.value, row.error_type) == (topic, bad, "builtins.ValueError")
+    assert sorted(e.raw for e in repo.all_events()) == sorted(raws)
+
+    client = httpx.AsyncClient(transport=httpx.ASGITransport(app=audit.app), base_url="http://a")
+    async with client:
+        ready = await client.get("/readyz")
+        metrics = (await client.get("/metrics")).text
+    assert ready.status_code == 200, ready.text
+    body = ready.json()
+    assert body["status"] == "degraded"
+    assert body["checks"]["store_consumer"] == (
+        "degraded: 1 records quarantined by consumer audit-store"
+    )
+    assert f'bus_quarantined_events_total{{consumer="audit-store",topic="{topic}"}} 1.0' in metrics
