@@ -515,3 +515,32 @@ async def test_reconciliation_tells_what_the_relay_has_not_logged_yet_from_what_
     done = service.integrity.reconcile(await ends(), logged_offsets=await logged())
     assert done.ok, done.discrepancies
     assert done.not_logged == 0 and done.anchored == len(first) + len(later)
+
+
+async def test_checkpoints_another_chain_does_not_hold_fail_verification_not_the_request(
+    audit_stack: AuditStack,
+) -> None:
+    """Read against a contract that holds none of the relay's checkpoints (a chain started
+    afresh): verification answers not verified, the report's attestation fails, and
+    reconciliation reports a fork, each instead of raising."""
+    raws = ev.workflow(2)
+    await audit_stack.publish(raws)
+    await audit_stack.run(len(raws))
+    chain = audit_stack.chain
+    elsewhere = AuditAnchorLedger.deploy(chain, chain.new_account(), chain.new_account())
+    integrity = IntegrityService(
+        audit_stack.repo,
+        DirectEventProofs(ProofService(audit_stack.relay_repo)),
+        elsewhere,
+        audit_stack.anchored_topics,
+    )
+    service = AuditService(audit_stack.repo, integrity, audit_stack.service().detector)
+    event_id = decode(raws[1]).id
+    verification = service.verify(event_id)
+    assert not verification.verified and "not on chain" in verification.detail
+    report = service.compliance_report(
+        datetime(1, 1, 1, tzinfo=UTC), datetime(9999, 12, 31, tzinfo=UTC), "auditor-1"
+    )
+    assert report["attestation"]["checkpoint_matches_chain"] is False
+    assert report["attestation"]["verification_result"] == "failed"
+    assert "fork" in _kinds(service.reconcile())
