@@ -46,18 +46,12 @@ from services.platform.app.request_guard import (
     cap_recursion_limit,
 )
 from services.platform.app.settings import ServiceSettings
+from services.platform.readiness import Degraded as Degraded  # re-exported for services
 
 ReadinessCheck = Callable[[], Awaitable[None]]
 """An async check of one dependency: returns when it is usable, raises :class:`Degraded`
 when the service serves but something needs an operator, raises anything else when it is
 not usable."""
-
-
-class Degraded(Exception):
-    """Raised by a readiness check when the service still serves but is degraded (e.g. a
-    projection quarantined records it could not apply): ``/readyz`` answers 200 with
-    ``status: degraded`` and the check's message, so traffic keeps flowing and the
-    operator sees it."""
 
 
 Lifespan = Callable[[FastAPI], AbstractAsyncContextManager[None]]

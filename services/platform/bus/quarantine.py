@@ -24,7 +24,7 @@ from typing import Any
 import sqlalchemy as sa
 from prometheus_client import CollectorRegistry, Counter
 
-from services.platform.app.factory import Degraded
+from services.platform.readiness import Degraded
 
 from .errors import TransientHandlerError
 from .port import Headers, Record
