@@ -18,6 +18,7 @@ Every error is the shared body of :mod:`services.platform.app.errors`
 
 from __future__ import annotations
 
+import re
 from http import HTTPStatus
 from typing import Any
 
@@ -143,8 +144,13 @@ def add_shared_errors(document: dict[str, Any]) -> dict[str, Any]:
             errors = _shared_errors(operation)
             for status in sorted({int(error.status) for error in errors}):
                 entry = responses.get(str(status))
+                shared = _error_entry(errors, status)
                 if entry is None or _is_fastapi_validation_error(entry):
-                    responses[str(status)] = _error_entry(errors, status)
+                    responses[str(status)] = shared
+                else:  # declared by the route: its codes and the shared ones
+                    entry["description"] = _merged_description(
+                        str(entry.get("description", "")), shared["description"]
+                    )
     schemas.pop("HTTPValidationError", None)
     schemas.pop("ValidationError", None)
     return document
@@ -156,6 +162,18 @@ _HTTP_METHODS = frozenset({"get", "put", "post", "delete", "options", "head", "p
 def _is_fastapi_validation_error(entry: dict[str, Any]) -> bool:
     schema = entry.get("content", {}).get("application/json", {}).get("schema", {})
     return bool(schema.get("$ref", "").endswith("/HTTPValidationError"))
+
+
+_CODES = re.compile(r"^(?P<phrase>[^(]*?)\s*\((?P<codes>[^)]*)\)\s*$")
+
+
+def _merged_description(declared: str, shared: str) -> str:
+    """``"Forbidden (a, b)"`` and ``"Forbidden (c)"`` -> ``"Forbidden (a, b, c)"``."""
+    ours, theirs = _CODES.match(declared), _CODES.match(shared)
+    if ours is None or theirs is None:
+        return declared or shared
+    codes = {c.strip() for c in ours["codes"].split(",") + theirs["codes"].split(",")}
+    return f"{ours['phrase']} ({', '.join(sorted(c for c in codes if c))})"
 
 
 def install_documented_errors(app: FastAPI) -> None:

@@ -106,3 +106,22 @@ async def test_servers_name_the_prefix_a_gateway_stripped(
     # a service whose paths carry the prefix never adds it again
     assert await servers(kept, {"X-Forwarded-Prefix": "/consent"}) is None
     assert await servers(kept, {}, root_path="/consent") is None
+
+
+def test_a_status_the_route_declares_keeps_the_shared_codes_too(
+    settings_factory: Callable[..., ServiceSettings],
+) -> None:
+    from services.platform.app.errors import Forbidden as PlainForbidden
+
+    class NotOwn(PlainForbidden):
+        code = "not_own_data"
+
+    router = APIRouter()
+
+    @router.get("/mine", response_model=Answer, responses=error_responses(NotOwn))
+    async def mine(principal: Authenticated) -> Answer:
+        return Answer(value=1)
+
+    app = create_app(settings_factory(jwks={"keys": []}), [router])
+    forbidden = app.openapi()["paths"]["/mine"]["get"]["responses"]["403"]["description"]
+    assert forbidden == "Forbidden (forbidden, not_own_data, role_not_allowed)"
