@@ -21,13 +21,11 @@ ERROR_MAP: dict[type[Exception], type[ServiceError]] = {
 
 def answers(*errors: type[Exception]) -> ResponsesDoc:
     """The ``responses`` entry of a route whose use case raises ``errors``: each as the
-    HTTP error ``ERROR_MAP`` makes of it, with the domain error's own code. Domain errors
-    that map to 422 keep ``validation_failed`` beside them (the parameters' own 422)."""
+    HTTP error ``ERROR_MAP`` makes of it, with the domain error's own code (the shared
+    layers' codes of the same status are merged in by the app factory)."""
     documented: list[type[ServiceError]] = []
     for error in errors:
         target = ERROR_MAP[error]
         code: str = getattr(error, "code", target.code)
         documented.append(type(error.__name__, (target,), {"code": code}))
-        if target is ValidationFailed:
-            documented.append(ValidationFailed)
     return error_responses(*documented)
