@@ -1,6 +1,8 @@
 """In-process adapter: eth-tester over py-evm with Paris rules (no PUSH0), like Clique.
 
-Every transaction is mined at once in its own block. The funder is a key created
+Every transaction is mined at once in its own block, stamped with the wall clock's
+current second (never before its parent's; see ``ParisPyEVMBackend``), so contracts
+read the same time as the services around them. The funder is a key created
 at start-up and credited in the genesis state; it never leaves the process.
 With ``state_dir`` the chain is kept there (``chain.sqlite3``, see ``statedb.py``, and
 the funder's key in ``funder.key``, mode 0600) and a later process with the same
@@ -13,10 +15,12 @@ shared web3 code decodes both chains' errors the same way.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar, cast
 
+from eth.abc import BlockHeaderAPI
 from eth.exceptions import Revert, VMError
 from eth.vm.forks.paris import ParisVM
 from eth.vm.spoof import SpoofTransaction
@@ -38,6 +42,10 @@ from services.platform.chain.web3chain import Web3Chain
 T = TypeVar("T")
 
 FUNDER_BALANCE_WEI = 10**30
+LATEST_BLOCK_TAGS = ("latest", "safe", "finalized", "pending")
+
+Clock = Callable[[], float]
+"""Seconds since the epoch; ``time.time`` unless a test moves time itself."""
 
 
 class _ExecutionFailed(Exception):
@@ -56,8 +64,59 @@ def _failure(error: VMError) -> _ExecutionFailed:
     return _ExecutionFailed(f"execution failed: {error}", None)
 
 
+class WallClockParisVM(ParisVM):
+    """Paris rules on blocks stamped with the wall clock: a new block (the one being
+    built, and the one a call or an estimate runs in) carries ``clock()``'s whole
+    second, or its parent's if the clock is behind that (a clock set back, or a kept
+    chain written under a faster clock).
+
+    Ethereum wants each block strictly later than its parent, which a chain mining one
+    block per transaction can only keep by running ahead of the clock, one second per
+    block (eth-tester's default: a burst of 50 transactions ran 50 s ahead). With one
+    node and no consensus that rule protects nothing, so here a block is "not earlier
+    than its parent": several blocks may share a second, as several transactions share
+    one block (and its second) on the Clique chain. ``with_clock`` makes the class of
+    one chain."""
+
+    clock: Clock = staticmethod(time.time)
+
+    @classmethod
+    def with_clock(cls, clock: Clock) -> type[WallClockParisVM]:
+        return type(cls.__name__, (cls,), {"clock": staticmethod(clock)})
+
+    @classmethod
+    def block_time(cls, parent: BlockHeaderAPI) -> int:
+        """The timestamp of a block made now on ``parent``."""
+        return max(int(parent.timestamp), int(cls.clock()))
+
+    @classmethod
+    def create_header_from_parent(  # type: ignore[override]
+        cls, parent_header: BlockHeaderAPI | None, **header_params: Any
+    ) -> BlockHeaderAPI:
+        if parent_header is not None:  # (a genesis header brings its own)
+            header_params.setdefault("timestamp", cls.block_time(parent_header))
+        header: BlockHeaderAPI = ParisVM.create_header_from_parent(parent_header, **header_params)
+        return header
+
+    @classmethod
+    def validate_header(cls, header: BlockHeaderAPI, parent_header: BlockHeaderAPI) -> None:
+        if parent_header is not None and header.timestamp == parent_header.timestamp:
+            # Every other rule still holds; only the strict "later" becomes "not earlier".
+            parent_header = parent_header.copy(timestamp=parent_header.timestamp - 1)
+        super().validate_header(header, parent_header)
+
+
 class ParisPyEVMBackend(PyEVMBackend):  # type: ignore[misc]
-    """py-evm backend on Paris rules whose calls and estimates keep the revert data.
+    """py-evm backend on Paris rules whose calls and estimates keep the revert data and
+    whose blocks keep the wall clock's time (``WallClockParisVM``).
+
+    The block being built is stamped again when a transaction opens it (py-evm makes it
+    when the previous block is mined, so on an idle chain its time would be that of
+    the previous block); the transaction is then mined at once. A block's time is thus
+    the second it was mined in: never before its parent's, never after the wall clock.
+    Calls and estimates run, as in py-evm, in a new block on the requested one: for the
+    latest block, at the current second (the latest block of a Clique chain is at most
+    one period old).
 
     With ``db``, the chain is stored there: created from genesis if ``db`` is empty,
     else opened at its canonical head (``genesis_state`` is then not used)."""
@@ -65,11 +124,21 @@ class ParisPyEVMBackend(PyEVMBackend):  # type: ignore[misc]
     chain: Any  # eth-tester's py-evm MiningChain
 
     def __init__(
-        self, genesis_state: dict[bytes, dict[str, Any]], db: SqliteStateDB | None = None
+        self,
+        genesis_state: dict[bytes, dict[str, Any]],
+        db: SqliteStateDB | None = None,
+        *,
+        clock: Clock = time.time,
     ) -> None:
         self._db = db
         self._genesis_state = genesis_state
-        super().__init__(genesis_state=genesis_state, vm_configuration=((0, ParisVM),))
+        self._vm = WallClockParisVM.with_clock(clock)
+        self._genesis_params = get_default_genesis_params({"timestamp": int(clock())})
+        super().__init__(
+            genesis_parameters=self._genesis_params,
+            genesis_state=genesis_state,
+            vm_configuration=((0, self._vm),),
+        )
 
     def reset_to_genesis(self, *args: Any, **kwargs: Any) -> None:
         super().reset_to_genesis(*args, **kwargs)  # an in-memory chain, from genesis
@@ -78,10 +147,47 @@ class ParisPyEVMBackend(PyEVMBackend):  # type: ignore[misc]
         # eth-tester defines its chain class inside its setup; take it from that chain.
         chain_class = type(self.chain)
         if self._db.is_empty:
-            params = get_default_genesis_params()  # what the setup's genesis used
-            self.chain = chain_class.from_genesis(self._db, params, self._genesis_state)
+            self.chain = chain_class.from_genesis(
+                self._db, self._genesis_params, self._genesis_state
+            )
         else:
             self.chain = chain_class(self._db)
+
+    # -- block time ----------------------------------------------------------------
+
+    def _open_block_now(self) -> None:
+        """Stamp the block being built with the current second, unless it already holds
+        transactions (they ran at its time; every transaction uses gas)."""
+        header = self.chain.header
+        if header.gas_used == 0:
+            now = self._vm.block_time(self.chain.get_canonical_head())
+            if header.timestamp != now:
+                self.chain.set_header_timestamp(now)
+
+    def send_raw_transaction(self, raw_transaction: bytes) -> bytes:
+        self._open_block_now()
+        return cast(bytes, super().send_raw_transaction(raw_transaction))
+
+    def send_signed_transaction(self, signed_transaction: Any, block_number: Any = "latest") -> Any:
+        self._open_block_now()
+        return super().send_signed_transaction(signed_transaction, block_number)
+
+    def send_transaction(self, transaction: Any) -> Any:
+        self._open_block_now()
+        return super().send_transaction(transaction)
+
+    def mine_blocks(self, num_blocks: int = 1, coinbase: Any = None) -> tuple[Any, ...]:
+        hashes = []
+        for _ in range(num_blocks):  # an empty block too carries the second it is mined in
+            self._open_block_now()
+            kwargs = {} if coinbase is None else {"coinbase": coinbase}
+            hashes.extend(super().mine_blocks(1, **kwargs))
+        return tuple(hashes)
+
+    def time_travel(self, to_timestamp: int) -> int:
+        raise NotImplementedError("the in-process chain keeps the wall clock's time")
+
+    # -- calls and estimates that keep the revert data ------------------------------
 
     def call(self, transaction: dict[str, Any], block_number: Any = "latest") -> bytes:
         tx = dict(transaction)
@@ -107,7 +213,7 @@ class ParisPyEVMBackend(PyEVMBackend):  # type: ignore[misc]
         spoofed = SpoofTransaction(unsigned, from_=transaction["from"])
         header = (
             None
-            if block_number in ("latest", "safe", "finalized", "pending")
+            if block_number in LATEST_BLOCK_TAGS
             else self.chain.get_canonical_block_header_by_number(
                 0 if block_number == "earliest" else block_number
             )
@@ -140,16 +246,23 @@ class _RevertDataProvider(EthereumTesterProvider):
 
 
 class InProcessChain(Web3Chain):
-    """The chain port on an in-process py-evm chain (Paris rules, instant mining)."""
+    """The chain port on an in-process py-evm chain (Paris rules, instant mining, blocks
+    stamped with the wall clock)."""
 
     _tester: EthereumTester
     _w3: Web3
     _lock: threading.RLock
 
     def __init__(
-        self, state_dir: Path | None = None, *, _shared_from: InProcessChain | None = None
+        self,
+        state_dir: Path | None = None,
+        *,
+        clock: Clock = time.time,
+        _shared_from: InProcessChain | None = None,
     ) -> None:
-        """``state_dir``: keep the chain there and go on from it (see the module docstring)."""
+        """``state_dir``: keep the chain there and go on from it (see the module docstring).
+        ``clock``: the wall clock block times follow (tests move it to stand for a clock
+        set back, or an idle hour)."""
         self._db: SqliteStateDB | None = None
         if _shared_from is not None:
             self._tester = _shared_from._tester
@@ -173,7 +286,7 @@ class InProcessChain(Web3Chain):
         }
         if state_dir is not None:
             self._db = SqliteStateDB(state_dir / "chain.sqlite3")
-        self._tester = EthereumTester(ParisPyEVMBackend(genesis, self._db))
+        self._tester = EthereumTester(ParisPyEVMBackend(genesis, self._db, clock=clock))
         self._w3 = Web3(_RevertDataProvider(self._tester))
         self._lock = threading.RLock()  # py-evm is not thread safe
         super().__init__(int(self._w3.eth.chain_id), funder, poll_interval_s=0.01)
