@@ -161,3 +161,13 @@ def test_bulk_load_matches_the_consumers_path_and_events_stream_in_batches(
     streamed = list(repo.iter_events(batch=2))
     assert [e.record.event_id for e in streamed] == [e.record.event_id for e in repo.all_events()]
     assert [e.raw for e in streamed] == raws
+
+
+def test_the_decoder_bounds_are_the_store_columns() -> None:
+    """An event whose field would not fit its column is kept as an undecodable position
+    (the decoder refuses it), never a write PostgreSQL refuses on every retry."""
+    from services.audit_analytics.adapters.sql import events_table
+    from services.audit_analytics.domain.records import STORED_LENGTHS
+
+    for name, limit in STORED_LENGTHS.items():
+        assert events_table.c[name].type.length == limit, name

@@ -14,6 +14,7 @@ from ehr.vocabulary.v1 import vocabulary_pb2
 from google.protobuf.message import Message
 
 from services.platform.events.envelope import decode, event_hash, event_time, unpack_payload
+from services.platform.events.errors import EventError, MalformedEvent
 
 from .model import Agent, AuditRecord, BusPosition, Entity
 
@@ -92,8 +93,48 @@ def outcome_name(code: int) -> str:
     )
 
 
+STORED_LENGTHS = {"event_id": 64, "type": 120, "outcome": 40, "patient_id": 200, "actor_id": 200}
+"""The longest value the audit store keeps in each bounded column (its SQL schema)."""
+
+
 def audit_record_of(raw: bytes, position: BusPosition) -> AuditRecord:
-    """Decodes ``raw`` (``MalformedEvent`` / ``UnknownEventType`` otherwise) into a record."""
+    """Decodes ``raw`` into a record the store can hold; ``MalformedEvent`` (or
+    ``UnknownEventType``) otherwise, so the consumer keeps its position as undecodable
+    instead of failing on it: a payload field out of range (a timestamp beyond year 9999,
+    an unknown enum value), a NUL character or a value longer than its column."""
+    try:
+        record = _decoded(raw, position)
+    except EventError:
+        raise
+    except (ValueError, OverflowError, TypeError, KeyError, IndexError) as error:
+        raise MalformedEvent(f"event fields cannot be read: {error}") from error
+    for name, limit in STORED_LENGTHS.items():
+        if len(str(getattr(record, name))) > limit:
+            raise MalformedEvent(f"{name} longer than {limit} characters")
+    if any("\x00" in value for value in _texts(record)):
+        raise MalformedEvent("NUL character in an event field")
+    return record
+
+
+def _texts(record: AuditRecord) -> list[str]:
+    texts = [
+        record.event_id,
+        record.type,
+        record.outcome,
+        record.source,
+        record.patient_id,
+        record.purpose_of_use,
+        record.justification,
+        record.reason,
+        record.correlation_id,
+        *(agent.who for agent in record.agents),
+        *(str(value) for value in record.extra.values()),
+    ]
+    texts.extend(str(entity) for entity in record.entities)
+    return texts
+
+
+def _decoded(raw: bytes, position: BusPosition) -> AuditRecord:
     envelope = decode(raw)
     body = unpack_payload(envelope)
     subtype = envelope.type.split(".")[2]
