@@ -25,6 +25,7 @@ from typing import Any
 from fastapi import FastAPI
 from pydantic import BaseModel, ConfigDict, Field
 
+from services.platform.app.bounds import INT64_MAX, INT64_MIN, UINT64_MAX
 from services.platform.app.errors import (
     BadRequest,
     Forbidden,
@@ -176,13 +177,38 @@ def _merged_description(declared: str, shared: str) -> str:
     return f"{ours['phrase']} ({', '.join(sorted(c for c in codes if c))})"
 
 
+_BOUND_KEYS = ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum")
+_EXACT_BOUNDS = {
+    float(b): b for b in (INT64_MAX, INT64_MIN, UINT64_MAX, 2**256 - 1, 2**53 - 1, 2**32 - 1)
+}
+
+
+def exact_integer_bounds(document: Any) -> Any:
+    """FastAPI's document models hold ``minimum``/``maximum`` as floats, so a bound such as
+    2**63-1 comes out as 9.223372036854776e18, which is 2**63. This puts the integers
+    back: small ones exactly, and the large bounds of :mod:`bounds` by their float value
+    (the only large bounds the services declare)."""
+    pending = [document]
+    while pending:
+        node = pending.pop()
+        if isinstance(node, dict):
+            for key in _BOUND_KEYS:
+                value = node.get(key)
+                if isinstance(value, float) and value.is_integer():
+                    node[key] = _EXACT_BOUNDS.get(value, int(value))
+            pending.extend(node.values())
+        elif isinstance(node, list):
+            pending.extend(node)
+    return document
+
+
 def install_documented_errors(app: FastAPI) -> None:
     """Makes ``app``'s OpenAPI document carry the shared errors (built once, cached)."""
     build = app.openapi
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
-            app.openapi_schema = add_shared_errors(build())
+            app.openapi_schema = exact_integer_bounds(add_shared_errors(build()))
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]

@@ -9,6 +9,7 @@ from fastapi import APIRouter, Depends
 from pydantic import BaseModel
 
 from services.platform.app.auth import Principal, current_principal
+from services.platform.app.bounds import INT64_MAX, NonNegativeInt64, PositiveInt64
 from services.platform.app.errors import Conflict, NotFound
 from services.platform.app.factory import create_app
 from services.platform.app.openapi import error_responses
@@ -19,6 +20,11 @@ Authenticated = Annotated[Principal, Depends(current_principal)]
 
 class Body(BaseModel):
     value: int
+
+
+class SizedBody(BaseModel):
+    size: NonNegativeInt64
+    count: PositiveInt64
 
 
 class Answer(BaseModel):
@@ -125,3 +131,18 @@ def test_a_status_the_route_declares_keeps_the_shared_codes_too(
     app = create_app(settings_factory(jwks={"keys": []}), [router])
     forbidden = app.openapi()["paths"]["/mine"]["get"]["responses"]["403"]["description"]
     assert forbidden == "Forbidden (forbidden, not_own_data, role_not_allowed)"
+
+
+def test_integer_bounds_are_exact(settings_factory: Callable[..., ServiceSettings]) -> None:
+    router = APIRouter()
+
+    @router.post("/sized", response_model=Answer)
+    async def sized(body: SizedBody) -> Answer:
+        return Answer(value=1)
+
+    document = create_app(settings_factory(jwks={"keys": []}), [router]).openapi()
+    properties = document["components"]["schemas"]["SizedBody"]["properties"]
+    assert properties["size"]["maximum"] == INT64_MAX
+    assert type(properties["size"]["maximum"]) is int
+    assert (properties["size"]["minimum"], properties["count"]["minimum"]) == (0, 1)
+    assert type(properties["count"]["minimum"]) is int
