@@ -53,9 +53,16 @@ C = TypeVar("C", bound=_Closeable)
 
 TREATMENT, EMERGENCY, OWN = 1, 5, 6
 # Refusals that only mean a service has not yet read identity's account events (the
-# record store answers unknown_patient / unknown_holder for an account it has not seen).
+# record store answers unknown_patient / unknown_holder for an account it has not seen,
+# provider_verification_pending for a provider verified before it read the registration).
 TRANSIENT_CODES = frozenset(
-    {"unknown_account", "unknown_patient", "unknown_holder", "dependency_unavailable"}
+    {
+        "unknown_account",
+        "unknown_patient",
+        "unknown_holder",
+        "dependency_unavailable",
+        "provider_verification_pending",
+    }
 )
 # What the scenario's actions must have left in the log (event type suffixes).
 EXPECTED_EVENTS = (
