@@ -71,6 +71,12 @@ reset: ## Stop the local stack and delete its data
 test: install ## Run the whole test suite (starts and stops real Kafka, Geth and PostgreSQL itself)
 	$(VENV)/bin/pytest
 
+.PHONY: test-fast
+test-fast: ## The tests that need no servers: embedded default, in-process EVM, SQLite (see tests/README.md)
+	@deploy/local/install.sh python solc
+	EHR_FUZZ_EXAMPLES=$${EHR_FUZZ_EXAMPLES:-2} $(VENV)/bin/pytest \
+	  -m "not kafka and not geth and not postgres" --ignore=tests/deploy --ignore=tests/infra/test_stack.py
+
 .PHONY: lint
 lint: install ## ruff, mypy and the import-linter contracts (dependency direction)
 	$(VENV)/bin/ruff check .
