@@ -25,15 +25,19 @@ from typing import Any
 from fastapi import FastAPI
 from pydantic import BaseModel, ConfigDict, Field
 
+from services.platform.app.auth import (
+    InvalidToken,
+    MissingToken,
+    RoleNotAllowed,
+    SigningKeysUnavailable,
+    TokenExpired,
+)
 from services.platform.app.bounds import INT64_MAX, INT64_MIN, UINT64_MAX
 from services.platform.app.errors import (
     BadRequest,
-    Forbidden,
     PayloadTooLarge,
     RequestTimeout,
     ServiceError,
-    ServiceUnavailable,
-    Unauthorized,
     UnsupportedMediaType,
     ValidationFailed,
 )
@@ -81,7 +85,13 @@ _BODY_ERRORS: tuple[type[ServiceError], ...] = (
     UnsupportedMediaType,
     ValidationFailed,
 )
-_TOKEN_ERRORS: tuple[type[ServiceError], ...] = (Unauthorized, Forbidden, ServiceUnavailable)
+_TOKEN_ERRORS: tuple[type[ServiceError], ...] = (
+    MissingToken,
+    InvalidToken,
+    TokenExpired,
+    RoleNotAllowed,
+    SigningKeysUnavailable,
+)
 _ERROR_SCHEMA_REF = "#/components/schemas/ErrorBody"
 
 
@@ -109,9 +119,6 @@ _MORE_CODES: dict[int, tuple[str, ...]] = {
         "json_nul_character",
         "json_invalid_unicode",
     ),
-    401: ("missing_token", "invalid_token", "token_expired"),
-    403: ("role_not_allowed",),
-    503: ("signing_keys_unavailable",),
     413: ("json_too_many_items",),
     415: ("unsupported_content_encoding",),
 }

@@ -130,7 +130,7 @@ def test_a_status_the_route_declares_keeps_the_shared_codes_too(
 
     app = create_app(settings_factory(jwks={"keys": []}), [router])
     forbidden = app.openapi()["paths"]["/mine"]["get"]["responses"]["403"]["description"]
-    assert forbidden == "Forbidden (forbidden, not_own_data, role_not_allowed)"
+    assert forbidden == "Forbidden (not_own_data, role_not_allowed)"
 
 
 def test_integer_bounds_are_exact(settings_factory: Callable[..., ServiceSettings]) -> None:
