@@ -13,6 +13,9 @@ from devstack.processes import pid_alive, pid_cmdline
 from devstack.settings import PROJECT_ROOT
 from devstack.stack import Stack
 
+# both tests start Kafka, Geth and PostgreSQL: `-m "not kafka ..."` (make test-fast) skips them
+pytestmark = [pytest.mark.kafka, pytest.mark.geth, pytest.mark.postgres]
+
 
 def test_every_server_listens_on_loopback_only(
     kafka_stack: Stack, geth_stack: Stack, postgres_stack: Stack
