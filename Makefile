@@ -75,7 +75,7 @@ test: install ## Run the whole test suite (starts and stops real Kafka, Geth and
 test-fast: ## The tests that need no servers: embedded default, in-process EVM, SQLite (see tests/README.md)
 	@deploy/local/install.sh python solc
 	EHR_FUZZ_EXAMPLES=$${EHR_FUZZ_EXAMPLES:-2} $(VENV)/bin/pytest \
-	  -m "not kafka and not geth and not postgres" --ignore=tests/deploy --ignore=tests/infra/test_stack.py
+	  -m "not kafka and not geth and not postgres" --ignore=tests/deploy
 
 .PHONY: lint
 lint: install ## ruff, mypy and the import-linter contracts (dependency direction)
