@@ -1,9 +1,10 @@
 """In-process adapter: eth-tester over py-evm with Paris rules (no PUSH0), like Clique.
 
 Every transaction is mined at once in its own block, stamped with the wall clock's
-current second (never before its parent's; see ``ParisPyEVMBackend``), so contracts
-read the same time as the services around them. The funder is a key created
-at start-up and credited in the genesis state; it never leaves the process.
+current second (never before its parent's, so blocks may share a second; see
+``WallClockParisVM``), so contracts read the same time as the services around them.
+The funder is a key created at start-up and credited in the genesis state; it never
+leaves the process.
 With ``state_dir`` the chain is kept there (``chain.sqlite3``, see ``statedb.py``, and
 the funder's key in ``funder.key``, mode 0600) and a later process with the same
 folder goes on from the last block; without it, the chain lives in memory.
