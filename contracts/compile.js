@@ -1,6 +1,7 @@
 #!/usr/bin/env node
 // Compiles every contract under contracts/src and contracts/test with the
-// pinned solc-js (package.json) through the standard-JSON interface, so the
+// pinned solc-js and OpenZeppelin Contracts (package.json, package-lock.json)
+// through the standard-JSON interface, so the
 // EVM version can be set: "paris", because a Clique chain (no Shanghai)
 // rejects the PUSH0 opcode that newer defaults emit.
 //
@@ -31,8 +32,12 @@ function sources() {
   return found;
 }
 
+// Imports resolve inside contracts/ only: a package import such as
+// "@openzeppelin/contracts/access/AccessControl.sol" is read from the pinned copy in
+// node_modules (package-lock.json), everything else relative to contracts/.
 function findImport(importPath) {
-  const full = path.join(ROOT, importPath);
+  const base = importPath.startsWith("@") ? path.join(ROOT, "node_modules") : ROOT;
+  const full = path.join(base, importPath);
   if (!full.startsWith(ROOT + path.sep) || !fs.existsSync(full)) {
     return { error: `import not found inside contracts/: ${importPath}` };
   }
@@ -58,6 +63,7 @@ function compile() {
 
   const artefacts = {};
   for (const [sourceName, contracts] of Object.entries(output.contracts || {})) {
+    if (!SOURCE_DIRS.some((dir) => sourceName.startsWith(`${dir}/`))) continue; // imported libraries
     for (const [contractName, compiled] of Object.entries(contracts)) {
       if (!compiled.evm.bytecode.object) continue; // interfaces and abstract contracts
       artefacts[`${contractName}.json`] =

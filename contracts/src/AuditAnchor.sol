@@ -1,15 +1,18 @@
 // SPDX-License-Identifier: Apache-2.0
 pragma solidity 0.8.28;
 
-import {AccessRoles} from "./AccessRoles.sol";
+import {AccessControl} from "@openzeppelin/contracts/access/AccessControl.sol";
 
 /// @title AuditAnchor
 /// @notice Append-only checkpoints (tree size, root) of the audit log's
 ///         RFC 9162 Merkle tree (SHA-256, leaf prefix 0x00, node prefix 0x01).
 ///         A new checkpoint is accepted only with a valid consistency proof from
 ///         the latest one, so the chain itself refuses any rewrite of history.
-/// @dev Roles: DEFAULT_ADMIN_ROLE manages roles; RELAY_ROLE submits checkpoints.
-contract AuditAnchor is AccessRoles {
+/// @dev Roles (OpenZeppelin AccessControl): DEFAULT_ADMIN_ROLE grants and
+///      revokes every role and holds no other right; RELAY_ROLE submits
+///      checkpoints. A caller without the role needed is refused with
+///      `AccessControlUnauthorizedAccount(account, neededRole)`.
+contract AuditAnchor is AccessControl {
     /// @notice One anchored checkpoint. The block time it was anchored at is in
     ///         its `CheckpointAnchored` event (and its block), not in storage.
     /// @param treeSize Number of leaves in the tree.
@@ -22,9 +25,8 @@ contract AuditAnchor is AccessRoles {
     /// @notice Role allowed to submit checkpoints.
     bytes32 public constant RELAY_ROLE = keccak256("RELAY_ROLE");
 
-    /// @notice The caller lacks `role`.
-    error AuditAnchor__Unauthorised(address account, bytes32 role);
-    /// @notice The zero address was given where an account is required.
+    /// @notice The zero address was given where an account is required (the
+    ///         first admin, or an account receiving a role).
     error AuditAnchor__ZeroAddress();
     /// @notice A checkpoint of an empty tree was submitted.
     error AuditAnchor__EmptyTree();
@@ -52,6 +54,13 @@ contract AuditAnchor is AccessRoles {
     /// @param admin The first holder of DEFAULT_ADMIN_ROLE.
     constructor(address admin) {
         _grantRole(DEFAULT_ADMIN_ROLE, admin);
+    }
+
+    /// @dev Refuses a role for the zero address (a role nobody can use, most
+    ///      likely a missing argument), then grants as AccessControl does.
+    function _grantRole(bytes32 role, address account) internal override returns (bool) {
+        if (account == address(0)) revert AuditAnchor__ZeroAddress();
+        return super._grantRole(role, account);
     }
 
     /// @notice Appends checkpoint (`treeSize`, `root`); only the relay may call.
@@ -178,13 +187,5 @@ contract AuditAnchor is AccessRoles {
             if iszero(staticcall(gas(), 0x02, ptr, 65, 0x00, 0x20)) { revert(0, 0) }
             result := mload(0x00)
         }
-    }
-
-    function _revertUnauthorised(address account, bytes32 role) internal pure override {
-        revert AuditAnchor__Unauthorised(account, role);
-    }
-
-    function _revertZeroAddress() internal pure override {
-        revert AuditAnchor__ZeroAddress();
     }
 }

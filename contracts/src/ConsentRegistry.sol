@@ -1,6 +1,10 @@
 // SPDX-License-Identifier: Apache-2.0
 pragma solidity 0.8.28;
 
+import {ECDSA} from "@openzeppelin/contracts/utils/cryptography/ECDSA.sol";
+import {EIP712} from "@openzeppelin/contracts/utils/cryptography/EIP712.sol";
+import {Nonces} from "@openzeppelin/contracts/utils/Nonces.sol";
+
 /// @title ConsentRegistry
 /// @notice Patient-controlled access grants. A grant or a revocation takes
 ///         effect only with the patient's EIP-712 signature; any account (in
@@ -16,7 +20,9 @@ pragma solidity 0.8.28;
 ///      ends at most MAX_GRANT_HORIZON seconds after the block that records it,
 ///      so every time the registry emits fits the 64-bit signed integers of the
 ///      services' databases (the consent service refuses the same before relaying).
-contract ConsentRegistry {
+///      The EIP-712 domain, the signature recovery and the nonces are
+///      OpenZeppelin's (EIP712, ECDSA, Nonces); the registry has no roles.
+contract ConsentRegistry is EIP712, Nonces {
     /// @notice One grant: the granted category bits and the time it ends.
     struct Grant {
         uint32 categories;
@@ -41,15 +47,6 @@ contract ConsentRegistry {
         "Revoke(address patient,address grantee,uint32 categories,uint8 purpose,uint256 nonce,uint256 deadline)"
     );
 
-    bytes32 private constant _DOMAIN_TYPEHASH = keccak256(
-        "EIP712Domain(string name,string version,uint256 chainId,address verifyingContract)"
-    );
-    bytes32 private constant _NAME_HASH = keccak256("EHR Ledger ConsentRegistry");
-    bytes32 private constant _VERSION_HASH = keccak256("1");
-    /// @dev Upper bound of a canonical `s` (EIP-2): rejects malleable signatures.
-    uint256 private constant _MAX_S =
-        0x7FFFFFFFFFFFFFFFFFFFFFFFFFFFFFFF5D576E7357A4501DDFE92F46681B20A0;
-
     /// @notice The patient or the grantee is the zero address.
     error ConsentRegistry__ZeroAddress();
     /// @notice The category mask is empty or has undefined bits.
@@ -65,7 +62,8 @@ contract ConsentRegistry {
     error ConsentRegistry__SignatureExpired(uint256 deadline, uint256 nowTime);
     /// @notice The message's nonce is not the patient's next nonce (replay or gap).
     error ConsentRegistry__InvalidNonce(address patient, uint256 expected, uint256 given);
-    /// @notice The signature is not 65 bytes, or has a non-canonical s or v.
+    /// @notice The signature is not 65 bytes, has a non-canonical s or v, or
+    ///         recovers no signer at all (ECDSA.tryRecover reported an error).
     error ConsentRegistry__MalformedSignature();
     /// @notice The signature was made by someone other than the patient, or for
     ///         another chain, contract or message (all of which recover another signer).
@@ -91,17 +89,12 @@ contract ConsentRegistry {
         uint256 nonce
     );
 
-    uint256 private immutable _cachedChainId;
-    bytes32 private immutable _cachedDomainSeparator;
-
-    mapping(address patient => uint256) private _nonces;
     mapping(address patient => mapping(address grantee => mapping(uint8 purpose => Grant)))
         private _grants;
 
-    constructor() {
-        _cachedChainId = block.chainid;
-        _cachedDomainSeparator = _buildDomainSeparator();
-    }
+    /// @dev Domain `name = "EHR Ledger ConsentRegistry"`, `version = "1"`: the
+    ///      SDK and the consent service sign with exactly these.
+    constructor() EIP712("EHR Ledger ConsentRegistry", "1") {}
 
     /// @notice Records a grant signed by the patient. Any account may relay it.
     /// @param patient The patient whose records are shared; must be the signer.
@@ -204,17 +197,11 @@ contract ConsentRegistry {
         return _grants[patient][grantee][purpose];
     }
 
-    /// @notice The nonce the patient's next signed message must carry.
-    /// @param patient The patient.
-    /// @return The next nonce.
-    function nonces(address patient) external view returns (uint256) {
-        return _nonces[patient];
-    }
-
-    /// @notice The EIP-712 domain separator for this chain and contract.
+    /// @notice The EIP-712 domain separator for this chain and contract. The
+    ///         nonce a patient's next message must carry is `nonces(patient)`.
     /// @return The separator.
     function domainSeparator() external view returns (bytes32) {
-        return _domainSeparator();
+        return _domainSeparatorV4();
     }
 
     function _checkScope(address patient, address grantee, uint32 categories, uint8 purpose)
@@ -228,7 +215,8 @@ contract ConsentRegistry {
         if (purpose == 0 || purpose > MAX_PURPOSE) revert ConsentRegistry__InvalidPurpose(purpose);
     }
 
-    /// @dev Checks deadline, nonce and signature, then consumes the nonce.
+    /// @dev Checks deadline, nonce and signature; the nonce is consumed first and
+    ///      the consumption undone by any refusal (the whole call reverts).
     function _consume(
         address patient,
         uint256 nonce,
@@ -239,34 +227,14 @@ contract ConsentRegistry {
         if (block.timestamp > deadline) {
             revert ConsentRegistry__SignatureExpired(deadline, block.timestamp);
         }
-        uint256 expected = _nonces[patient];
+        // Nonces' own check (`_useCheckedNonce`) would refuse with
+        // InvalidAccountNonce(account, current); this keeps the registry's error,
+        // which also names the nonce given.
+        uint256 expected = _useNonce(patient);
         if (nonce != expected) revert ConsentRegistry__InvalidNonce(patient, expected, nonce);
-        bytes32 digest = keccak256(abi.encodePacked(hex"1901", _domainSeparator(), structHash));
-        address recovered = _recover(digest, signature);
+        (address recovered, ECDSA.RecoverError failure,) =
+            ECDSA.tryRecover(_hashTypedDataV4(structHash), signature);
+        if (failure != ECDSA.RecoverError.NoError) revert ConsentRegistry__MalformedSignature();
         if (recovered != patient) revert ConsentRegistry__WrongSigner(recovered, patient);
-        _nonces[patient] = expected + 1;
-    }
-
-    function _recover(bytes32 digest, bytes calldata signature) private pure returns (address) {
-        if (signature.length != 65) revert ConsentRegistry__MalformedSignature();
-        bytes32 r = bytes32(signature[0:32]);
-        bytes32 s = bytes32(signature[32:64]);
-        uint8 v = uint8(signature[64]);
-        if (uint256(s) > _MAX_S || (v != 27 && v != 28)) {
-            revert ConsentRegistry__MalformedSignature();
-        }
-        // ecrecover yields address(0) for an invalid signature, which never equals
-        // a patient because the zero address is refused by _checkScope.
-        return ecrecover(digest, v, r, s);
-    }
-
-    function _domainSeparator() private view returns (bytes32) {
-        return block.chainid == _cachedChainId ? _cachedDomainSeparator : _buildDomainSeparator();
-    }
-
-    function _buildDomainSeparator() private view returns (bytes32) {
-        return keccak256(
-            abi.encode(_DOMAIN_TYPEHASH, _NAME_HASH, _VERSION_HASH, block.chainid, address(this))
-        );
     }
 }

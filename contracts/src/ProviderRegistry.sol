@@ -1,16 +1,18 @@
 // SPDX-License-Identifier: Apache-2.0
 pragma solidity 0.8.28;
 
-import {AccessRoles} from "./AccessRoles.sol";
+import {AccessControl} from "@openzeppelin/contracts/access/AccessControl.sol";
 
 /// @title ProviderRegistry
 /// @notice Registry of healthcare providers verified by an administrator. The
 ///         record store accepts uploads only from accounts for which
 ///         `isVerified` is true. Only hashes and addresses are stored: the
 ///         licence document and the provider's metadata stay off chain.
-/// @dev Roles: DEFAULT_ADMIN_ROLE manages roles; REGISTRAR_ROLE registers,
-///      suspends and reinstates providers.
-contract ProviderRegistry is AccessRoles {
+/// @dev Roles (OpenZeppelin AccessControl): DEFAULT_ADMIN_ROLE grants and
+///      revokes every role and holds no other right; REGISTRAR_ROLE registers,
+///      suspends and reinstates providers. A caller without the role needed is
+///      refused with `AccessControlUnauthorizedAccount(account, neededRole)`.
+contract ProviderRegistry is AccessControl {
     /// @notice Lifecycle of a provider entry. `None` means never registered.
     enum Status {
         None,
@@ -35,9 +37,8 @@ contract ProviderRegistry is AccessRoles {
     /// @notice Role allowed to register, suspend and reinstate providers.
     bytes32 public constant REGISTRAR_ROLE = keccak256("REGISTRAR_ROLE");
 
-    /// @notice The caller lacks `role`.
-    error ProviderRegistry__Unauthorised(address account, bytes32 role);
-    /// @notice The zero address was given where an account is required.
+    /// @notice The zero address was given where an account is required (a
+    ///         provider, the first admin, or an account receiving a role).
     error ProviderRegistry__ZeroAddress();
     /// @notice A zero licence hash was given.
     error ProviderRegistry__EmptyLicenceHash();
@@ -64,6 +65,13 @@ contract ProviderRegistry is AccessRoles {
     /// @param admin The first holder of DEFAULT_ADMIN_ROLE.
     constructor(address admin) {
         _grantRole(DEFAULT_ADMIN_ROLE, admin);
+    }
+
+    /// @dev Refuses a role for the zero address (a role nobody can use, most
+    ///      likely a missing argument), then grants as AccessControl does.
+    function _grantRole(bytes32 role, address account) internal override returns (bool) {
+        if (account == address(0)) revert ProviderRegistry__ZeroAddress();
+        return super._grantRole(role, account);
     }
 
     /// @notice Registers `provider` as verified; only a registrar may call.
@@ -122,13 +130,5 @@ contract ProviderRegistry is AccessRoles {
     /// @return The stored entry.
     function getProvider(address provider) external view returns (Provider memory) {
         return _providers[provider];
-    }
-
-    function _revertUnauthorised(address account, bytes32 role) internal pure override {
-        revert ProviderRegistry__Unauthorised(account, role);
-    }
-
-    function _revertZeroAddress() internal pure override {
-        revert ProviderRegistry__ZeroAddress();
     }
 }

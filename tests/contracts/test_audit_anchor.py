@@ -12,7 +12,7 @@ from functools import partial
 import pytest
 from contracts.merkle_reference import MerkleTree, verify_consistency
 from contracts.reverts import expect_revert
-from contracts.roles import RELAY_ROLE
+from contracts.roles import RELAY_ROLE, UNAUTHORISED
 from eth_account.signers.local import LocalAccount
 
 from services.platform.chain.port import Chain, DeployedContract, TransactionReverted
@@ -200,16 +200,17 @@ def test_only_the_relay_may_submit(
 ) -> None:
     for caller in (outsider, admin):
         expect_revert(
-            "AuditAnchor__Unauthorised",
+            UNAUTHORISED,
             partial(chain.transact, audit_anchor, "anchor", 1, tree.root(1), [], sender=caller),
             account=caller.address,
-            role=RELAY_ROLE,
+            neededRole=RELAY_ROLE,
         )
     chain.transact(audit_anchor, "revokeRole", RELAY_ROLE, relay.address, sender=admin)
     expect_revert(
-        "AuditAnchor__Unauthorised",
+        UNAUTHORISED,
         lambda: chain.transact(audit_anchor, "anchor", 1, tree.root(1), [], sender=relay),
         account=relay.address,
+        neededRole=RELAY_ROLE,
     )
     with pytest.raises(TransactionReverted):  # mined with explicit gas: still refused
         chain.transact(audit_anchor, "anchor", 1, tree.root(1), [], sender=relay, gas=200_000)
