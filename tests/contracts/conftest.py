@@ -65,6 +65,12 @@ def relay(chain: Chain) -> LocalAccount:
 
 
 @pytest.fixture(scope="module")
+def successor(chain: Chain) -> LocalAccount:
+    """A funded account the admin role is handed over to."""
+    return _new_account(chain)
+
+
+@pytest.fixture(scope="module")
 def outsider(chain: Chain) -> LocalAccount:
     """A funded account holding no role."""
     return _new_account(chain)

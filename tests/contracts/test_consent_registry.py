@@ -109,11 +109,13 @@ class Patient:
         chain_id: int | None = None,
         verifying_contract: str | None = None,
     ) -> bytes:
-        return sign(
-            signer or self.account,
-            message,
-            chain_id=self.chain.chain_id if chain_id is None else chain_id,
-            verifying_contract=verifying_contract or self.registry.address,
+        return bytes(
+            sign(
+                signer or self.account,
+                message,
+                chain_id=self.chain.chain_id if chain_id is None else chain_id,
+                verifying_contract=verifying_contract or self.registry.address,
+            )
         )
 
 

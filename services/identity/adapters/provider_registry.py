@@ -15,6 +15,7 @@ from services.platform.chain.artifacts import load_artifact
 from services.platform.chain.port import Chain, ChainError, ContractRef, Receipt
 
 REGISTRAR_ROLE = keccak(text="REGISTRAR_ROLE")
+DEFAULT_ADMIN_ROLE = b"\x00" * 32
 _STATUS = {0: "none", 1: "active", 2: "suspended"}
 
 
@@ -77,8 +78,10 @@ def ensure_provider_registry(
 
     ``address`` (from settings) wins. Otherwise the address recorded in
     ``record_file`` for this chain id is reused when it holds a registry where
-    ``registrar`` has REGISTRAR_ROLE; else a new registry is deployed with
-    ``registrar`` as admin and registrar, and its address recorded.
+    ``registrar`` has REGISTRAR_ROLE; else a new registry is deployed by
+    ``registrar``, which grants itself REGISTRAR_ROLE and then renounces the admin
+    role (it keeps only the role it needs and can grant nobody anything), and its
+    address recorded.
     """
     artifact = load_artifact("ProviderRegistry")
     if address:
@@ -91,6 +94,9 @@ def ensure_provider_registry(
             return contract
     deployed = chain.deploy(artifact, registrar, registrar.address)
     chain.transact(deployed, "grantRole", REGISTRAR_ROLE, registrar.address, sender=registrar)
+    chain.transact(
+        deployed, "renounceRole", DEFAULT_ADMIN_ROLE, registrar.address, sender=registrar
+    )
     recorded[str(chain.chain_id)] = deployed.address
     record_file.parent.mkdir(parents=True, exist_ok=True)
     record_file.write_text(json.dumps(recorded, indent=2))

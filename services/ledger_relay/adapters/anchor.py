@@ -39,10 +39,14 @@ class AuditAnchorLedger(AnchorLedger):
 
     @classmethod
     def deploy(cls, chain: Chain, admin: LocalAccount, relay: LocalAccount) -> AuditAnchorLedger:
-        """Deploys a fresh contract and grants ``relay`` the relay role (tests, embedded mode)."""
+        """Deploys a fresh contract, grants ``relay`` the relay role and has ``admin``
+        renounce the admin role (tests, embedded mode): the relay keeps only the role
+        it needs, and nobody can grant anyone anything on this contract afterwards."""
         deployed = chain.deploy(load_artifact(ARTIFACT_NAME), admin, admin.address)
         role = chain.call(deployed, RELAY_ROLE_NAME)
         chain.transact(deployed, "grantRole", role, relay.address, sender=admin)
+        admin_role = chain.call(deployed, "DEFAULT_ADMIN_ROLE")
+        chain.transact(deployed, "renounceRole", admin_role, admin.address, sender=admin)
         return cls(chain, deployed.address, relay)
 
     @property
