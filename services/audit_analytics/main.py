@@ -37,8 +37,6 @@ from services.audit_analytics.domain.ports import CheckpointReader, EventProofs
 from services.audit_analytics.domain.service import AuditService
 from services.ledger_relay.adapters.sql import SqlLogRepository
 from services.ledger_relay.domain.proofs import ProofService
-from services.ledger_relay.relay import CONSUMER_GROUP as LEDGER_CONSUMER_GROUP
-from services.ledger_relay.relay import DOMAIN_TOPICS
 from services.platform.app.factory import create_app, serve
 from services.platform.app.logging import configure_logging
 from services.platform.app.settings import ServiceSettings
@@ -48,7 +46,8 @@ from services.platform.bus.consumer import IdempotentConsumer
 from services.platform.bus.outbox import OutboxPublisher
 from services.platform.bus.port import EventBus, TopicSpec
 from services.platform.bus.quarantine import quarantine_readiness
-from services.platform.events.topics import TOPICS
+from services.platform.events.topics import DOMAIN_TOPICS, TOPICS
+from services.platform.events.topics import LEDGER_RELAY_CONSUMER_GROUP as LEDGER_CONSUMER_GROUP
 
 log = structlog.get_logger(__name__)
 
@@ -165,7 +164,7 @@ class AuditAnalyticsRuntime:
         s = self.settings
         if not (s.chain_rpc_url and s.anchor_address):
             raise ValueError("set EHR_CHAIN_RPC_URL and EHR_ANCHOR_ADDRESS, or pass a reader")
-        from services.ledger_relay.verify import Web3CheckpointReader
+        from ehr_protocol.verify import Web3CheckpointReader
 
         return Web3CheckpointReader(s.chain_rpc_url, s.anchor_address)
 

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from ehr_client.identity import registration_text
+from ehr_protocol.identity import registration_text
 from eth_account import Account
 from eth_account.messages import encode_defunct
 from jose import jwt
