@@ -46,7 +46,7 @@ from ehr_client.keys import UserKeys
 from eth_account import Account
 
 from services.consent.main import ConsentRuntime, ConsentSettings
-from services.identity.main import IdentityOptions, IdentitySettings, build
+from services.identity.main import IdentitySettings, build
 from services.platform.app.logging import configure_logging
 from services.platform.app.loopback import bind_loopback, serve_in_thread, url_of
 from services.platform.chain.geth import GethChain
@@ -129,20 +129,20 @@ def _services(stack: Stack, admin: UserKeys, work_dir: Path) -> Iterator[tuple[s
                 kafka_bootstrap_servers=bootstrap,
                 chain_rpc_urls=list(geth.rpc_urls),
                 chain_id=geth.chain_id,
-                relay_private_key=relay.key.hex(),
+                chain_private_key=relay.key.hex(),
                 identity_consumer_group=f"bench-consent-identity-{uuid.uuid4().hex[:8]}",
             )
         )
-        options = IdentityOptions(
+        options = IdentitySettings(
             data_dir=work_dir / "identity",
             database_url=identity_db,
-            kafka_bootstrap=bootstrap,
+            kafka_bootstrap_servers=bootstrap,
             chain_rpc_urls=list(geth.rpc_urls),
             chain_id=geth.chain_id,
-            registrar_key_file=key_file,
+            chain_key_file=key_file,
             bootstrap_admin_address=admin.address,
         )
-        identity = build(IdentitySettings(identity=options))
+        identity = build(options)
         try:
             with (
                 serve_in_thread(identity.app, identity_socket),

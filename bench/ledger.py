@@ -199,7 +199,7 @@ class _Relay:
             kafka_bootstrap_servers=stack.kafka.bootstrap_servers,
             chain_rpc_urls=list(geth.rpc_urls),
             chain_id=geth.chain_id,
-            relay_key_file=key_file,
+            chain_key_file=key_file,
             mode=mode,
             checkpoint_events=1000,
             checkpoint_interval_ms=1000,

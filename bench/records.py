@@ -62,7 +62,7 @@ from ehr_client.records import (
 from eth_account import Account
 
 from services.consent.main import ConsentRuntime, ConsentSettings
-from services.identity.main import IdentityOptions, IdentityRuntime, IdentitySettings, build
+from services.identity.main import IdentityRuntime, IdentitySettings, build
 from services.platform.app.logging import configure_logging
 from services.platform.app.loopback import serve_in_thread
 from services.platform.bus.embedded import EmbeddedEventBus
@@ -195,14 +195,14 @@ def _services(stack: Stack | None, admin: UserKeys, work_dir: Path) -> Iterator[
             group = uuid.uuid4().hex[:8]
             options.update(
                 database_url=scope.enter_context(_database(stack, "bench_identity")),
-                kafka_bootstrap=stack.kafka.bootstrap_servers,
-                registrar_key_file=key_file,
+                kafka_bootstrap_servers=stack.kafka.bootstrap_servers,
+                chain_key_file=key_file,
                 **chain,
             )
             consent_extra = {
                 "database_url": scope.enter_context(_database(stack, "bench_consent")),
                 "kafka_bootstrap_servers": stack.kafka.bootstrap_servers,
-                "relay_private_key": relay.key.hex(),
+                "chain_private_key": relay.key.hex(),
                 "identity_consumer_group": f"bench-consent-identity-{group}",
                 **chain,
             }
@@ -212,10 +212,10 @@ def _services(stack: Stack | None, admin: UserKeys, work_dir: Path) -> Iterator[
                 "identity_consumer_group": f"bench-records-identity-{group}",
                 **chain,
             }
-            identity = build(IdentitySettings(identity=IdentityOptions.model_validate(options)))
+            identity = build(IdentitySettings(**options))
         else:
             identity = build(
-                IdentitySettings(identity=IdentityOptions.model_validate(options)),
+                IdentitySettings(**options),
                 bus=EmbeddedEventBus(work_dir / "consent" / "bus"),
             )
         scope.callback(identity.chain.close)

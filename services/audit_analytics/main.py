@@ -7,8 +7,12 @@ The only place that chooses adapters:
 - proofs (``EventProofs``): ``EHR_LEDGER_URL`` (the relay's HTTP API, with the service
   token in ``EHR_LEDGER_TOKEN_FILE``), else ``EHR_LEDGER_DATABASE_URL`` (the relay's
   repository read directly), else an instance passed in by the embedded stack;
-- chain: ``EHR_CHAIN_RPC_URL`` + ``EHR_ANCHOR_ADDRESS`` (read-only JSON-RPC), else a
-  reader passed in (the embedded stack's in-process chain).
+- chain: ``EHR_CHAIN_RPC_URLS`` (the first; read-only JSON-RPC) + ``EHR_ANCHOR_ADDRESS``,
+  else a reader passed in (the embedded stack's in-process chain).
+
+Run: ``python -m services.audit_analytics.main``; it refuses to start without the
+database, Kafka, chain, anchor and ledger settings
+(``services.platform.runtime.run_service``).
 """
 
 from __future__ import annotations
@@ -37,8 +41,7 @@ from services.audit_analytics.domain.ports import CheckpointReader, EventProofs
 from services.audit_analytics.domain.service import AuditService
 from services.ledger_relay.adapters.sql import SqlLogRepository
 from services.ledger_relay.domain.proofs import ProofService
-from services.platform.app.factory import create_app, serve
-from services.platform.app.logging import configure_logging
+from services.platform.app.factory import create_app
 from services.platform.app.settings import ServiceSettings
 from services.platform.app.workers import every, lifespan_of, stop_workers
 from services.platform.bus.choose import kafka_or_embedded
@@ -48,6 +51,7 @@ from services.platform.bus.port import EventBus, TopicSpec
 from services.platform.bus.quarantine import quarantine_readiness
 from services.platform.events.topics import DOMAIN_TOPICS, TOPICS
 from services.platform.events.topics import LEDGER_RELAY_CONSUMER_GROUP as LEDGER_CONSUMER_GROUP
+from services.platform.runtime import SettingRefused, database_engine, run_service
 
 log = structlog.get_logger(__name__)
 
@@ -78,8 +82,6 @@ class AuditAnalyticsSettings(ServiceSettings):
 
     service_name: str = "audit-analytics"
     data_dir: Path = Field(default=Path(".run/audit-analytics"))
-    database_url: str | None = None
-    kafka_bootstrap_servers: str | None = None
     topics: list[str] = Field(default_factory=lambda: list(ALL_TOPICS))
     topic_partitions: int = Field(default=3, ge=1)
     consumer_group: str = CONSUMER_NAME
@@ -94,7 +96,6 @@ class AuditAnalyticsSettings(ServiceSettings):
         default=LEDGER_CONSUMER_GROUP,
         description="the relay's consumer group: its committed offsets tell what it has logged",
     )
-    chain_rpc_url: str | None = None
     anchor_address: str | None = None
     anomaly: AnomalySettings = Field(default_factory=AnomalySettings)
     directory_file: Path | None = Field(
@@ -103,6 +104,19 @@ class AuditAnalyticsSettings(ServiceSettings):
     )
     proof_interval_seconds: float = Field(default=1.0, gt=0)
     detect_interval_seconds: float = Field(default=30.0, gt=0)
+    # read-only chain access: no chain id, no key
+    deployed_requires = (
+        "database_url",
+        "kafka_bootstrap_servers",
+        "chain_rpc_urls",
+        "anchor_address",
+    )
+
+    def missing_for_service(self) -> list[str]:
+        missing = super().missing_for_service()
+        if not (self.ledger_url or self.ledger_database_url):
+            missing.append("EHR_LEDGER_URL (or EHR_LEDGER_DATABASE_URL)")
+        return missing
 
 
 class AuditAnalyticsRuntime:
@@ -118,8 +132,7 @@ class AuditAnalyticsRuntime:
     ) -> None:
         self.settings = settings
         settings.data_dir.mkdir(parents=True, exist_ok=True)
-        url = settings.database_url or f"sqlite:///{settings.data_dir / 'audit.sqlite3'}"
-        self.engine = sa.create_engine(url, pool_pre_ping=True)
+        self.engine = database_engine(settings, "audit.sqlite3")
         self.repository = SqlAuditRepository(self.engine)
         self.repository.create_schema()
         self.bus: EventBus = bus or kafka_or_embedded(
@@ -149,7 +162,7 @@ class AuditAnalyticsRuntime:
         s = self.settings
         if s.ledger_url:
             if s.ledger_token_file is None:
-                raise ValueError("EHR_LEDGER_TOKEN_FILE is required with EHR_LEDGER_URL")
+                raise SettingRefused("EHR_LEDGER_TOKEN_FILE is required with EHR_LEDGER_URL")
             token_file = s.ledger_token_file
             http = HttpEventProofs(s.ledger_url, lambda: token_file.read_text().strip())
             self._closers.append(http.close)
@@ -158,15 +171,17 @@ class AuditAnalyticsRuntime:
             engine = sa.create_engine(s.ledger_database_url, pool_pre_ping=True)
             self._closers.append(engine.dispose)
             return DirectEventProofs(ProofService(SqlLogRepository(engine)))
-        raise ValueError("set EHR_LEDGER_URL or EHR_LEDGER_DATABASE_URL, or pass the proofs port")
+        raise SettingRefused(
+            "set EHR_LEDGER_URL or EHR_LEDGER_DATABASE_URL, or pass the proofs port"
+        )
 
     def _reader(self) -> CheckpointReader:
         s = self.settings
-        if not (s.chain_rpc_url and s.anchor_address):
-            raise ValueError("set EHR_CHAIN_RPC_URL and EHR_ANCHOR_ADDRESS, or pass a reader")
+        if not (s.chain_rpc_urls and s.anchor_address):
+            raise SettingRefused("set EHR_CHAIN_RPC_URLS and EHR_ANCHOR_ADDRESS, or pass a reader")
         from ehr_protocol.verify import Web3CheckpointReader
 
-        return Web3CheckpointReader(s.chain_rpc_url, s.anchor_address)
+        return Web3CheckpointReader(s.chain_rpc_urls[0], s.anchor_address)
 
     def _build_app(self) -> FastAPI:
         async def database() -> None:
@@ -262,13 +277,7 @@ class AuditAnalyticsRuntime:
 
 
 def main() -> None:
-    settings = AuditAnalyticsSettings()
-    configure_logging(settings.service_name, settings.log_level)
-    runtime = AuditAnalyticsRuntime(settings)
-    try:
-        serve(runtime.app, settings)
-    finally:
-        runtime.close()
+    run_service(AuditAnalyticsSettings, AuditAnalyticsRuntime)
 
 
 if __name__ == "__main__":

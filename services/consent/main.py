@@ -5,11 +5,15 @@ The only place that chooses adapters:
 - database: ``EHR_DATABASE_URL`` (PostgreSQL, ``postgresql+psycopg://``), else SQLite in
   ``<data_dir>/consent.sqlite3``;
 - bus: ``EHR_KAFKA_BOOTSTRAP_SERVERS``, else the embedded log in ``<data_dir>/bus``;
-- chain: ``EHR_CHAIN_RPC_URLS`` + ``EHR_CHAIN_ID`` (Geth), else the in-process chain.
+- chain: ``EHR_CHAIN_RPC_URLS`` + ``EHR_CHAIN_ID`` (Geth), else a chain passed in, else
+  the in-process chain.
 
-The relay account pays the gas: ``EHR_RELAY_PRIVATE_KEY`` (a secret from the
-environment; required with Geth), or in embedded mode a key generated into
-``<data_dir>/relay.key`` (mode 0600) and funded on the in-process chain.
+The relay account pays the gas: ``EHR_CHAIN_PRIVATE_KEY`` (a secret from the
+environment) or ``EHR_CHAIN_KEY_FILE`` (one is required with Geth), or on an
+in-process chain a key generated into ``<data_dir>/relay.key`` (mode 0600) and funded.
+
+Run: ``python -m services.consent.main``; it refuses to start without the database,
+Kafka and chain settings (``services.platform.runtime.run_service``).
 """
 
 from __future__ import annotations
@@ -18,13 +22,11 @@ import asyncio
 import time
 from pathlib import Path
 
-import sqlalchemy as sa
 import structlog
-from eth_account import Account
 from eth_account.signers.local import LocalAccount
 from fastapi import FastAPI
 from prometheus_client import CollectorRegistry, Counter
-from pydantic import Field, SecretStr
+from pydantic import Field
 from starlette.concurrency import run_in_threadpool
 
 from services.consent.adapters.eip712 import Eip712SignatureVerifier
@@ -40,8 +42,7 @@ from services.consent.api.errors import ERROR_MAP
 from services.consent.api.routes import router
 from services.consent.domain.ports import QuarantinedLog
 from services.consent.domain.service import ConsentService
-from services.platform.app.factory import Degraded, create_app, serve
-from services.platform.app.logging import configure_logging
+from services.platform.app.factory import Degraded, create_app
 from services.platform.app.settings import ServiceSettings
 from services.platform.app.workers import every, lifespan_of, stop_workers
 from services.platform.bus.choose import kafka_or_embedded
@@ -49,15 +50,19 @@ from services.platform.bus.consumer import IdempotentConsumer
 from services.platform.bus.outbox import OutboxPublisher
 from services.platform.bus.port import EventBus, TopicSpec
 from services.platform.bus.quarantine import quarantine_readiness
-from services.platform.chain.geth import GethChain
-from services.platform.chain.inprocess import InProcessChain
-from services.platform.chain.keyfile import load_or_create_account
 from services.platform.chain.port import Chain
 from services.platform.events.topics import CONSENT_GRANTS, IDENTITY_ACCOUNTS
+from services.platform.runtime import (
+    chain_account,
+    chain_or_inprocess,
+    database_engine,
+    is_embedded_chain,
+    run_service,
+)
 
 log = structlog.get_logger(__name__)
 
-RELAY_FUNDING_WEI = 10**21
+RELAY_KEY_FILE = "relay.key"
 IDENTITY_CONSUMER = "consent-identity"
 
 
@@ -66,29 +71,16 @@ class ConsentSettings(ServiceSettings):
 
     service_name: str = "consent"
     data_dir: Path = Field(default=Path(".run/consent"), description="embedded state")
-    database_url: str | None = Field(default=None, description="SQLAlchemy URL; else SQLite")
-    kafka_bootstrap_servers: str | None = Field(default=None, description="else embedded log")
-    chain_rpc_urls: list[str] = Field(default_factory=list, description="else in-process chain")
-    chain_id: int | None = None
     registry_address: str | None = Field(
         default=None, description="ConsentRegistry address; deployed once when unset"
     )
-    relay_private_key: SecretStr | None = Field(default=None, description="pays the gas")
     receipt_timeout_seconds: float = Field(default=60.0, gt=0)
     topic_partitions: int = Field(default=3, ge=1)
     publish_interval_seconds: float = Field(default=0.05, gt=0)
     sweep_interval_seconds: float = Field(default=0.5, gt=0)
     reconcile_interval_seconds: float = Field(default=2.0, gt=0)
     identity_consumer_group: str = "consent-identity"
-
-
-def _relay_account(settings: ConsentSettings, embedded_chain: bool) -> LocalAccount:
-    if settings.relay_private_key is not None:
-        account: LocalAccount = Account.from_key(settings.relay_private_key.get_secret_value())
-        return account
-    if not embedded_chain:
-        raise ValueError("EHR_RELAY_PRIVATE_KEY is required with a real chain")
-    return load_or_create_account(settings.data_dir / "relay.key")
+    deployed_requires = (*ServiceSettings.deployed_requires, "chain_key")
 
 
 def ensure_registry(
@@ -132,8 +124,7 @@ class ConsentRuntime:
         (one in-process chain, one embedded log); the runtime then does not close them."""
         self.settings = settings
         settings.data_dir.mkdir(parents=True, exist_ok=True)
-        url = settings.database_url or f"sqlite:///{settings.data_dir / 'consent.sqlite3'}"
-        self.engine = sa.create_engine(url, pool_pre_ping=True)
+        self.engine = database_engine(settings, "consent.sqlite3")
         create_schema(self.engine)
         self.repository = SqlConsentRepository(self.engine)
 
@@ -141,23 +132,11 @@ class ConsentRuntime:
             settings.kafka_bootstrap_servers, settings.data_dir
         )
 
-        embedded_chain = not settings.chain_rpc_urls
-        self.relay_account = _relay_account(settings, embedded_chain)
+        self.relay_account: LocalAccount = chain_account(
+            settings, RELAY_KEY_FILE, embedded=is_embedded_chain(settings, chain)
+        )
         self.chain: Chain
-        self._owns_chain = chain is None
-        if chain is not None:
-            self.chain = chain
-            if isinstance(chain, InProcessChain):
-                chain.fund(self.relay_account.address, RELAY_FUNDING_WEI)
-        elif embedded_chain:
-            self.chain = InProcessChain()
-            self.chain.fund(self.relay_account.address, RELAY_FUNDING_WEI)
-        else:
-            if settings.chain_id is None:
-                raise ValueError("EHR_CHAIN_ID is required with EHR_CHAIN_RPC_URLS")
-            self.chain = GethChain(
-                settings.chain_rpc_urls, settings.chain_id, self.relay_account.key.hex()
-            )
+        self.chain, self._owns_chain = chain_or_inprocess(settings, self.relay_account, chain)
         address = ensure_registry(
             self.chain, self.relay_account, settings.registry_address, self.repository
         )
@@ -309,9 +288,7 @@ def build_app(settings: ConsentSettings | None = None) -> FastAPI:
 
 
 def main() -> None:
-    settings = ConsentSettings()
-    configure_logging(settings.service_name, settings.log_level)
-    serve(ConsentRuntime(settings).app, settings)
+    run_service(ConsentSettings, ConsentRuntime)
 
 
 if __name__ == "__main__":

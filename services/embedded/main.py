@@ -37,13 +37,7 @@ from services.audit_analytics.adapters.proofs import DirectEventProofs
 from services.audit_analytics.main import AuditAnalyticsRuntime, AuditAnalyticsSettings
 from services.consent.main import ConsentRuntime, ConsentSettings
 from services.embedded.gateway import Lifespan, PathGateway, Route
-from services.identity.main import (
-    IdentityOptions,
-    IdentityRuntime,
-    IdentitySettings,
-    build,
-    registrar_account,
-)
+from services.identity.main import IdentityRuntime, IdentitySettings, build
 from services.ledger_relay.main import LedgerRelayRuntime, LedgerRelaySettings
 from services.platform.app.logging import configure_logging
 from services.platform.app.loopback import bind_loopback, url_of
@@ -52,7 +46,6 @@ from services.platform.chain.inprocess import InProcessChain
 from services.record_store.main import RecordStoreRuntime, RecordStoreSettings
 
 ISSUER = "ehr-identity"
-FUNDING_WEI = 10**21
 
 
 class EmbeddedSettings(BaseSettings):
@@ -84,10 +77,10 @@ class EmbeddedSystem:
 
     def close(self) -> None:
         """Releases what the runtimes opened (after the gateway's lifespan ended)."""
-        for close in (self.audit.close, self.relay.close, self.records.close, self.consent.close):
+        runtimes = (self.audit, self.relay, self.records, self.consent, self.identity)
+        for runtime in runtimes:
             with contextlib.suppress(Exception):
-                close()
-        self.identity.store.engine.dispose()
+                runtime.close()
         self.chain.close()
 
 
@@ -111,14 +104,13 @@ def compose(settings: EmbeddedSettings, sock: socket.socket) -> EmbeddedSystem:
         }
 
     common: dict[str, Any] = {"log_level": settings.log_level}
-    options = IdentityOptions(
-        data_dir=data / "identity",
-        bootstrap_admin_address=settings.admin_address,
-        login_uri=f"{url}/identity",
-    )
-    chain.fund(registrar_account(options).address, FUNDING_WEI)
     identity = build(
-        IdentitySettings(identity=options, **common),
+        IdentitySettings(
+            data_dir=data / "identity",
+            bootstrap_admin_address=settings.admin_address,
+            login_uri=f"{url}/identity",
+            **common,
+        ),
         chain=chain.new_client(),
         bus=EmbeddedEventBus(log_dir),
     )

@@ -1,13 +1,17 @@
 """Composition root of the identity service: settings -> adapters -> app.
 
-The only place that chooses embedded or real adapters:
+The only place that chooses adapters (the shared settings of
+``services.platform.app.settings``):
 
-- storage: ``EHR_IDENTITY__DATABASE_URL`` (PostgreSQL, ``postgresql+psycopg://``),
-  else SQLite in the data dir;
-- bus: ``EHR_IDENTITY__KAFKA_BOOTSTRAP``, else the embedded log in the data dir;
-- chain: ``EHR_IDENTITY__CHAIN_RPC_URLS`` (Geth), else an in-process EVM.
+- storage: ``EHR_DATABASE_URL`` (PostgreSQL, ``postgresql+psycopg://``), else SQLite in
+  ``<data_dir>/identity.sqlite3``;
+- bus: ``EHR_KAFKA_BOOTSTRAP_SERVERS``, else the embedded log in ``<data_dir>/bus``;
+- chain: ``EHR_CHAIN_RPC_URLS`` + ``EHR_CHAIN_ID`` (Geth; the registrar key from
+  ``EHR_CHAIN_KEY_FILE`` or ``EHR_CHAIN_PRIVATE_KEY``), else a chain passed in, else an
+  in-process EVM with a key generated into ``<data_dir>/registrar.key``.
 
-Run: ``python -m services.identity.main``.
+Run: ``python -m services.identity.main``; it refuses to start without the database,
+Kafka and chain settings (``services.platform.runtime.run_service``).
 """
 
 from __future__ import annotations
@@ -20,10 +24,8 @@ from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
-import sqlalchemy as sa
-from eth_account.signers.local import LocalAccount
 from fastapi import FastAPI
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from services.identity.adapters.event_codec import to_message
 from services.identity.adapters.provider_registry import (
@@ -35,35 +37,34 @@ from services.identity.adapters.sql_store import SqlIdentityStore
 from services.identity.api.routes import ERROR_MAP, build_router
 from services.identity.domain.service import IdentityPolicy, IdentityService
 from services.platform.app.auth import TokenVerifier
-from services.platform.app.factory import create_app, serve
-from services.platform.app.logging import configure_logging
+from services.platform.app.factory import create_app
 from services.platform.app.settings import JwtSettings, ServiceSettings
 from services.platform.bus.choose import kafka_or_embedded
 from services.platform.bus.outbox import OutboxPublisher
 from services.platform.bus.port import EventBus, TopicSpec
-from services.platform.chain.geth import GethChain
-from services.platform.chain.inprocess import InProcessChain
-from services.platform.chain.keyfile import load_or_create_account
 from services.platform.chain.port import Chain
 from services.platform.events.topics import IDENTITY_ACCOUNTS, IDENTITY_SESSIONS
+from services.platform.runtime import (
+    chain_account,
+    chain_or_inprocess,
+    database_engine,
+    is_embedded_chain,
+    run_service,
+)
 
 DEFAULT_AUDIENCES = ("identity", "consent", "records", "ledger", "audit")
 
 
-class IdentityOptions(BaseModel):
-    """``EHR_IDENTITY__*`` settings of the identity service."""
+class IdentitySettings(ServiceSettings):
+    """Settings of identity (``EHR_`` prefix, the shared names for database, Kafka, chain)."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
+    service_name: str = "identity"
+    # identity verifies its own tokens from its key ring; the JWKS here stays empty
+    jwt: JwtSettings = JwtSettings(issuer="ehr-identity", audience="identity", jwks={"keys": []})
     data_dir: Path = Path(".run/identity")
-    database_url: str | None = None
-    kafka_bootstrap: str | None = None
-    chain_rpc_urls: list[str] | None = None
-    chain_id: int | None = None
-    registrar_key_file: Path | None = Field(
-        default=None, description="hex private key of identity's chain account"
+    provider_registry_address: str | None = Field(
+        default=None, description="ProviderRegistry address; deployed once when unset"
     )
-    provider_registry_address: str | None = None
     bootstrap_admin_address: str | None = None
     audiences: tuple[str, ...] = DEFAULT_AUDIENCES
     login_domain: str = "ehr-ledger.local"
@@ -71,18 +72,10 @@ class IdentityOptions(BaseModel):
     token_ttl_seconds: int = Field(default=900, ge=30, le=3600)
     challenge_ttl_seconds: int = Field(default=300, ge=5, le=3600)
     outbox_poll_seconds: float = Field(default=0.05, gt=0)
+    deployed_requires = (*ServiceSettings.deployed_requires, "chain_key")
 
 
-class IdentitySettings(ServiceSettings):
-    service_name: str = "identity"
-    # identity verifies its own tokens from its key ring; the JWKS here stays empty
-    jwt: JwtSettings = JwtSettings(issuer="ehr-identity", audience="identity", jwks={"keys": []})
-    identity: IdentityOptions = IdentityOptions()
-
-
-def registrar_account(options: IdentityOptions) -> LocalAccount:
-    """Identity's chain key: from the configured file, else generated into the data dir."""
-    return load_or_create_account(options.registrar_key_file or options.data_dir / "registrar.key")
+REGISTRAR_KEY_FILE = "registrar.key"
 
 
 @dataclass
@@ -94,47 +87,51 @@ class IdentityRuntime:
     chain: Chain
     registry: ChainProviderRegistry
     keys: SigningKeyRing
+    owns_chain: bool = True
+
+    def close(self) -> None:
+        """Releases what ``build`` opened (after the app's lifespan ended); a chain passed
+        in is its owner's to close."""
+        if self.owns_chain:
+            self.chain.close()
+        self.store.engine.dispose()
 
 
 def build(
     settings: IdentitySettings, *, chain: Chain | None = None, bus: EventBus | None = None
 ) -> IdentityRuntime:
-    """Wire the service. ``chain`` / ``bus`` may be passed in (tests sharing a chain)."""
-    options = settings.identity
-    options.data_dir.mkdir(parents=True, exist_ok=True)
-    registrar = registrar_account(options)
-    if chain is None:
-        if options.chain_rpc_urls:
-            if options.chain_id is None:
-                raise ValueError("EHR_IDENTITY__CHAIN_ID is required with CHAIN_RPC_URLS")
-            chain = GethChain(options.chain_rpc_urls, options.chain_id, registrar.key.hex())
-        else:
-            chain = InProcessChain()
-            chain.fund(registrar.address, 10**21)
+    """Wire the service. ``chain`` / ``bus`` may be passed in by a process that embeds
+    several services (one in-process chain, one embedded log)."""
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    registrar = chain_account(
+        settings, REGISTRAR_KEY_FILE, embedded=is_embedded_chain(settings, chain)
+    )
+    chain, owns_chain = chain_or_inprocess(settings, registrar, chain)
     contract = ensure_provider_registry(
         chain,
         registrar,
-        options.provider_registry_address,
-        options.data_dir / "contracts.json",
+        settings.provider_registry_address,
+        settings.data_dir / "contracts.json",
     )
     registry = ChainProviderRegistry(chain, contract, registrar)
 
-    url = options.database_url or f"sqlite:///{options.data_dir / 'identity.sqlite3'}"
-    engine = sa.create_engine(url)
+    engine = database_engine(settings, "identity.sqlite3")
     store = SqlIdentityStore(engine, to_message)
     store.create_schema()
     if bus is None:
-        bus = kafka_or_embedded(options.kafka_bootstrap, options.data_dir)
-    keys = SigningKeyRing(options.data_dir / "jwt-keys")
-    issuer = JwtTokenIssuer(keys, settings.jwt.issuer, timedelta(seconds=options.token_ttl_seconds))
+        bus = kafka_or_embedded(settings.kafka_bootstrap_servers, settings.data_dir)
+    keys = SigningKeyRing(settings.data_dir / "jwt-keys")
+    issuer = JwtTokenIssuer(
+        keys, settings.jwt.issuer, timedelta(seconds=settings.token_ttl_seconds)
+    )
     policy = IdentityPolicy(
-        login_domain=options.login_domain,
-        login_uri=options.login_uri,
+        login_domain=settings.login_domain,
+        login_uri=settings.login_uri,
         chain_id=chain.chain_id,
-        audiences=tuple(options.audiences),
-        challenge_ttl=timedelta(seconds=options.challenge_ttl_seconds),
-        token_ttl=timedelta(seconds=options.token_ttl_seconds),
-        bootstrap_admin_address=options.bootstrap_admin_address,
+        audiences=tuple(settings.audiences),
+        challenge_ttl=timedelta(seconds=settings.challenge_ttl_seconds),
+        token_ttl=timedelta(seconds=settings.token_ttl_seconds),
+        bootstrap_admin_address=settings.bootstrap_admin_address,
     )
     service = IdentityService(store, registry, issuer, policy)
     verifier = TokenVerifier.from_settings(
@@ -150,7 +147,7 @@ def build(
         )
         publisher = OutboxPublisher(engine, event_bus)
         stop = asyncio.Event()
-        task = asyncio.create_task(publisher.run(stop, options.outbox_poll_seconds))
+        task = asyncio.create_task(publisher.run(stop, settings.outbox_poll_seconds))
         try:
             yield
         finally:
@@ -170,15 +167,15 @@ def build(
         error_map=ERROR_MAP,
         lifespan=lifespan,
     )
-    return IdentityRuntime(app, service, store, bus, chain, registry, keys)
+    return IdentityRuntime(app, service, store, bus, chain, registry, keys, owns_chain)
 
 
 def main() -> None:
-    settings = IdentitySettings()
-    configure_logging(settings.service_name, settings.log_level)
-    runtime = build(settings)
-    serve(runtime.app, settings)
-    print(json.dumps({"provider_registry": runtime.registry.contract.address}))
+    run_service(
+        IdentitySettings,
+        build,
+        lambda runtime: print(json.dumps({"provider_registry": runtime.registry.contract.address})),
+    )
 
 
 if __name__ == "__main__":

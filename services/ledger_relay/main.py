@@ -7,12 +7,13 @@ The only place that chooses adapters:
 - bus: ``EHR_KAFKA_BOOTSTRAP_SERVERS``, else the embedded log in ``<data_dir>/bus``; with
   Kafka the relay reads the bus through a consumer in a child process
   (``EHR_FETCH_PROCESS``, on by default; ``services/platform/bus/process.py``);
-- chain: ``EHR_CHAIN_RPC_URLS`` + ``EHR_CHAIN_ID`` (Geth), else the in-process chain.
+- chain: ``EHR_CHAIN_RPC_URLS`` + ``EHR_CHAIN_ID`` (Geth), else a chain passed in, else
+  the in-process chain.
 
 The relay account signs the anchoring transactions. Its key is read from
-``EHR_RELAY_KEY_FILE`` (required with Geth; the account must be funded). In
-embedded mode it defaults to ``<data_dir>/relay.key``, generated on first start
-(mode 0600) and funded on the in-process chain.
+``EHR_CHAIN_KEY_FILE`` or ``EHR_CHAIN_PRIVATE_KEY`` (one is required with Geth; the
+account must be funded). On an in-process chain it defaults to ``<data_dir>/relay.key``,
+generated on first start (mode 0600) and funded.
 
 ``AuditAnchor``: ``EHR_ANCHOR_ADDRESS``, else the contract this relay deployed
 before (kept in ``ledger_state``), else a new deployment, recorded there. When the
@@ -20,7 +21,8 @@ contract changes (e.g. the in-process chain of a restarted embedded process), th
 local checkpoints are forgotten and the whole log is anchored again on the new one.
 
 Run: ``python -m services.ledger_relay`` (uvicorn; SIGTERM stops consuming, waits for
-the loop and closes the bus).
+the loop and closes the bus); it refuses to start without the database, Kafka and chain
+settings (``services.platform.runtime.run_service``).
 """
 
 from __future__ import annotations
@@ -31,9 +33,7 @@ import gc
 from pathlib import Path
 from typing import Literal
 
-import sqlalchemy as sa
 import structlog
-from eth_account import Account
 from eth_account.signers.local import LocalAccount
 from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
@@ -56,8 +56,7 @@ from services.ledger_relay.relay import (
     LedgerRelay,
     RelayConfig,
 )
-from services.platform.app.factory import create_app, serve
-from services.platform.app.logging import configure_logging
+from services.platform.app.factory import create_app
 from services.platform.app.settings import ServiceSettings
 from services.platform.app.workers import every, lifespan_of, stop_workers
 from services.platform.bus.choose import kafka_or_embedded
@@ -65,15 +64,19 @@ from services.platform.bus.kafka import KafkaEventBus
 from services.platform.bus.outbox import OutboxPublisher
 from services.platform.bus.port import EventBus
 from services.platform.bus.process import ProcessConsumer
-from services.platform.chain.geth import GethChain
-from services.platform.chain.inprocess import InProcessChain
-from services.platform.chain.keyfile import load_or_create_account
 from services.platform.chain.port import Chain, ChainError, load_artifact
+from services.platform.runtime import (
+    chain_account,
+    chain_or_inprocess,
+    database_engine,
+    is_embedded_chain,
+    run_service,
+)
 
 log = structlog.get_logger(__name__)
 
 ANCHOR_ADDRESS_STATE = "anchor_address"
-RELAY_FUNDING_WEI = 10**21
+RELAY_KEY_FILE = "relay.key"
 
 
 class LedgerRelaySettings(ServiceSettings):
@@ -81,14 +84,6 @@ class LedgerRelaySettings(ServiceSettings):
 
     service_name: str = "ledger-relay"
     data_dir: Path = Field(default=Path(".run/ledger-relay"), description="embedded state")
-    database_url: str | None = Field(default=None, description="SQLAlchemy URL; else SQLite")
-    kafka_bootstrap_servers: str | None = Field(default=None, description="else embedded log")
-    chain_rpc_urls: list[str] = Field(default_factory=list, description="else in-process chain")
-    chain_id: int | None = None
-    relay_key_file: Path | None = Field(
-        default=None,
-        description="hex private key of the relay account; <data_dir>/relay.key when embedded",
-    )
     anchor_address: str | None = Field(
         default=None, description="AuditAnchor address; deployed once and recorded when unset"
     )
@@ -128,22 +123,12 @@ class LedgerRelaySettings(ServiceSettings):
     topic_partitions: int = Field(default=3, ge=1)
     log_id: str = "ehr-audit-log"
     publish_interval_seconds: float = Field(default=0.2, gt=0)
+    deployed_requires = (*ServiceSettings.deployed_requires, "chain_key")
 
     def policy(self) -> CheckpointPolicy:
         if self.mode == "baseline":
             return CheckpointPolicy(max_events=1, max_delay_ms=0)
         return CheckpointPolicy(self.checkpoint_events, self.checkpoint_interval_ms)
-
-
-def relay_account(settings: LedgerRelaySettings, embedded_chain: bool) -> LocalAccount:
-    """The key from ``relay_key_file``; generated into the data dir in embedded mode."""
-    key_file = settings.relay_key_file
-    if key_file is None:
-        if not embedded_chain:
-            raise ValueError("EHR_RELAY_KEY_FILE is required with a real chain")
-        return load_or_create_account(settings.data_dir / "relay.key")
-    account: LocalAccount = Account.from_key(key_file.read_text().strip())
-    return account
 
 
 def anchor_is_deployed(chain: Chain, address: str) -> bool:
@@ -199,32 +184,19 @@ class LedgerRelayRuntime:
         (one in-process chain, one embedded log); the runtime then does not close them."""
         self.settings = settings
         settings.data_dir.mkdir(parents=True, exist_ok=True)
-        url = settings.database_url or f"sqlite:///{settings.data_dir / 'ledger.sqlite3'}"
-        self.engine = sa.create_engine(url, pool_pre_ping=True)
+        self.engine = database_engine(settings, "ledger.sqlite3")
         self.repository = SqlLogRepository(self.engine)
         self.repository.create_schema()
 
         self.bus: EventBus = bus or kafka_or_embedded(
             settings.kafka_bootstrap_servers, settings.data_dir
         )
-        embedded_chain = not settings.chain_rpc_urls
-        self.account = relay_account(settings, embedded_chain or isinstance(chain, InProcessChain))
+        embedded_chain = is_embedded_chain(settings, chain)
+        self.account: LocalAccount = chain_account(
+            settings, RELAY_KEY_FILE, embedded=embedded_chain
+        )
         self.chain: Chain
-        self._owns_chain = chain is None
-        if chain is not None:
-            self.chain = chain
-            if isinstance(chain, InProcessChain):
-                chain.fund(self.account.address, RELAY_FUNDING_WEI)
-                embedded_chain = True
-        elif embedded_chain:
-            self.chain = InProcessChain()
-            self.chain.fund(self.account.address, RELAY_FUNDING_WEI)
-        else:
-            if settings.chain_id is None:
-                raise ValueError("EHR_CHAIN_ID is required with EHR_CHAIN_RPC_URLS")
-            self.chain = GethChain(
-                settings.chain_rpc_urls, settings.chain_id, "0x" + bytes(self.account.key).hex()
-            )
+        self.chain, self._owns_chain = chain_or_inprocess(settings, self.account, chain)
         self.anchor = ensure_anchor(
             self.chain, self.account, settings.anchor_address, self.repository
         )
@@ -363,13 +335,10 @@ def build_app(settings: LedgerRelaySettings | None = None) -> FastAPI:
 
 
 def main(crash_hook: CrashHook | None = None) -> None:
-    settings = LedgerRelaySettings()
-    configure_logging(settings.service_name, settings.log_level)
-    runtime = LedgerRelayRuntime(settings, crash_hook=crash_hook)
-    try:
-        serve(runtime.app, settings)
-    finally:
-        runtime.close()
+    run_service(
+        LedgerRelaySettings,
+        lambda settings: LedgerRelayRuntime(settings, crash_hook=crash_hook),
+    )
 
 
 if __name__ == "__main__":

@@ -13,6 +13,9 @@ The only place that chooses adapters:
 Secrets: ``EHR_ESCROW_PRIVATE_KEY`` (X25519, hex) and ``EHR_SERVICE_SIGNING_KEY``
 (secp256k1, hex: the service account's login key) come from the environment, else are
 generated at run time into the data dir (mode 0600).
+
+Run: ``python -m services.record_store.main``; it refuses to start without the database,
+Kafka and chain settings (``services.platform.runtime.run_service``).
 """
 
 from __future__ import annotations
@@ -22,13 +25,11 @@ import secrets
 import time
 from pathlib import Path
 
-import sqlalchemy as sa
 from fastapi import FastAPI
 from pydantic import Field, SecretStr
 from starlette.concurrency import run_in_threadpool
 
-from services.platform.app.factory import create_app, serve
-from services.platform.app.logging import configure_logging
+from services.platform.app.factory import create_app
 from services.platform.app.settings import ServiceSettings
 from services.platform.app.workers import lifespan_of, stop_workers
 from services.platform.bus.choose import kafka_or_embedded
@@ -36,9 +37,9 @@ from services.platform.bus.consumer import IdempotentConsumer
 from services.platform.bus.outbox import OutboxPublisher
 from services.platform.bus.port import EventBus, TopicSpec
 from services.platform.bus.quarantine import quarantine_readiness
-from services.platform.chain.geth import GethChain
 from services.platform.chain.port import Chain
 from services.platform.events.topics import IDENTITY_ACCOUNTS, RECORDS_ACCESS, RECORDS_RECORDS
+from services.platform.runtime import database_engine, geth_chain, run_service
 from services.record_store.adapters.chain import ChainProviderVerification
 from services.record_store.adapters.consent_http import HttpConsentCheck
 from services.record_store.adapters.identity import handle_identity_event
@@ -63,10 +64,6 @@ class RecordStoreSettings(ServiceSettings):
     service_name: str = "record-store"
     max_body_bytes: int = Field(default=2 * 1_048_576, gt=0)
     data_dir: Path = Field(default=Path(".run/record-store"), description="embedded state")
-    database_url: str | None = Field(default=None, description="SQLAlchemy URL; else SQLite")
-    kafka_bootstrap_servers: str | None = Field(default=None, description="else embedded log")
-    chain_rpc_urls: list[str] = Field(default_factory=list)
-    chain_id: int | None = None
     provider_registry_address: str = Field(description="ProviderRegistry address")
     consent_url: str = Field(description="base URL of the consent service")
     identity_url: str = Field(description="base URL of identity (the service account logs in)")
@@ -95,8 +92,7 @@ class RecordStoreRuntime:
     ) -> None:
         self.settings = settings
         settings.data_dir.mkdir(parents=True, exist_ok=True)
-        url = settings.database_url or f"sqlite:///{settings.data_dir / 'records.sqlite3'}"
-        self.engine = sa.create_engine(url, pool_pre_ping=True)
+        self.engine = database_engine(settings, "records.sqlite3")
         create_schema(self.engine)
         self.repository = SqlRecordRepository(self.engine)
         self.bus: EventBus = bus or kafka_or_embedded(
@@ -104,12 +100,8 @@ class RecordStoreRuntime:
         )
         self._owns_chain = chain is None
         if chain is None:
-            if not settings.chain_rpc_urls or settings.chain_id is None:
-                raise ValueError("EHR_CHAIN_RPC_URLS and EHR_CHAIN_ID are required")
             # read-only calls: a throwaway key that never holds funds
-            chain = GethChain(
-                settings.chain_rpc_urls, settings.chain_id, "0x" + secrets.token_hex(32)
-            )
+            chain = geth_chain(settings, "0x" + secrets.token_hex(32))
         self.chain = chain
         self.escrow = (
             X25519EscrowKey.from_hex(settings.escrow_private_key.get_secret_value())
@@ -165,6 +157,7 @@ class RecordStoreRuntime:
         )
         app.state.record_service = self.service
         app.state.service_registration = self.account.registration
+        self.account.count_logins_on(app.state.metrics_registry)
         return app
 
     async def start(self) -> None:
@@ -215,9 +208,7 @@ class RecordStoreRuntime:
 
 
 def main() -> None:
-    settings = RecordStoreSettings()
-    configure_logging(settings.service_name, settings.log_level)
-    serve(RecordStoreRuntime(settings).app, settings)
+    run_service(RecordStoreSettings, RecordStoreRuntime)
 
 
 if __name__ == "__main__":

@@ -47,7 +47,7 @@ async def test_runtime_on_the_real_stack(
         consumer_group=f"audit-runtime-{audit_stack.prefix}",
         ledger_database_url=audit_stack.relay_engine.url.render_as_string(hide_password=False),
         ledger_consumer_group=audit_stack.relay_group,
-        chain_rpc_url=audit_stack.chain.current_url,
+        chain_rpc_urls=[audit_stack.chain.current_url],
         anchor_address=audit_stack.anchor.address,
         proof_interval_seconds=0.2,
         detect_interval_seconds=3600,

@@ -36,7 +36,7 @@ def _real_settings(stack: Stack, data_dir: Path, keys: TokenKey) -> ConsentSetti
         kafka_bootstrap_servers=stack.kafka.bootstrap_servers,
         chain_rpc_urls=list(geth.rpc_urls),
         chain_id=geth.chain_id,
-        relay_private_key=relay.key.hex(),
+        chain_private_key=relay.key.hex(),
         identity_consumer_group=f"consent-identity-{uuid.uuid4().hex[:8]}",
     )
 

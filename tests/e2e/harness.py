@@ -25,7 +25,7 @@ from ehr_client.keys import UserKeys
 from eth_account import Account
 
 from services.consent.main import ConsentRuntime, ConsentSettings
-from services.identity.main import IdentityOptions, IdentityRuntime, IdentitySettings, build
+from services.identity.main import IdentityRuntime, IdentitySettings, build
 from services.platform.app.loopback import bind_loopback, serve_in_thread, url_of
 from services.platform.bus.embedded import EmbeddedEventBus
 from services.platform.bus.kafka import KafkaEventBus
@@ -121,7 +121,7 @@ def deploy(backend: str, data_dir: Path, stack: Stack | None = None) -> Iterator
     options: dict[str, Any] = {
         "data_dir": data_dir / "identity",
         "bootstrap_admin_address": admin.address,
-        "registrar_key_file": _key_file(data_dir / "registrar.key", bytes(registrar.key)),
+        "chain_key_file": _key_file(data_dir / "registrar.key", bytes(registrar.key)),
     }
     consent_options: dict[str, Any] = {
         "jwt": jwt,
@@ -143,7 +143,7 @@ def deploy(backend: str, data_dir: Path, stack: Stack | None = None) -> Iterator
         bootstrap = stack.kafka.bootstrap_servers
         options.update(
             database_url=identity_db,
-            kafka_bootstrap=bootstrap,
+            kafka_bootstrap_servers=bootstrap,
             chain_rpc_urls=list(geth.rpc_urls),
             chain_id=geth.chain_id,
         )
@@ -152,7 +152,7 @@ def deploy(backend: str, data_dir: Path, stack: Stack | None = None) -> Iterator
             kafka_bootstrap_servers=bootstrap,
             chain_rpc_urls=list(geth.rpc_urls),
             chain_id=geth.chain_id,
-            relay_private_key=relay.key.hex(),
+            chain_private_key=relay.key.hex(),
         )
 
         def open_kafka() -> EventBus:
@@ -176,7 +176,7 @@ def deploy(backend: str, data_dir: Path, stack: Stack | None = None) -> Iterator
         shared_chain.fund(registrar.address, FUNDING_WEI)
         bus = open_bus()
     identity = build(
-        IdentitySettings(identity=IdentityOptions.model_validate(options)),
+        IdentitySettings(**options),
         chain=shared_chain,
         bus=bus,
     )

@@ -18,7 +18,7 @@ from ehr_client.identity import IdentityClient, Session
 from ehr_client.keys import UserKeys
 from eth_account import Account
 
-from services.identity.main import IdentityOptions, IdentityRuntime, IdentitySettings, build
+from services.identity.main import IdentityRuntime, IdentitySettings, build
 from services.platform.app.loopback import serve_in_thread
 from services.platform.bus.embedded import EmbeddedEventBus
 from services.platform.bus.kafka import KafkaEventBus
@@ -114,10 +114,10 @@ def served(
             faucet.fund(registrar.address, 10**20)
         options.update(
             database_url=server_url.set(database=database).render_as_string(hide_password=False),
-            kafka_bootstrap=stack.kafka.bootstrap_servers,
+            kafka_bootstrap_servers=stack.kafka.bootstrap_servers,
             chain_rpc_urls=list(stack.geth.rpc_urls),
             chain_id=stack.geth.chain_id,
-            registrar_key_file=key_file,
+            chain_key_file=key_file,
         )
         bootstrap = stack.kafka.bootstrap_servers
 
@@ -128,7 +128,7 @@ def served(
         def open_bus() -> EventBus:
             return EmbeddedEventBus(data_dir / "bus")
 
-    settings = IdentitySettings(identity=IdentityOptions.model_validate(options))
+    settings = IdentitySettings(**options)
     runtime = build(settings)
     try:
         with serve_in_thread(runtime.app) as base_url, IdentityClient(base_url) as client:

@@ -86,7 +86,7 @@ class RelayDeployment:
             "EHR_KAFKA_BOOTSTRAP_SERVERS": self.stack.kafka.bootstrap_servers,
             "EHR_CHAIN_RPC_URLS": json.dumps(self.rpc_urls or list(geth.rpc_urls)),
             "EHR_CHAIN_ID": str(geth.chain_id),
-            "EHR_RELAY_KEY_FILE": str(self.key_file),
+            "EHR_CHAIN_KEY_FILE": str(self.key_file),
             "EHR_TOPICS": json.dumps(self.topics),
             "EHR_CONSUMER_GROUP": self.group,
             "EHR_CHECKPOINT_EVENTS": "100",

@@ -25,7 +25,7 @@ from ehr_client.records import IdentityKeyDirectory, Recipient, RecordsClient
 from eth_account import Account
 
 from services.consent.main import ConsentRuntime, ConsentSettings
-from services.identity.main import IdentityOptions, IdentitySettings, build
+from services.identity.main import IdentitySettings, build
 from services.platform.app.loopback import serve_in_thread
 from services.platform.bus.embedded import EmbeddedEventBus
 from services.platform.bus.kafka import KafkaEventBus
@@ -236,17 +236,17 @@ def deployment(
         key_file.write_text(registrar.key.hex())
         identity_options.update(
             database_url=_database(stack, "identity"),
-            kafka_bootstrap=stack.kafka.bootstrap_servers,
+            kafka_bootstrap_servers=stack.kafka.bootstrap_servers,
             chain_rpc_urls=list(geth.rpc_urls),
             chain_id=geth.chain_id,
-            registrar_key_file=key_file,
+            chain_key_file=key_file,
         )
         group = uuid.uuid4().hex[:8]
         chain_settings = {"chain_rpc_urls": list(geth.rpc_urls), "chain_id": geth.chain_id}
         consent_extra = {
             "database_url": _database(stack, "consent"),
             "kafka_bootstrap_servers": stack.kafka.bootstrap_servers,
-            "relay_private_key": relay.key.hex(),
+            "chain_private_key": relay.key.hex(),
             "identity_consumer_group": f"consent-identity-{group}",
             **chain_settings,
         }
@@ -256,12 +256,10 @@ def deployment(
             "identity_consumer_group": f"records-identity-{group}",
             **chain_settings,
         }
-        identity = build(
-            IdentitySettings(identity=IdentityOptions.model_validate(identity_options))
-        )
+        identity = build(IdentitySettings(**identity_options))
     else:
         identity = build(
-            IdentitySettings(identity=IdentityOptions.model_validate(identity_options)),
+            IdentitySettings(**identity_options),
             bus=EmbeddedEventBus(shared_bus),
         )
     with ExitStack() as stack_ctx:

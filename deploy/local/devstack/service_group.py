@@ -268,6 +268,8 @@ class ServiceGroup(Component):
     # -- environment of each service ----------------------------------------
 
     def _environment(self, spec: ServiceSpec, admin_address: str) -> dict[str, str]:
+        """The service's settings: the shared names of ``services.platform.app.settings``
+        (as in the chart's values), then the service's own."""
         env = {k: v for k, v in os.environ.items() if not k.startswith("EHR_")}
         env["PYTHONUNBUFFERED"] = "1"
         rpc_urls = json.dumps(self._geth.rpc_urls)
@@ -278,37 +280,32 @@ class ServiceGroup(Component):
                 "EHR_HOST": self._settings.host,
                 "EHR_PORT": str(self.port(spec.name)),
                 "EHR_LOG_LEVEL": self._services.log_level,
+                "EHR_DATA_DIR": str(self._data_dir(spec.name)),
+                "EHR_DATABASE_URL": self._database_url(spec),
+                "EHR_KAFKA_BOOTSTRAP_SERVERS": kafka,
+                "EHR_CHAIN_RPC_URLS": rpc_urls,
+                "EHR_CHAIN_ID": chain_id,
             }
         )
         if spec.name == "identity":
             env.update(
                 {
-                    "EHR_IDENTITY__DATA_DIR": str(self._data_dir(spec.name)),
-                    "EHR_IDENTITY__DATABASE_URL": self._database_url(spec),
-                    "EHR_IDENTITY__KAFKA_BOOTSTRAP": kafka,
-                    "EHR_IDENTITY__CHAIN_RPC_URLS": rpc_urls,
-                    "EHR_IDENTITY__CHAIN_ID": chain_id,
-                    "EHR_IDENTITY__REGISTRAR_KEY_FILE": str(self._key_file("identity-registrar")),
-                    "EHR_IDENTITY__BOOTSTRAP_ADMIN_ADDRESS": admin_address,
+                    "EHR_CHAIN_KEY_FILE": str(self._key_file("identity-registrar")),
+                    "EHR_BOOTSTRAP_ADMIN_ADDRESS": admin_address,
                 }
             )
             return env
         env.update(
             {
-                "EHR_DATA_DIR": str(self._data_dir(spec.name)),
-                "EHR_DATABASE_URL": self._database_url(spec),
-                "EHR_KAFKA_BOOTSTRAP_SERVERS": kafka,
                 "EHR_JWT__ISSUER": JWT_ISSUER,
                 "EHR_JWT__AUDIENCE": spec.audience,
                 "EHR_JWT__JWKS_URL": f"{self.url('identity')}/.well-known/jwks.json",
             }
         )
-        if spec.name != "audit-analytics":
-            env.update({"EHR_CHAIN_RPC_URLS": rpc_urls, "EHR_CHAIN_ID": chain_id})
         if spec.name == "consent":
-            env["EHR_RELAY_PRIVATE_KEY"] = self._chain_key("consent-relay")
+            env["EHR_CHAIN_KEY_FILE"] = str(self._key_file("consent-relay"))
         elif spec.name == "ledger-relay":
-            env["EHR_RELAY_KEY_FILE"] = str(self._key_file("ledger-relay"))
+            env["EHR_CHAIN_KEY_FILE"] = str(self._key_file("ledger-relay"))
         elif spec.name == "record-store":
             registry = self.provider_registry_address()
             if registry is None:
@@ -328,7 +325,6 @@ class ServiceGroup(Component):
             env.update(
                 {
                     "EHR_LEDGER_DATABASE_URL": self._database_url(ledger),
-                    "EHR_CHAIN_RPC_URL": self._geth.rpc_urls[0],
                     "EHR_ANCHOR_ADDRESS": anchor,
                 }
             )

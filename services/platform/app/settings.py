@@ -3,14 +3,32 @@
 A service subclasses :class:`ServiceSettings` with its own fields, builds it once in its
 composition root (``main.py``) and passes it down; nothing reads the environment anywhere
 else. Nested fields use ``__``: ``EHR_JWT__AUDIENCE=consent``.
+
+What every service needs from its surroundings has one name in every service, in the
+devstack and in the chart: ``EHR_DATA_DIR``, ``EHR_DATABASE_URL``,
+``EHR_KAFKA_BOOTSTRAP_SERVERS``, ``EHR_CHAIN_RPC_URLS``, ``EHR_CHAIN_ID``,
+``EHR_CHAIN_KEY_FILE`` / ``EHR_CHAIN_PRIVATE_KEY`` and ``EHR_LOG_LEVEL``. A service
+declares in ``deployed_requires`` which of them its process cannot run without
+(``services.platform.app.runtime.run_service`` refuses to start without them): only the
+embedded default composes the in-process chain, the embedded log and SQLite.
 """
 
 from __future__ import annotations
 
-from typing import Any, Literal, Self
+import json
+from pathlib import Path
+from typing import Annotated, Any, ClassVar, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, HttpUrl, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    HttpUrl,
+    SecretStr,
+    field_validator,
+    model_validator,
+)
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
 
@@ -64,7 +82,68 @@ class ServiceSettings(BaseSettings):
     readiness_timeout_seconds: float = Field(default=2.0, gt=0)
     jwt: JwtSettings
 
+    # What every service needs from its surroundings (the same names everywhere).
+    data_dir: Path = Field(
+        default=Path(".run/service"), description="keys and the embedded state of this service"
+    )
+    database_url: str | None = Field(
+        default=None, description="SQLAlchemy URL (postgresql+psycopg://...); embedded: SQLite"
+    )
+    kafka_bootstrap_servers: str | None = Field(
+        default=None, description="Kafka brokers (host:port,...); embedded: the embedded log"
+    )
+    chain_rpc_urls: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Geth JSON-RPC URLs, failover in order (a JSON list or comma-separated)",
+    )
+    chain_id: int | None = Field(default=None, ge=1, description="with chain_rpc_urls")
+    chain_key_file: Path | None = Field(
+        default=None, description="file with the hex key of the account that pays the gas"
+    )
+    chain_private_key: SecretStr | None = Field(
+        default=None, description="that key itself (a secret from the environment)"
+    )
+
+    #: The settings this service's own process cannot start without (field names).
+    #: ``chain_key`` stands for ``chain_key_file`` or ``chain_private_key``.
+    deployed_requires: ClassVar[tuple[str, ...]] = (
+        "database_url",
+        "kafka_bootstrap_servers",
+        "chain_rpc_urls",
+        "chain_id",
+    )
+
     @field_validator("log_level", mode="before")
     @classmethod
     def _upper_case_level(cls, value: object) -> object:
         return value.upper() if isinstance(value, str) else value
+
+    @field_validator("chain_rpc_urls", mode="before")
+    @classmethod
+    def _url_list(cls, value: object) -> object:
+        """``["http://a", "http://b"]`` (JSON) or ``http://a,http://b`` from the environment."""
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("["):
+                return json.loads(text)
+            return [part.strip() for part in text.split(",") if part.strip()]
+        return value
+
+    def missing_for_service(self) -> list[str]:
+        """The environment variables of ``deployed_requires`` that are not set."""
+        missing = []
+        for name in self.deployed_requires:
+            if name == "chain_key":
+                present = self.chain_key_file is not None or self.chain_private_key is not None
+                label = "EHR_CHAIN_KEY_FILE (or EHR_CHAIN_PRIVATE_KEY)"
+            else:
+                present = bool(getattr(self, name))
+                label = env_name(name)
+            if not present:
+                missing.append(label)
+        return missing
+
+
+def env_name(field: str) -> str:
+    """The variable of a settings field path: ``jwt.audience`` -> ``EHR_JWT__AUDIENCE``."""
+    return "EHR_" + "__".join(field.split(".")).upper()
