@@ -20,11 +20,10 @@ from ehr.identity.v1 import identity_pb2
 from ehr.vocabulary.v1 import vocabulary_pb2 as v
 from google.protobuf.message import Message
 
+from services.audit_analytics.domain.anomalies import RULES, Candidate, Person
+from services.audit_analytics.domain.model import BusPosition
+from services.audit_analytics.domain.records import audit_record_of
 from services.platform.events.envelope import Actor, encode, new_envelope
-
-from .anomalies import RULES, Candidate, Person
-from .model import BusPosition
-from .records import audit_record_of
 
 START = datetime(2026, 2, 2, tzinfo=UTC)
 LAB, MEDS = v.RECORD_CATEGORY_LABORATORY, v.RECORD_CATEGORY_MEDICATION

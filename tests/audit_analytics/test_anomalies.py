@@ -9,10 +9,10 @@ from audit_analytics import events as ev
 from ehr.access.v1 import access_pb2
 from ehr.vocabulary.v1 import vocabulary_pb2 as v
 
+from bench.anomaly_quality import measure
 from services.audit_analytics.domain.anomalies import Candidate, Detector, Person, Thresholds
 from services.audit_analytics.domain.model import AuditRecord, BusPosition
 from services.audit_analytics.domain.records import audit_record_of
-from services.audit_analytics.quality import measure
 
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 NOW = T0 + timedelta(days=10)
