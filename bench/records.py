@@ -218,8 +218,7 @@ def _services(stack: Stack | None, admin: UserKeys, work_dir: Path) -> Iterator[
                 IdentitySettings(**options),
                 bus=EmbeddedEventBus(work_dir / "consent" / "bus"),
             )
-        scope.callback(identity.chain.close)
-        scope.callback(identity.store.engine.dispose)
+        scope.callback(identity.close)
         identity_url = scope.enter_context(serve_in_thread(identity.app))
         with IdentityClient(identity_url) as client:
             jwks = client.jwks()

@@ -103,7 +103,17 @@ def compose(settings: EmbeddedSettings, sock: socket.socket) -> EmbeddedSystem:
             "jwks_url": f"{url}/identity/.well-known/jwks.json",
         }
 
-    common: dict[str, Any] = {"log_level": settings.log_level}
+    # The in-process parts, whatever the environment says: a deployed service's
+    # EHR_DATABASE_URL or EHR_CHAIN_RPC_URLS exported in this shell never half-applies.
+    common: dict[str, Any] = {
+        "log_level": settings.log_level,
+        "database_url": None,
+        "kafka_bootstrap_servers": None,
+        "chain_rpc_urls": [],
+        "chain_id": None,
+        "chain_key_file": None,
+        "chain_private_key": None,
+    }
     identity = build(
         IdentitySettings(
             data_dir=data / "identity",

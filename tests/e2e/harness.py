@@ -189,8 +189,7 @@ def deploy(backend: str, data_dir: Path, stack: Stack | None = None) -> Iterator
             yield Deployment(backend, identity_url, consent_url, admin, identity, consent, open_bus)
     finally:
         consent.close()
-        identity.store.engine.dispose()
-        identity.chain.close()
+        identity.close()
         for cleanup in cleanups:
             cleanup()
 

@@ -125,3 +125,36 @@ def test_a_required_service_setting_missing_is_one_line_too(tmp_path: Path) -> N
     line = assert_refused(result, spec)
     assert "EHR_CONSENT_URL: not set" in line
     assert "EHR_JWT: not set" in line
+
+
+def test_the_embedded_default_runs_its_in_process_parts_whatever_the_environment_says(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A deployed service's settings exported in the shell (``EHR_DATABASE_URL`` ...)
+    never half-apply to the embedded default: every service there keeps SQLite, the
+    embedded log and the one in-process chain."""
+    from services.embedded.main import EmbeddedSettings, compose
+    from services.platform.app.loopback import bind_loopback
+    from services.platform.bus.embedded import EmbeddedEventBus
+    from services.platform.chain.inprocess import InProcessChain
+
+    for name, value in DEPLOYED.items():
+        monkeypatch.setenv(name, value)
+    sock = bind_loopback(0, "127.0.0.1")
+    system = compose(EmbeddedSettings(data_dir=tmp_path / "embedded", port=0), sock)
+    try:
+        runtimes = {
+            "identity": (system.identity.store.engine, system.identity.bus),
+            "consent": (system.consent.engine, system.consent.bus),
+            "record-store": (system.records.engine, system.records.bus),
+            "ledger-relay": (system.relay.engine, system.relay.bus),
+            "audit-analytics": (system.audit.engine, system.audit.bus),
+        }
+        for name, (engine, bus) in runtimes.items():
+            assert engine.url.get_backend_name() == "sqlite", name
+            assert isinstance(bus, EmbeddedEventBus), name
+        for chain in (system.identity.chain, system.consent.chain, system.relay.chain):
+            assert isinstance(chain, InProcessChain)
+    finally:
+        system.close()
+        sock.close()

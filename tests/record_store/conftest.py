@@ -314,5 +314,4 @@ def deployment(
         yield deployment
         for user in deployment.users:
             user.records.close()
-    identity.store.engine.dispose()
-    identity.chain.close()
+    identity.close()
