@@ -81,6 +81,9 @@ def measure_provider_registry(chain: Chain, admin: LocalAccount) -> dict[str, in
     figures["revokeRole"] = _gas(
         chain.transact(registry, "revokeRole", role, admin.address, sender=admin)
     )
+    figures["renounceRole (the admin's own)"] = _gas(
+        chain.transact(registry, "renounceRole", b"\x00" * 32, admin.address, sender=admin)
+    )
     return figures
 
 
