@@ -1,9 +1,5 @@
 """``EventProofs`` adapters: the relay's ``ProofService`` in one process, or its HTTP API.
 
-``DirectEventProofs`` is the one adapter of this service that imports the ledger relay
-(its repository read directly: the embedded stack, and ``EHR_LEDGER_DATABASE_URL``).
-"""
-
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -16,6 +12,7 @@ from services.audit_analytics.domain.ports import EventProofs
 from services.ledger_relay.domain import errors as relay_errors
 from services.ledger_relay.domain.proofs import ProofService
 from services.ledger_relay.verify import inclusion_to_json
+from services.platform.app.service_token import BearerHttp, CallableTokens
 
 
 class DirectEventProofs(EventProofs):
@@ -54,7 +51,12 @@ class DirectEventProofs(EventProofs):
 
 
 class HttpEventProofs(EventProofs):
-    """The relay's ``/proofs`` and ``/checkpoints`` API, with a service token."""
+    """The relay's ``/proofs`` and ``/checkpoints`` API, with a service token.
+
+    ``token()`` is asked on every call (it reads ``EHR_LEDGER_TOKEN_FILE``), and once more
+    after the relay answers 401, so a token file replaced after identity rotated and
+    retired its key is taken up by the request that found the old token refused.
+    """
 
     def __init__(
         self,
@@ -64,22 +66,28 @@ class HttpEventProofs(EventProofs):
         client: httpx.Client | None = None,
         timeout_s: float = 5.0,
     ) -> None:
-        self._client = client or httpx.Client(base_url=base_url, timeout=timeout_s)
-        self._token = token
+        self._http = BearerHttp(
+            client or httpx.Client(base_url=base_url, timeout=timeout_s),
+            "ledger",
+            CallableTokens(token),
+        )
 
     def close(self) -> None:
-        self._client.close()
+        self._http.close()
 
     def _get(self, path: str, **params: Any) -> httpx.Response:
         try:
-            return self._client.get(
-                path, params=params, headers={"Authorization": f"Bearer {self._token()}"}
-            )
+            return self._http.get(path, params=params)
         except httpx.HTTPError as error:
             raise ProofsUnavailable(f"the ledger relay cannot be reached: {error!r}") from error
 
     @staticmethod
     def _fail(response: httpx.Response) -> ProofsUnavailable:
+        if response.status_code == 401:
+            return ProofsUnavailable(
+                "the ledger relay refused the service token (401, twice): replace the "
+                "token in EHR_LEDGER_TOKEN_FILE"
+            )
         return ProofsUnavailable(f"the ledger relay answered {response.status_code}")
 
     def inclusion(self, event_id: str) -> dict[str, Any] | None:

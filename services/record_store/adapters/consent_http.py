@@ -2,15 +2,15 @@
 
 The record store calls it with the access token identity issued to its service account
 (role ``service``, audience ``consent``; ``ServiceAccount``), so consent trusts only
-identity's keys.
+identity's keys. A 401 from consent (the token's key was retired) gets one retry with
+a new token (``BearerHttp``); only a second refusal is "consent unavailable".
 """
 
 from __future__ import annotations
 
-from typing import Protocol
-
 import httpx
 
+from services.platform.app.service_token import BearerHttp, TokenSource
 from services.record_store.domain.errors import DependencyUnavailable
 from services.record_store.domain.model import AuthorisedGrantee, ConsentDecision
 
@@ -19,28 +19,22 @@ REFUSAL_REASONS = frozenset({"no_grant", "revoked", "expired"})
 other reason is read as ``no_grant``."""
 
 
-class TokenSource(Protocol):
-    """Where the service's own access tokens come from (``ServiceAccount``)."""
-
-    def token(self, audience: str) -> str: ...
-
-
 class HttpConsentCheck:
     """Asks consent on every call (``GET /consent/check``, ``GET /consent/patients/{id}/
     grantees``; no caching: a revocation counts for every read that starts after the
     revoke call returned)."""
 
     def __init__(self, base_url: str, tokens: TokenSource, timeout_s: float = 5.0) -> None:
-        self._http = httpx.Client(base_url=base_url.rstrip("/"), timeout=timeout_s)
-        self._tokens = tokens
+        self._http = BearerHttp(
+            httpx.Client(base_url=base_url.rstrip("/"), timeout=timeout_s), "consent", tokens
+        )
 
     def close(self) -> None:
         self._http.close()
 
     def _get(self, path: str, params: dict[str, str | int]) -> httpx.Response:
-        headers = {"Authorization": f"Bearer {self._tokens.token('consent')}"}
         try:
-            return self._http.get(path, params=params, headers=headers)
+            return self._http.get(path, params=params)
         except httpx.HTTPError as exc:
             raise DependencyUnavailable(f"consent service unreachable: {exc}") from exc
 

@@ -3,7 +3,8 @@
 Asked only when a provider calls before the record store has read the account's
 registration from identity's events, so that a provider verified a moment ago is told
 to retry instead of "not verified". Authenticated with the service account's
-``identity`` token (``ServiceAccount``).
+``identity`` token (``ServiceAccount``), renewed and retried once on a 401
+(``BearerHttp``).
 """
 
 from __future__ import annotations
@@ -12,23 +13,23 @@ from urllib.parse import quote
 
 import httpx
 
-from services.record_store.adapters.consent_http import TokenSource
+from services.platform.app.service_token import BearerHttp, TokenSource
 from services.record_store.domain.errors import DependencyUnavailable
 from services.record_store.domain.model import DirectoryEntry
 
 
 class HttpAccountDirectory:
     def __init__(self, identity_url: str, tokens: TokenSource, timeout_s: float = 5.0) -> None:
-        self._http = httpx.Client(base_url=identity_url.rstrip("/"), timeout=timeout_s)
-        self._tokens = tokens
+        self._http = BearerHttp(
+            httpx.Client(base_url=identity_url.rstrip("/"), timeout=timeout_s), "identity", tokens
+        )
 
     def close(self) -> None:
         self._http.close()
 
     def entry(self, account_id: str) -> DirectoryEntry | None:
-        headers = {"Authorization": f"Bearer {self._tokens.token('identity')}"}
         try:
-            response = self._http.get(f"/accounts/{quote(account_id, safe='')}", headers=headers)
+            response = self._http.get(f"/accounts/{quote(account_id, safe='')}")
         except httpx.HTTPError as exc:
             raise DependencyUnavailable(f"identity service unreachable: {exc}") from exc
         if response.status_code in (404, 422):

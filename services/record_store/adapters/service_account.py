@@ -7,11 +7,14 @@ publishes its signed registration (``GET /records/service-registration``: name, 
 identity's registration text), the administrator submits it to ``POST /accounts`` with
 an admin token. From then on the service logs in like any user, by signing identity's
 EIP-4361 challenge, and sends the tokens it gets to consent. No shared secret.
+
+The tokens are kept by ``ServiceTokens`` (``services.platform.app.service_token``): renewed
+before they expire, and after a peer refused one (identity retired the key that signed
+it), with one login shared by the requests that wait for it.
 """
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -21,14 +24,14 @@ import httpx
 from ehr_protocol.identity import registration_text
 from eth_account import Account
 from eth_account.messages import encode_defunct
-from jose import jwt
+from prometheus_client import CollectorRegistry, Counter
 
+from services.platform.app.service_token import REFRESH_MARGIN_S, ServiceTokens
 from services.platform.chain.keyfile import load_or_create_account
 from services.record_store.domain.errors import DependencyUnavailable
 
 SERVICE_NAME = "record-store"
 AUDIENCES = ("consent", "identity")
-REFRESH_MARGIN_S = 60.0
 
 
 def load_or_create_signing_key(path: Path) -> str:
@@ -37,7 +40,8 @@ def load_or_create_signing_key(path: Path) -> str:
 
 
 class ServiceAccount:
-    """Logs in to identity with the service's key and keeps its tokens fresh."""
+    """Logs in to identity with the service's key and keeps its tokens fresh (a
+    ``TokenSource`` for the adapters that call consent and identity)."""
 
     def __init__(
         self,
@@ -54,9 +58,31 @@ class ServiceAccount:
         self.encryption_key = encryption_key_hex
         self.name = name
         self._http = httpx.Client(base_url=identity_url.rstrip("/"), timeout=timeout_s)
-        self._clock = clock
-        self._lock = threading.Lock()
-        self._tokens: dict[str, tuple[float, str]] = {}
+        self._tokens = ServiceTokens(
+            self._login, refresh_margin_s=REFRESH_MARGIN_S, clock=clock, on_login=self._counted
+        )
+        self._counters: list[Counter] = []
+
+    @property
+    def logins(self) -> int:
+        """How many times the service logged in (first token, renewals, after refusals)."""
+        return self._tokens.logins
+
+    def count_logins_on(self, registry: CollectorRegistry) -> None:
+        """Exposes ``service_token_logins_total{reason}`` on ``registry`` (``/metrics``):
+        a rise with reason ``refused`` means a peer refused the service's token."""
+        self._counters.append(
+            Counter(
+                "service_token_logins",
+                "logins of the record store's service account, by reason",
+                ["reason"],
+                registry=registry,
+            )
+        )
+
+    def _counted(self, reason: str) -> None:
+        for counter in self._counters:
+            counter.labels(reason).inc()
 
     def close(self) -> None:
         self._http.close()
@@ -89,7 +115,7 @@ class ServiceAccount:
         answer: dict[str, Any] = response.json()
         return answer
 
-    def _login(self) -> None:
+    def _login(self) -> dict[str, str]:
         challenge = self._post("/auth/challenge", {"signing_address": self.address})
         message = str(challenge["message"])
         lines = message.split("\n")
@@ -105,18 +131,18 @@ class ServiceAccount:
         )
         if answer.get("role") != "service":
             raise DependencyUnavailable(f"the service account has role {answer.get('role')!r}")
-        for audience, issued in answer["tokens"].items():
-            token = str(issued["access_token"])
-            expires = float(jwt.get_unverified_claims(token)["exp"])
-            self._tokens[audience] = (expires, token)
+        return {
+            audience: str(issued["access_token"]) for audience, issued in answer["tokens"].items()
+        }
 
     def token(self, audience: str) -> str:
-        """A token for ``audience``; logs in again when it is missing or about to expire."""
-        with self._lock:
-            cached = self._tokens.get(audience)
-            if cached is None or cached[0] - REFRESH_MARGIN_S <= self._clock():
-                self._login()
-                cached = self._tokens.get(audience)
-            if cached is None:
-                raise DependencyUnavailable(f"identity issued no token for {audience!r}")
-            return cached[1]
+        """A token for ``audience``; logs in again when it is missing, about to expire,
+        or was refused."""
+        try:
+            return self._tokens.token(audience)
+        except LookupError as exc:
+            raise DependencyUnavailable(f"identity issued no token for {audience!r}") from exc
+
+    def refused(self, audience: str, token: str) -> None:
+        """A peer answered 401 to ``token``: the next ``token(audience)`` logs in again."""
+        self._tokens.refused(audience, token)
