@@ -158,7 +158,6 @@ class RecordStoreRuntime:
         app.state.record_service = self.service
         app.state.service_registration = self.account.registration
         self.account.count_logins_on(app.state.metrics_registry)
-        self.account.count_logins_on(app.state.metrics_registry)
         return app
 
     async def start(self) -> None:

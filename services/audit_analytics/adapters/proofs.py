@@ -1,5 +1,9 @@
 """``EventProofs`` adapters: the relay's ``ProofService`` in one process, or its HTTP API.
 
+``DirectEventProofs`` is the one adapter of this service that imports the ledger relay
+(its repository read directly: the embedded stack, and ``EHR_LEDGER_DATABASE_URL``).
+"""
+
 from __future__ import annotations
 
 from collections.abc import Callable
