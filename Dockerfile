@@ -33,10 +33,11 @@ WORKDIR /app
 # services/platform/chain/artifacts.py finds contracts/build relative to the source tree.
 COPY --chown=root:root services/ services/
 COPY --chown=root:root proto/gen/ proto/gen/
+COPY --chown=root:root protocol/ehr_protocol/ protocol/ehr_protocol/
 COPY --chown=root:root sdk/ehr_client/ sdk/ehr_client/
 COPY --chown=root:root contracts/build/ contracts/build/
 ENV PATH=/opt/venv/bin:$PATH \
-    PYTHONPATH=/app:/app/proto/gen:/app/sdk \
+    PYTHONPATH=/app:/app/proto/gen:/app/protocol:/app/sdk \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     EHR_HOST=0.0.0.0 \

@@ -415,9 +415,10 @@ def demo(
     timeout: Annotated[float, typer.Option("--timeout", help="seconds per wait")] = 180.0,
 ) -> None:
     """Run the six-step scenario against a running system (exit 1 if a step fails)."""
+    from ehr_protocol.verify import Web3CheckpointReader
+
     from ehr_client.demo import Endpoints, Scenario
     from ehr_client.keys import read_key_file
-    from services.ledger_relay.verify import Web3CheckpointReader
 
     result = Scenario(
         Endpoints(gateway),

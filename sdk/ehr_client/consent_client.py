@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import httpx
+from ehr_protocol.vocabulary import CATEGORY_BITS, Purpose
 
 from ehr_client import consent as eip712
 from ehr_client.keys import UserKeys
@@ -29,20 +30,8 @@ from ehr_client.keys import UserKeys
 #: How long a signed message stays valid for the registry (its ``deadline``).
 DEFAULT_DEADLINE_SECONDS = 15 * 60
 
-CATEGORY_NAMES: dict[str, int] = {
-    "labs": eip712.LABS,
-    "imaging": eip712.IMAGING,
-    "medications": eip712.MEDICATIONS,
-    "notes": eip712.NOTES,
-    "mental-health": eip712.MENTAL_HEALTH,
-}
-PURPOSE_NAMES: dict[str, int] = {
-    "treatment": eip712.TREATMENT,
-    "payment": eip712.PAYMENT,
-    "operations": eip712.OPERATIONS,
-    "research": eip712.RESEARCH,
-    "emergency": eip712.EMERGENCY,
-}
+CATEGORY_NAMES: dict[str, int] = dict(CATEGORY_BITS)
+PURPOSE_NAMES: dict[str, int] = {p.name.lower(): int(p) for p in Purpose}
 _DURATION = re.compile(r"^(?P<amount>[1-9][0-9]*)(?P<unit>[smhdw])$")
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 

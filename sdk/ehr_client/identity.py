@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import httpx
+from ehr_protocol.identity import registration_text
 
 from ehr_client.keys import UserKeys
 
@@ -30,17 +31,6 @@ class IdentityClientError(Exception):
 
 class UnexpectedChallenge(Exception):
     """The login message is not for this account or this domain: not signed."""
-
-
-def registration_text(name: str, role: str, address: str, encryption_key: str) -> str:
-    """The text an account signs to register (the service checks the same text)."""
-    return (
-        "EHR Ledger account registration\n"
-        f"Name: {name}\n"
-        f"Role: {role}\n"
-        f"Address: {address}\n"
-        f"Encryption key: {encryption_key}"
-    )
 
 
 @dataclass(frozen=True)

@@ -28,8 +28,15 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 import httpx
-from eth_account import Account
-from eth_account.messages import encode_defunct
+from ehr_protocol.records import (
+    ESCROW_HOLDER,
+    canonical_json,
+    provenance_signer,
+    provenance_text,
+    record_aad,
+    wrap_context,
+)
+from ehr_protocol.vocabulary import CATEGORY_BITS, CATEGORY_NAMES, Purpose
 from fhir.resources.R4B import get_fhir_model_class
 from pydantic import ValidationError
 
@@ -37,10 +44,8 @@ from ehr_client import crypto
 from ehr_client.identity import IdentityClient
 from ehr_client.keys import UserKeys
 
-ESCROW_HOLDER = "escrow:record-store"
-CATEGORIES = ("labs", "imaging", "medications", "notes", "mental-health")
-CATEGORY_BITS = {name: 1 << i for i, name in enumerate(CATEGORIES)}
-TREATMENT, PAYMENT, OPERATIONS, RESEARCH, EMERGENCY = 1, 2, 3, 4, 5
+CATEGORIES = CATEGORY_NAMES
+TREATMENT, PAYMENT, OPERATIONS, RESEARCH, EMERGENCY = (int(p) for p in Purpose)
 
 
 class RecordsClientError(Exception):
@@ -181,52 +186,6 @@ class FhirResourcesValidator:
 
 
 # -- the formats both sides agree on ----------------------------------------------------
-
-
-def wrap_context(record_id: str, version: int) -> bytes:
-    """The context a version's data key is wrapped under."""
-    return f"ehr-record:{record_id}:v{version}".encode()
-
-
-def record_aad(record_id: str, version: int, patient_id: str) -> bytes:
-    """The additional authenticated data of a version's ciphertext."""
-    return f"ehr-record:{record_id}:v{version}:patient:{patient_id}".encode()
-
-
-def canonical_json(resource: Mapping[str, Any]) -> bytes:
-    return json.dumps(resource, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
-
-
-def provenance_text(
-    record_id: str,
-    version: int,
-    patient_id: str,
-    category: str,
-    resource_type: str,
-    content_sha256: bytes,
-    author_id: str,
-    signed_at: str,
-) -> str:
-    """The statement an author signs for one version (EIP-191 ``personal_sign``)."""
-    return (
-        "EHR Ledger record provenance\n"
-        f"Record: {record_id}\n"
-        f"Version: {version}\n"
-        f"Patient: {patient_id}\n"
-        f"Category: {category}\n"
-        f"Resource type: {resource_type}\n"
-        f"Content SHA-256: {content_sha256.hex()}\n"
-        f"Author: {author_id}\n"
-        f"Signed at: {signed_at}"
-    )
-
-
-def provenance_signer(text: str, signature: bytes) -> str | None:
-    """The address that signed ``text``, or None for a malformed signature."""
-    try:
-        return str(Account.recover_message(encode_defunct(text=text), signature=signature))
-    except Exception:
-        return None
 
 
 @dataclass(frozen=True)

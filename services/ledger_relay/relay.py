@@ -88,13 +88,15 @@ from services.platform.events.envelope import (
     event_hashes,
     new_envelope,
 )
-from services.platform.events.topics import LEDGER_CHECKPOINTS, TOPICS
+from services.platform.events.topics import DOMAIN_TOPICS as DOMAIN_TOPICS
+from services.platform.events.topics import (
+    LEDGER_CHECKPOINTS,
+    LEDGER_RELAY_CONSUMER_GROUP,
+)
 
 log = logging.getLogger(__name__)
 
-DOMAIN_TOPICS: tuple[str, ...] = tuple(t.name for t in TOPICS if t != LEDGER_CHECKPOINTS)
-"""Every topic whose events are anchored (the relay's own checkpoint events are not)."""
-CONSUMER_GROUP = "ledger-relay"
+CONSUMER_GROUP = LEDGER_RELAY_CONSUMER_GROUP
 """The relay's consumer group: its committed offsets tell how far the log has consumed."""
 
 CrashHook = Callable[[str], None]

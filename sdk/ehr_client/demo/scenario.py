@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 import httpx
+from ehr_protocol.verify import CheckpointReader, verify_event
 from rich.console import Console
 
 from ehr_client.audit import ApiError, AuditClient, LedgerClient
@@ -40,7 +41,6 @@ from ehr_client.records import (
     RecordsClient,
     RecordsClientError,
 )
-from services.ledger_relay.verify import CheckpointReader, verify_event
 
 T = TypeVar("T")
 

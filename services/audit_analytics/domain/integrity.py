@@ -15,9 +15,9 @@ from dataclasses import dataclass, field
 from itertools import pairwise
 from typing import Any
 
-from services.ledger_relay.domain.errors import CheckpointNotFound, ProofInvalid
-from services.ledger_relay.domain.merkle import verify_consistency
-from services.ledger_relay.verify import verify_event
+from ehr_protocol.errors import CheckpointNotFound, ProofInvalid
+from ehr_protocol.merkle import verify_consistency
+from ehr_protocol.verify import verify_event
 
 from .errors import EventNotFound, NotYetAnchored
 from .model import AuditRepository, StoredEvent

@@ -6,7 +6,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Protocol
 
-from services.ledger_relay.domain.model import ChainAnchor, ChainCheckpoint
+from ehr_protocol.verify import ChainAnchor, ChainCheckpoint
 
 
 class EventProofs(ABC):

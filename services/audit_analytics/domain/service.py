@@ -16,9 +16,9 @@ from typing import Any
 
 from ehr.audit.v1 import audit_pb2
 from ehr.vocabulary.v1 import vocabulary_pb2
+from ehr_protocol.errors import CheckpointNotFound, ProofInvalid
+from ehr_protocol.verify import verify_event
 
-from services.ledger_relay.domain.errors import CheckpointNotFound, ProofInvalid
-from services.ledger_relay.verify import verify_event
 from services.platform.events.envelope import Actor, encode, new_envelope, partition_key, topic_of
 from services.platform.events.vocabulary import ROLE_CODES
 

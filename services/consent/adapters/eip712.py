@@ -1,15 +1,15 @@
-"""EIP-712 digests and signer recovery with the client SDK's own encoding."""
+"""EIP-712 digests and signer recovery with the protocol's encoding (the one the client signs)."""
 
 from __future__ import annotations
 
-import ehr_client.consent as sdk
+import ehr_protocol.consent as sdk
 from eth_utils.crypto import keccak
 
 from services.consent.domain.model import GrantMessage, Signed
 
 
 def sdk_message(signed: Signed) -> sdk.ConsentMessage:
-    """The SDK's message for a domain message (same fields, same encoding)."""
+    """The protocol's message for a domain message (same fields, same encoding)."""
     m = signed.message
     if isinstance(m, GrantMessage):
         return sdk.GrantMessage(
@@ -19,7 +19,7 @@ def sdk_message(signed: Signed) -> sdk.ConsentMessage:
 
 
 class Eip712SignatureVerifier:
-    """The ``SignatureVerifier`` port over ``ehr_client.consent``."""
+    """The ``SignatureVerifier`` port over ``ehr_protocol.consent``."""
 
     def digest(self, signed: Signed, chain_id: int, contract: str) -> bytes:
         encoded = sdk.signable(sdk_message(signed), chain_id=chain_id, verifying_contract=contract)

@@ -1,8 +1,9 @@
 """The consent model: signed messages, grants as the projection holds them, accounts.
 
-Encodings are the contract's (``contracts/src/ConsentRegistry.sol``): categories are a
-bitmask (LABS=1, IMAGING=2, MEDICATIONS=4, NOTES=8, MENTAL_HEALTH=16) and a purpose is
-one id (TREATMENT=1, PAYMENT=2, OPERATIONS=3, RESEARCH=4, EMERGENCY=5). Addresses are
+Encodings are the contract's (``contracts/src/ConsentRegistry.sol``), defined once in
+``ehr_protocol.vocabulary``: categories are a bitmask (LABS=1, IMAGING=2, MEDICATIONS=4,
+NOTES=8, MENTAL_HEALTH=16) and a purpose is one id (TREATMENT=1, PAYMENT=2,
+OPERATIONS=3, RESEARCH=4, EMERGENCY=5). Addresses are
 kept in checksummed ``0x`` form; times are unix seconds (the chain's unit).
 """
 
@@ -10,24 +11,15 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from enum import IntEnum, IntFlag
 from typing import Literal
+
+from ehr_protocol.vocabulary import ALL_CATEGORIES, MAX_PURPOSE, Purpose, Role
+from ehr_protocol.vocabulary import CategoryBits as Category
 
 ZERO_ADDRESS = "0x" + "0" * 40
 
+__all__ = ["ALL_CATEGORIES", "MAX_PURPOSE", "Category", "Purpose", "Role"]
 
-class Category(IntFlag):
-    """Record categories, as bits of the contract's mask."""
-
-    LABS = 1
-    IMAGING = 2
-    MEDICATIONS = 4
-    NOTES = 8
-    MENTAL_HEALTH = 16
-
-
-ALL_CATEGORIES = 0x1F
-MAX_PURPOSE = 5
 
 MAX_GRANT_HORIZON_SECONDS = 315_576_000
 """Longest a grant may run: ten years of 365.25 days. The registry holds the same
@@ -45,26 +37,6 @@ NONCE_MAX = 2**53 - 1
 """The largest nonce a signed message may carry: a patient's nonces count their signed
 messages from 0, so this is never reached; it is below ``INT64_MAX`` and the largest
 integer every JSON client (and the OpenAPI document's numbers) holds exactly."""
-
-
-class Purpose(IntEnum):
-    """Purpose-of-use ids, as the contract numbers them."""
-
-    TREATMENT = 1
-    PAYMENT = 2
-    OPERATIONS = 3
-    RESEARCH = 4
-    EMERGENCY = 5
-
-
-class Role:
-    """Role names carried by access tokens (the JWT ``role`` claim)."""
-
-    PATIENT = "patient"
-    PROVIDER = "provider"
-    AUDITOR = "auditor"
-    ADMIN = "admin"
-    SERVICE = "service"
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ehr_protocol.errors as protocol
+
 
 class LedgerError(Exception):
     """Root of every ledger relay error."""
@@ -15,8 +17,9 @@ class EventNotFound(LedgerError):
     code = "event_not_found"
 
 
-class CheckpointNotFound(LedgerError):
-    """No anchored checkpoint with this index or size."""
+class CheckpointNotFound(LedgerError, protocol.CheckpointNotFound):
+    """No anchored checkpoint with this index or size (a verifier catches the protocol's
+    ``CheckpointNotFound``, whichever reader raised it)."""
 
     code = "checkpoint_not_found"
 
@@ -33,10 +36,9 @@ class InvalidRange(LedgerError):
     code = "invalid_range"
 
 
-class ProofInvalid(LedgerError):
-    """A proof does not verify."""
-
-    code = "proof_invalid"
+ProofInvalid = protocol.ProofInvalid
+"""A proof does not verify: the protocol's own error (its checks raise it), code
+``proof_invalid``."""
 
 
 class LogDiverged(LedgerError):

@@ -8,7 +8,22 @@ from dataclasses import dataclass
 from enum import StrEnum
 from itertools import repeat
 
+from ehr_protocol.verify import ChainAnchor, ChainCheckpoint
+
 from services.ledger_relay.domain.merkle import Coordinate, Node
+
+__all__ = [
+    "AnchorLedger",
+    "BusPosition",
+    "ChainAnchor",
+    "ChainCheckpoint",
+    "Checkpoint",
+    "CheckpointStatus",
+    "Leaf",
+    "LeafBatch",
+    "LogRepository",
+    "OutgoingEvent",
+]
 
 EVENT_ID_MAX_CHARS = 64
 """The longest envelope id a leaf keeps as its id (a UUIDv7 has 36 characters)."""
@@ -113,15 +128,6 @@ class CheckpointStatus(StrEnum):
     PENDING = "pending"
     """Cut and about to be (or being) sent; not known to be on chain."""
     ANCHORED = "anchored"
-
-
-@dataclass(frozen=True, slots=True)
-class ChainAnchor:
-    """Where a checkpoint was anchored."""
-
-    tx_hash: str
-    block_number: int
-    gas_used: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -246,15 +252,6 @@ class LogRepository(ABC):
 
     @abstractmethod
     def set_state(self, key: str, value: str) -> None: ...
-
-
-@dataclass(frozen=True, slots=True)
-class ChainCheckpoint:
-    """A checkpoint as the anchor contract holds it."""
-
-    index: int
-    tree_size: int
-    root: bytes
 
 
 class AnchorLedger(ABC):

@@ -1,17 +1,22 @@
-"""Errors of the chain port (root: ``ChainError``)."""
+"""Errors of the chain port (root: ``ChainError``, the protocol's: a verifier reading the
+chain without this port raises the same ``ChainUnavailable``)."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from typing import Any
 
+from ehr_protocol.errors import ChainError, ChainUnavailable
 
-class ChainError(Exception):
-    """Root of every error raised by ``services.platform.chain``."""
-
-
-class ChainUnavailable(ChainError):
-    """No RPC endpoint answered (every URL of the adapter was tried)."""
+__all__ = [
+    "ChainError",
+    "ChainUnavailable",
+    "InvalidArguments",
+    "TransactionRejected",
+    "TransactionReverted",
+    "TransactionTimeout",
+    "UnknownContractMember",
+]
 
 
 class TransactionRejected(ChainError):

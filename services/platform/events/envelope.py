@@ -20,6 +20,7 @@ from typing import TypeVar
 
 import uuid6
 from ehr.envelope.v1 import envelope_pb2
+from ehr_protocol.verify import event_hash
 from google.protobuf.message import DecodeError, Message
 
 from services.platform.events.catalogue import (
@@ -194,11 +195,6 @@ def topic_of(envelope: Envelope) -> Topic:
 def partition_key(envelope: Envelope) -> str:
     """The partition key: the subject (patient or account id)."""
     return envelope.subject
-
-
-def event_hash(raw: bytes) -> bytes:
-    """SHA-256 over the exact published bytes (32 bytes)."""
-    return hashlib.sha256(raw).digest()
 
 
 def event_hashes(raws: Iterable[bytes]) -> list[bytes]:

@@ -64,6 +64,13 @@ TOPICS: tuple[Topic, ...] = (
     AUDIT_REPORTS,
 )
 
+DOMAIN_TOPICS: tuple[str, ...] = tuple(t.name for t in TOPICS if t != LEDGER_CHECKPOINTS)
+"""The topics the ledger relay anchors: every domain event, not its own checkpoints."""
+
+LEDGER_RELAY_CONSUMER_GROUP = "ledger-relay"
+"""The ledger relay's consumer group of ``DOMAIN_TOPICS``: audit analytics reads its
+committed offsets to tell what the relay has logged from what it has not."""
+
 
 @dataclass(frozen=True)
 class Route:

@@ -14,7 +14,8 @@ that both read the same everywhere:
 Roles are the names in the access token's ``role`` claim (identity issues them):
 ``ROLE_CODES`` maps each to its ``Role`` code, ``ROLE_NAMES`` back.
 
-Every service that turns a mask, a purpose id or a role name into vocabulary codes
+The categories, purposes and roles themselves are ``ehr_protocol.vocabulary``; every
+service that turns a mask, a purpose id or a role name into vocabulary codes
 (or back) uses what is here; ``tests/platform/events/test_vocabulary.py`` holds the
 table to the contract's constants.
 """
@@ -26,6 +27,7 @@ from types import MappingProxyType
 from typing import TypeAlias
 
 from ehr.vocabulary.v1 import vocabulary_pb2
+from ehr_protocol.vocabulary import ALL_CATEGORIES, CategoryBits
 
 Category: TypeAlias = vocabulary_pb2.RecordCategory.ValueType
 Purpose: TypeAlias = vocabulary_pb2.PurposeOfUse.ValueType
@@ -47,16 +49,16 @@ ROLE_NAMES: Mapping[RoleCode, str] = MappingProxyType({c: n for n, c in ROLE_COD
 
 CATEGORY_BITS: Mapping[Category, int] = MappingProxyType(
     {
-        vocabulary_pb2.RECORD_CATEGORY_LABORATORY: 1,
-        vocabulary_pb2.RECORD_CATEGORY_IMAGING: 2,
-        vocabulary_pb2.RECORD_CATEGORY_MEDICATION: 4,
-        vocabulary_pb2.RECORD_CATEGORY_NOTES: 8,
-        vocabulary_pb2.RECORD_CATEGORY_MENTAL_HEALTH: 16,
+        vocabulary_pb2.RECORD_CATEGORY_LABORATORY: int(CategoryBits.LABS),
+        vocabulary_pb2.RECORD_CATEGORY_IMAGING: int(CategoryBits.IMAGING),
+        vocabulary_pb2.RECORD_CATEGORY_MEDICATION: int(CategoryBits.MEDICATIONS),
+        vocabulary_pb2.RECORD_CATEGORY_NOTES: int(CategoryBits.NOTES),
+        vocabulary_pb2.RECORD_CATEGORY_MENTAL_HEALTH: int(CategoryBits.MENTAL_HEALTH),
     }
 )
 """Record category code -> its bit in the contract's ``categories`` mask."""
 
-ALL_CATEGORY_BITS = 0x1F
+ALL_CATEGORY_BITS = ALL_CATEGORIES
 """The contract's ``ALL_CATEGORIES``: every defined bit."""
 
 CHAIN_PURPOSES: frozenset[Purpose] = frozenset(

@@ -1,7 +1,7 @@
 """Key material of the service: the break-glass escrow key and provenance signatures.
 
-Both reuse the client SDK's formats (``ehr_client.crypto``, ``ehr_client.records``) so
-the service checks exactly what the client made.
+Both use the protocol's formats (``ehr_protocol.crypto``, ``ehr_protocol.records``), the
+client's too, so the service checks exactly what the client made.
 """
 
 from __future__ import annotations
@@ -9,11 +9,11 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import ehr_client.crypto as crypto
-import ehr_client.records as sdk
+import ehr_protocol.crypto as crypto
+import ehr_protocol.records as sdk
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
-from ehr_client.keys import encode_public_key
+from ehr_protocol.keys import encode_public_key
 
 from services.record_store.domain.model import VersionUpload
 
@@ -58,7 +58,7 @@ class X25519EscrowKey:
 
 
 class Eip191ProvenanceVerifier:
-    """The ``ProvenanceVerifier`` port over the SDK's provenance statement."""
+    """The ``ProvenanceVerifier`` port over the protocol's provenance statement."""
 
     def signer(self, upload: VersionUpload) -> str | None:
         prov = upload.provenance

@@ -15,6 +15,7 @@ from __future__ import annotations
 import base64
 from typing import Annotated
 
+from ehr_protocol.vocabulary import ALL_CATEGORIES
 from fastapi import APIRouter, Depends, Path, Query, Request
 from starlette.concurrency import run_in_threadpool
 
@@ -352,8 +353,8 @@ async def drop_keys(
     service: Service,
     principal: Patient,
     categories: Annotated[
-        int, Query(ge=1, le=0x1F, description="ConsentRegistry category mask")
-    ] = 0x1F,
+        int, Query(ge=1, le=ALL_CATEGORIES, description="ConsentRegistry category mask")
+    ] = ALL_CATEGORIES,
 ) -> KeysDeletedView:
     """The patient removes every key wrapped for ``holder_id`` (after a revocation)."""
     count = await run_in_threadpool(

@@ -10,49 +10,12 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
-ESCROW_HOLDER = "escrow:record-store"
-"""The holder id of the data key copy wrapped for the service's break-glass escrow key."""
+from ehr_protocol.crypto import WRAPPED_KEY_BYTES
+from ehr_protocol.records import ESCROW_HOLDER
+from ehr_protocol.vocabulary import AccessPurpose as Purpose
+from ehr_protocol.vocabulary import Category, Role
 
-WRAPPED_KEY_BYTES = 93
-"""``ehr_client.crypto`` wrapped key: version(1) || eph_pub(32) || nonce(12) || sealed(48)."""
-
-
-class Role(enum.StrEnum):
-    PATIENT = "patient"
-    PROVIDER = "provider"
-    AUDITOR = "auditor"
-    ADMIN = "admin"
-    SERVICE = "service"
-
-
-class Category(enum.StrEnum):
-    """Record categories; ``bit`` is the ConsentRegistry mask bit, ``code`` the vocabulary
-    code (``services.platform.events.vocabulary``)."""
-
-    LABS = "labs"
-    IMAGING = "imaging"
-    MEDICATIONS = "medications"
-    NOTES = "notes"
-    MENTAL_HEALTH = "mental-health"
-
-    @property
-    def bit(self) -> int:
-        return 1 << list(Category).index(self)
-
-    @property
-    def code(self) -> int:
-        return list(Category).index(self) + 1
-
-
-class Purpose(enum.IntEnum):
-    """Purpose-of-use ids (the contract's; PATIENT_REQUEST only for a patient's own reads)."""
-
-    TREATMENT = 1
-    PAYMENT = 2
-    OPERATIONS = 3
-    RESEARCH = 4
-    EMERGENCY = 5
-    PATIENT_REQUEST = 6
+__all__ = ["ESCROW_HOLDER", "WRAPPED_KEY_BYTES", "Category", "Purpose", "Role"]
 
 
 class Basis(enum.IntEnum):

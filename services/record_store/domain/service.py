@@ -13,6 +13,8 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
+from ehr_protocol.vocabulary import ALL_CATEGORIES
+
 from services.record_store.domain.errors import (
     AccessDenied,
     InvalidUpload,
@@ -517,7 +519,7 @@ class RecordService:
             raise InvalidUpload(
                 "own and escrow keys go only with shredding", code="reserved_holder"
             )
-        if not 0 < categories <= 0x1F:
+        if not 0 < categories <= ALL_CATEGORIES:
             raise InvalidUpload("categories mask out of range", code="invalid_categories")
         scope = tuple(c for c in Category if c.bit & categories)
         return self.repository.delete_keys(
