@@ -248,22 +248,6 @@ def _processes_with_environment(text: str) -> list[int]:
     return found
 
 
-def test_down_stops_the_services_and_the_gateway_leaving_no_process(
-    services_stack: Stack,
-) -> None:
-    """Runs last in this module: the fixture's teardown then has nothing left to stop."""
-    servers = services_stack.status(["services", "gateway"])
-    pids = [s.pid for s in servers if s.pid is not None]
-    assert len(pids) == len(SERVICES) + 1
-    services_stack.down(["gateway", "services"], progress=lambda _: None)
-    assert all(s.state == "stopped" for s in services_stack.status(["services", "gateway"]))
-    assert not [pid for pid in pids if pid_alive(pid)]
-    run_dir = services_stack.settings.run_dir
-    assert _processes_using(run_dir / "gateway") == []
-    # Each service process has its data folder under the run dir in its environment.
-    assert _processes_with_environment(str(run_dir / "services")) == []
-
-
 def test_the_gateway_publishes_the_five_documents_with_paths_that_resolve(
     services_stack: Stack,
 ) -> None:
@@ -279,3 +263,19 @@ def test_the_gateway_publishes_the_five_documents_with_paths_that_resolve(
         for path in plain:
             reply = httpx.get(base + path, timeout=10)
             assert reply.status_code not in (404, 405), (entry["url"], path, reply.text)
+
+
+def test_down_stops_the_services_and_the_gateway_leaving_no_process(
+    services_stack: Stack,
+) -> None:
+    """Runs last in this module: the fixture's teardown then has nothing left to stop."""
+    servers = services_stack.status(["services", "gateway"])
+    pids = [s.pid for s in servers if s.pid is not None]
+    assert len(pids) == len(SERVICES) + 1
+    services_stack.down(["gateway", "services"], progress=lambda _: None)
+    assert all(s.state == "stopped" for s in services_stack.status(["services", "gateway"]))
+    assert not [pid for pid in pids if pid_alive(pid)]
+    run_dir = services_stack.settings.run_dir
+    assert _processes_using(run_dir / "gateway") == []
+    # Each service process has its data folder under the run dir in its environment.
+    assert _processes_with_environment(str(run_dir / "services")) == []
