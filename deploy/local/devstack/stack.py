@@ -100,16 +100,18 @@ class Stack:
         return [pid for component in self.components(COMPONENTS) for pid in component.pids()]
 
     def environment(self) -> dict[str, str]:
-        """Connection settings for the services and tests, as environment variables."""
+        """Connection settings for the services and tests, as environment variables, under
+        the names every service reads (``services.platform.app.settings``); the database
+        URL is the server's, each service has its own database on it."""
         env = {
-            "EHR_KAFKA__BOOTSTRAP_SERVERS": self.kafka.bootstrap_servers,
-            "EHR_CHAIN__RPC_URLS": ",".join(self.geth.rpc_urls),
-            "EHR_CHAIN__CHAIN_ID": str(self.geth.chain_id),
+            "EHR_KAFKA_BOOTSTRAP_SERVERS": self.kafka.bootstrap_servers,
+            "EHR_CHAIN_RPC_URLS": ",".join(self.geth.rpc_urls),
+            "EHR_CHAIN_ID": str(self.geth.chain_id),
         }
         if self.geth.faucet_key_file.exists():
-            env["EHR_CHAIN__FAUCET_KEY_FILE"] = str(self.geth.faucet_key_file)
+            env["EHR_CHAIN_FAUCET_KEY_FILE"] = str(self.geth.faucet_key_file)
         with contextlib.suppress(FileNotFoundError):  # PostgreSQL was never initialised
-            env["EHR_DATABASE__URL"] = self.postgres.dsn()
+            env["EHR_DATABASE_URL"] = self.postgres.dsn()
         if self.services.manifest_file.exists():
             env["EHR_GATEWAY_URL"] = self.gateway.url
             env["EHR_SERVICES_FILE"] = str(self.services.manifest_file)
