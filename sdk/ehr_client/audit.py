@@ -14,48 +14,39 @@ from typing import Any
 
 import httpx
 
+from ehr_client.errors import ApiClient, ApiError
 
-class ApiError(Exception):
-    """An HTTP error answer: status, the service's error code and message."""
-
-    def __init__(self, status: int, code: str, message: str) -> None:
-        super().__init__(f"{status} {code}: {message}")
-        self.status = status
-        self.code = code
-        self.message = message
+__all__ = ["ApiError", "AuditClient", "LedgerClient"]
 
 
 class _JsonClient:
+    """One bearer token for every request; errors as ``ApiError`` (an ``EhrError``)."""
+
     def __init__(self, base_url: str, token: str, timeout: float, http: httpx.Client | None):
-        self.http = http or httpx.Client(base_url=base_url.rstrip("/"), timeout=timeout)
-        self.token = token
+        self.api = ApiClient(base_url, timeout=timeout, http=http, token=token, family=ApiError)
+        self.http = self.api.http
+
+    @property
+    def token(self) -> str:
+        return str(self.api.token)
+
+    @token.setter
+    def token(self, value: str) -> None:
+        self.api.token = value
 
     def close(self) -> None:
-        self.http.close()
+        self.api.close()
 
     def request(
         self, method: str, path: str, *, json: Any = None, params: dict[str, Any] | None = None
     ) -> httpx.Response:
-        response = self.http.request(
-            method,
-            path,
-            json=json,
-            params=params,
-            headers={"Authorization": f"Bearer {self.token}"},
-        )
-        if response.status_code >= 400:
-            try:
-                error = response.json()["error"]
-                code, message = str(error["code"]), str(error["message"])
-            except (ValueError, KeyError, TypeError):
-                code, message = "http_error", response.text[:200]
-            raise ApiError(response.status_code, code, message)
-        return response
+        """The successful response as received (for non-JSON answers such as CSV)."""
+        return self.api.send(method, path, json=json, params=params)
 
     def call(
         self, method: str, path: str, *, json: Any = None, params: dict[str, Any] | None = None
     ) -> Any:
-        return self.request(method, path, json=json, params=params).json()
+        return self.api.call(method, path, json=json, params=params)
 
 
 class AuditClient(_JsonClient):

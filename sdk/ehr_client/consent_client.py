@@ -25,6 +25,8 @@ import httpx
 from ehr_protocol.vocabulary import CATEGORY_BITS, Purpose
 
 from ehr_client import consent as eip712
+from ehr_client.errors import ApiClient
+from ehr_client.errors import ConsentClientError as ConsentClientError
 from ehr_client.keys import UserKeys
 
 #: How long a signed message stays valid for the registry (its ``deadline``).
@@ -34,17 +36,6 @@ CATEGORY_NAMES: dict[str, int] = dict(CATEGORY_BITS)
 PURPOSE_NAMES: dict[str, int] = {p.name.lower(): int(p) for p in Purpose}
 _DURATION = re.compile(r"^(?P<amount>[1-9][0-9]*)(?P<unit>[smhdw])$")
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
-
-
-class ConsentClientError(Exception):
-    """The service answered with an error (status, code, message)."""
-
-    def __init__(self, status: int, code: str, message: str, body: Any = None) -> None:
-        super().__init__(f"{status} {code}: {message}")
-        self.status = status
-        self.code = code
-        self.message = message
-        self.body = body
 
 
 class ConsentInputError(ValueError):
@@ -111,12 +102,13 @@ class ConsentClient:
         http: httpx.Client | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self.http = http or httpx.Client(base_url=base_url.rstrip("/"), timeout=timeout)
+        self.api = ApiClient(base_url, timeout=timeout, http=http, family=ConsentClientError)
+        self.http = self.api.http
         self.clock = clock
         self._registry: Registry | None = None
 
     def close(self) -> None:
-        self.http.close()
+        self.api.close()
 
     def __enter__(self) -> ConsentClient:
         return self
@@ -133,17 +125,7 @@ class ConsentClient:
         json: Any = None,
         params: dict[str, Any] | None = None,
     ) -> Any:
-        headers = {"Authorization": f"Bearer {token}"}
-        response = self.http.request(method, path, json=json, params=params, headers=headers)
-        if response.status_code >= 400:
-            try:
-                body = response.json()
-                error = body["error"]
-                code, message = str(error["code"]), str(error["message"])
-            except (ValueError, KeyError, TypeError):
-                body, code, message = response.text, "http_error", response.text[:200]
-            raise ConsentClientError(response.status_code, code, message, body)
-        return response.json()
+        return self.api.call(method, path, token=token, json=json, params=params)
 
     # -- what a patient signs for ---------------------------------------------------------
     def registry(self, token: str) -> Registry:

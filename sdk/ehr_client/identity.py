@@ -15,18 +15,10 @@ from typing import Any
 import httpx
 from ehr_protocol.identity import registration_text
 
+from ehr_client.errors import ApiClient, IdentityClientError
 from ehr_client.keys import UserKeys
 
-
-class IdentityClientError(Exception):
-    """The service answered with an error (status, code, message)."""
-
-    def __init__(self, status: int, code: str, message: str, body: Any = None) -> None:
-        super().__init__(f"{status} {code}: {message}")
-        self.status = status
-        self.code = code
-        self.message = message
-        self.body = body
+__all__ = ["IdentityClient", "IdentityClientError", "Session", "UnexpectedChallenge"]
 
 
 class UnexpectedChallenge(Exception):
@@ -53,11 +45,12 @@ class IdentityClient:
         expected_domain: str | None = None,
         http: httpx.Client | None = None,
     ) -> None:
-        self.http = http or httpx.Client(base_url=base_url.rstrip("/"), timeout=timeout)
+        self.api = ApiClient(base_url, timeout=timeout, http=http, family=IdentityClientError)
+        self.http = self.api.http
         self.expected_domain = expected_domain
 
     def close(self) -> None:
-        self.http.close()
+        self.api.close()
 
     def __enter__(self) -> IdentityClient:
         return self
@@ -66,17 +59,7 @@ class IdentityClient:
         self.close()
 
     def _call(self, method: str, path: str, *, token: str | None = None, json: Any = None) -> Any:
-        headers = {"Authorization": f"Bearer {token}"} if token else {}
-        response = self.http.request(method, path, json=json, headers=headers)
-        if response.status_code >= 400:
-            try:
-                body = response.json()
-                error = body["error"]
-                code, message = str(error["code"]), str(error["message"])
-            except (ValueError, KeyError, TypeError):
-                body, code, message = response.text, "http_error", response.text[:200]
-            raise IdentityClientError(response.status_code, code, message, body)
-        return response.json()
+        return self.api.call(method, path, token=token, json=json)
 
     # -- accounts ------------------------------------------------------------------------
     def register(

@@ -41,21 +41,13 @@ from fhir.resources.R4B import get_fhir_model_class
 from pydantic import ValidationError
 
 from ehr_client import crypto
+from ehr_client.errors import ApiClient
+from ehr_client.errors import RecordsClientError as RecordsClientError
 from ehr_client.identity import IdentityClient
 from ehr_client.keys import UserKeys
 
 CATEGORIES = CATEGORY_NAMES
 TREATMENT, PAYMENT, OPERATIONS, RESEARCH, EMERGENCY = (int(p) for p in Purpose)
-
-
-class RecordsClientError(Exception):
-    """The service answered with an error (status, code, message)."""
-
-    def __init__(self, status: int, code: str, message: str) -> None:
-        super().__init__(f"{status} {code}: {message}")
-        self.status = status
-        self.code = code
-        self.message = message
 
 
 class InvalidFhirResource(ValueError):
@@ -256,7 +248,8 @@ class RecordsClient:
         timeout: float = 60.0,
         http: httpx.Client | None = None,
     ) -> None:
-        self.http = http or httpx.Client(base_url=base_url.rstrip("/"), timeout=timeout)
+        self.api = ApiClient(base_url, timeout=timeout, http=http, family=RecordsClientError)
+        self.http = self.api.http
         self.token = token
         self.keys = keys
         self.account_id = account_id
@@ -265,7 +258,7 @@ class RecordsClient:
         self._escrow: str | None = None
 
     def close(self) -> None:
-        self.http.close()
+        self.api.close()
 
     def __enter__(self) -> RecordsClient:
         return self
@@ -274,24 +267,8 @@ class RecordsClient:
         self.close()
 
     def call(self, method: str, path: str, *, json_body: Any = None, params: Any = None) -> Any:
-        response = self.http.request(
-            method,
-            path,
-            json=json_body,
-            params=params,
-            headers={"Authorization": f"Bearer {self.token}"},
-        )
-        if response.status_code >= 400:
-            try:
-                error = response.json().get("error", {})
-            except ValueError:
-                error = {}
-            raise RecordsClientError(
-                response.status_code,
-                str(error.get("code", "http_error")),
-                str(error.get("message", response.text[:200])),
-            )
-        return response.json() if response.content else None
+        """The decoded JSON answer (None when empty); ``RecordsClientError`` otherwise."""
+        return self.api.call(method, path, token=self.token, json=json_body, params=params)
 
     def escrow_key(self) -> str:
         if self._escrow is None:
