@@ -20,10 +20,16 @@ from ehr.audit.v1.audit_pb2 import (
 )
 
 from services.audit_analytics.adapters.proofs import DirectEventProofs
-from services.audit_analytics.adapters.sql import events_table, positions_table
+from services.audit_analytics.adapters.sql import (
+    SqlAuditRepository,
+    events_table,
+    positions_table,
+)
 from services.audit_analytics.domain import reports
 from services.audit_analytics.domain.errors import FindingNotFound
 from services.audit_analytics.domain.integrity import IntegrityService, Reconciliation
+from services.audit_analytics.domain.model import BusPosition as AuditPosition
+from services.audit_analytics.domain.records import audit_record_of
 from services.audit_analytics.domain.service import AuditService
 from services.ledger_relay.adapters.anchor import AuditAnchorLedger
 from services.ledger_relay.adapters.sql import SqlLogRepository
@@ -54,6 +60,19 @@ def _restore(engine: sa.Engine, snapshot: dict[str, list[dict[str, Any]]]) -> No
             c.execute(table.delete())
             if snapshot[table.name]:
                 c.execute(table.insert(), snapshot[table.name])
+
+
+def _consistent_row(repo: SqlAuditRepository, raw: bytes, at: AuditPosition) -> dict[str, Any]:
+    """An ``audit_events`` row whose every column is the one ``raw`` gives (a careful forger)."""
+    columns = repo.derived_columns(audit_record_of(raw, at), raw)
+    columns["detail"] = json.dumps(columns["detail"])
+    return {
+        **columns,
+        "raw": raw,
+        "topic": at.topic,
+        "partition": at.partition,
+        "offset": at.offset,
+    }
 
 
 def _kinds(result: Reconciliation) -> set[str]:
@@ -495,12 +514,12 @@ async def test_reconciliation_tells_what_the_relay_has_not_logged_yet_from_what_
     snapshot = _snapshot(engine)
     forged_raw = ev.read("pat-9", "prov-9", "rec-9")
     row = next(r for r in snapshot["audit_events"] if r["topic"] in anchored)
-    forged = {k: v for k, v in row.items() if k not in ("sequence", "proof")}
-    forged.update(
-        raw=forged_raw,
-        event_hash=event_hash(forged_raw),
-        event_id=decode(forged_raw).id,
-        offset=(await ends())[(row["topic"], row["partition"])] + 3,
+    forged = _consistent_row(
+        audit_stack.repo,
+        forged_raw,
+        AuditPosition(
+            row["topic"], row["partition"], (await ends())[(row["topic"], row["partition"])] + 3
+        ),
     )
     with engine.begin() as c:
         c.execute(t.insert().values(**forged))

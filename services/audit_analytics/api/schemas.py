@@ -148,6 +148,9 @@ class Reconciliation(Body):
     checkpoint: CheckpointRef | None
     counts: dict[str, int] = Field(description="discrepancies per kind")
     discrepancies: list[Discrepancy]
+    not_proven: dict[str, str] = Field(
+        description="stored fields reconciliation cannot prove, each with the reason"
+    )
     seconds: float
 
 

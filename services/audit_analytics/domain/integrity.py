@@ -1,8 +1,10 @@
 """Verification of one event against the chain, and reconciliation of the whole store.
 
-Reconciliation checks that every stored event is anchored with a matching hash and
-that every consumed bus position is accounted for, and reports what is missing,
-altered, reordered, inserted or duplicated, plus proofs that do not verify.
+Reconciliation checks that every stored event is anchored with a matching hash, that
+every column read by search, reports and detection is what the verified bytes (or the
+events recording findings and reviews, or the chain) give, and that every consumed bus
+position is accounted for; it reports what is missing, altered, reordered, inserted or
+duplicated, plus proofs that do not verify, and lists what it cannot prove.
 """
 
 from __future__ import annotations
@@ -19,24 +21,29 @@ from ehr_protocol.errors import CheckpointNotFound, ProofInvalid
 from ehr_protocol.merkle import verify_consistency
 from ehr_protocol.verify import verify_event
 
+from services.platform.events.errors import EventError
+
 from .errors import EventNotFound, NotYetAnchored
-from .model import AuditRepository, StoredEvent
+from .model import AuditRepository, PositionRow, StoredEvent
 from .ports import CachedCheckpointReader, CheckpointReader, EventProofs
+from .provenance import (
+    NOT_PROVEN,
+    ActionEvents,
+    Discrepancy,
+    altered_event_columns,
+    check_break_glass_reviews,
+    check_findings,
+    check_positions,
+    check_state,
+    is_action,
+)
+from .records import audit_record_of
 
 Slot = tuple[str, int]
 Offsets = Mapping[Slot, int] | Callable[[], Mapping[Slot, int]]
 """Offsets per (topic, partition), or a function that reads them when reconciliation needs
 them."""
 KINDS = ("missing", "altered", "reordered", "inserted", "duplicated", "proof_invalid", "fork")
-
-
-@dataclass(frozen=True, slots=True)
-class Discrepancy:
-    kind: str
-    detail: str
-    event_id: str = ""
-    position: str = ""
-    leaf_index: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,8 +112,28 @@ class Reconciliation:
                 }
                 for d in self.discrepancies
             ],
+            "not_proven": dict(NOT_PROVEN),
             "seconds": round(self.seconds, 3),
         }
+
+
+@dataclass
+class _Seen:
+    """What one reconciliation pass keeps from the stored events for its later phases."""
+
+    reader: CheckpointReader
+    hashes: set[bytes] = field(default_factory=set)
+    ids: set[str] = field(default_factory=set)
+    leaf_of: dict[str, int] = field(default_factory=dict)
+    per_partition: dict[Slot, list[tuple[int, int, str, str]]] = field(
+        default_factory=lambda: defaultdict(list)
+    )
+    unlogged: list[StoredEvent] = field(default_factory=list)
+    """Stored events the relay's log lacks, at or beyond its position."""
+    stored_at: dict[tuple[str, int, int], tuple[bytes, str]] = field(default_factory=dict)
+    """(topic, partition, offset) -> (hash, event id) of each stored event."""
+    position_rows: list[PositionRow] = field(default_factory=list)
+    actions: ActionEvents = field(default_factory=ActionEvents)
 
 
 def _where(event: StoredEvent) -> str:
@@ -214,57 +241,111 @@ class IntegrityService:
             logged_offsets = logged_offsets()
         if callable(consumed_offsets):
             consumed_offsets = consumed_offsets()
-        unlogged: list[StoredEvent] = []
-        reader = CachedCheckpointReader(self.reader)
         out = Reconciliation(bus_offsets_known=end_offsets is not None)
-        found = out.discrepancies
         out.checkpoint = self.proofs.latest_checkpoint()
+        seen = _Seen(CachedCheckpointReader(self.reader))
+        self._check_stored_events(out, seen, logged_offsets)
+        positions = self._check_positions(out, seen)
+        if callable(end_offsets):
+            end_offsets = end_offsets()
+        consumed = self._check_offsets(out, positions, end_offsets, consumed_offsets)
+        self._check_unlogged(out, seen, end_offsets)
+        anchored_not_consumed = self._check_lag(out, consumed, end_offsets)
+        self._check_order(out, seen)
+        self._check_leaves(out, seen, anchored_not_consumed)
+        self._check_auditor_records(out, seen)
+        out.seconds = time.perf_counter() - started
+        return out
 
-        # Every stored event (read in batches): duplicates, bytes against hashes, and its
-        # anchoring. A stored proof that verifies on chain is evidence enough (the relay
-        # is not asked again); without one, the relay gives a fresh proof, which must
-        # verify too. Only what later checks need is kept in memory.
-        hashes: set[bytes] = set()
-        seen_ids: set[str] = set()
-        leaf_of: dict[str, int] = {}
-        per_partition: dict[Slot, list[tuple[int, int, str, str]]] = defaultdict(list)
+    def _check_stored_events(
+        self, out: Reconciliation, seen: _Seen, logged_offsets: Mapping[Slot, int] | None
+    ) -> None:
+        """Every stored event (read in batches): duplicates, bytes against hashes, its
+        columns against its bytes, and its anchoring. A stored proof that verifies on chain
+        is evidence enough (the relay is not asked again); without one, the relay gives a
+        fresh proof, which must verify too. Only what later checks need is kept in memory."""
+        found = out.discrepancies
         for event in self.repository.iter_events():
             out.events += 1
             event_id = event.record.event_id
-            if event_id in seen_ids or event.event_hash in hashes:
-                hashes.add(event.event_hash)
+            p = event.position
+            seen.stored_at[(p.topic, p.partition, p.offset)] = (event.event_hash, event_id)
+            if event_id in seen.ids or event.event_hash in seen.hashes:
+                seen.hashes.add(event.event_hash)
                 found.append(
                     Discrepancy(
                         "duplicated", "the event is stored more than once", event_id, _where(event)
                     )
                 )
                 continue
-            seen_ids.add(event_id)
-            hashes.add(event.event_hash)
-            leaf_index = self._check_event(event, reader, out, logged_offsets, unlogged)
+            seen.ids.add(event_id)
+            seen.hashes.add(event.event_hash)
+            self._check_columns(out, seen, event)
+            leaf_index = self._check_event(event, seen.reader, out, logged_offsets, seen.unlogged)
             if leaf_index is not None:
-                leaf_of[event_id] = leaf_index
-                slot = (event.position.topic, event.position.partition)
-                per_partition[slot].append(
-                    (event.position.offset, leaf_index, event_id, _where(event))
+                seen.leaf_of[event_id] = leaf_index
+                seen.per_partition[(p.topic, p.partition)].append(
+                    (p.offset, leaf_index, event_id, _where(event))
                 )
 
-        # Every bus position is accounted for: contiguous offsets per partition, and each
-        # position's event (or an earlier copy of it) is in the store.
+    def _check_columns(self, out: Reconciliation, seen: _Seen, event: StoredEvent) -> None:
+        """The columns search, reports and detection read are the ones the bytes give."""
+        if hashlib.sha256(event.raw).digest() != event.event_hash:
+            return  # the bytes themselves are reported altered; nothing to derive from
+        try:
+            record = audit_record_of(event.raw, event.position)
+        except EventError as error:
+            out.discrepancies.append(
+                Discrepancy(
+                    "altered",
+                    f"audit_events.raw: the stored bytes are not an event: {error}",
+                    event.record.event_id,
+                    _where(event),
+                )
+            )
+            return
+        derived = self.repository.derived_columns(record, event.raw)
+        for column in altered_event_columns(event, derived):
+            out.discrepancies.append(
+                Discrepancy(
+                    "altered",
+                    f"audit_events.{column}: the stored value is not the one its bytes give",
+                    record.event_id,
+                    _where(event),
+                )
+            )
+        if is_action(record):
+            seen.actions.add(event.raw)
+
+    def _check_positions(self, out: Reconciliation, seen: _Seen) -> dict[Slot, list[int]]:
+        """Every consumed position's event (or an earlier copy of it) is in the store;
+        returns the consumed offsets per partition."""
         by_partition: dict[Slot, list[int]] = defaultdict(list)
-        for row in self.repository.positions():
+        rows = self.repository.positions()
+        for row in rows:
             out.positions += 1
             by_partition[(row.position.topic, row.position.partition)].append(row.position.offset)
-            if row.kind != "undecodable" and row.event_hash not in hashes:
-                found.append(
+            if row.kind != "undecodable" and row.event_hash not in seen.hashes:
+                out.discrepancies.append(
                     Discrepancy(
                         "missing",
                         "a consumed position's event is not in the store",
                         position=f"{row.position.topic}/{row.position.partition}@{row.position.offset}",
                     )
                 )
-        if callable(end_offsets):
-            end_offsets = end_offsets()
+        seen.position_rows = rows
+        return by_partition
+
+    @staticmethod
+    def _check_offsets(
+        out: Reconciliation,
+        by_partition: dict[Slot, list[int]],
+        end_offsets: Mapping[Slot, int] | None,
+        consumed_offsets: Mapping[Slot, int] | None,
+    ) -> dict[Slot, int]:
+        """Contiguous offsets per partition, up to the store's committed offsets; returns
+        the consumed position per partition."""
+        found = out.discrepancies
         consumed: dict[Slot, int] = {}
         for (topic, partition), offsets in by_partition.items():
             offsets.sort()
@@ -297,10 +378,18 @@ class IntegrityService:
                     )
                 )
                 consumed[(topic, partition)] = committed
-        for event in unlogged:  # not in the relay's log, at or beyond its position
+        return consumed
+
+    @staticmethod
+    def _check_unlogged(
+        out: Reconciliation, seen: _Seen, end_offsets: Mapping[Slot, int] | None
+    ) -> None:
+        """Events not in the relay's log, at or beyond its position: pending unless beyond
+        the bus's end."""
+        for event in seen.unlogged:
             slot = (event.position.topic, event.position.partition)
             if end_offsets is not None and event.position.offset >= end_offsets.get(slot, 0):
-                found.append(
+                out.discrepancies.append(
                     Discrepancy(
                         "inserted",
                         "the event is not in the ledger's log, and beyond the bus's end offset",
@@ -310,29 +399,40 @@ class IntegrityService:
                 )
             else:
                 out.not_logged += 1
-        anchored_not_consumed = 0
-        if end_offsets is not None:
-            for (topic, partition), end in sorted(end_offsets.items()):
-                position = consumed.get((topic, partition), 0)
-                if position > end:
-                    found.append(
-                        Discrepancy(
-                            "inserted",
-                            f"offsets {end}..{position - 1} are beyond the bus's end offset",
-                            position=f"{topic}/{partition}@{end}",
-                        )
-                    )
-                elif position < end:
-                    out.not_consumed[f"{topic}/{partition}"] = end - position
-                    if topic in self.anchored_topics:
-                        anchored_not_consumed += end - position
 
-        # Order: within a partition, the log's order is the bus order.
-        for members in per_partition.values():
+    def _check_lag(
+        self,
+        out: Reconciliation,
+        consumed: dict[Slot, int],
+        end_offsets: Mapping[Slot, int] | None,
+    ) -> int:
+        """Positions beyond the bus's end are inserted; those below it not consumed yet are
+        pending. Returns how many of those are on anchored topics."""
+        anchored_not_consumed = 0
+        for (topic, partition), end in sorted((end_offsets or {}).items()):
+            position = consumed.get((topic, partition), 0)
+            if position > end:
+                out.discrepancies.append(
+                    Discrepancy(
+                        "inserted",
+                        f"offsets {end}..{position - 1} are beyond the bus's end offset",
+                        position=f"{topic}/{partition}@{end}",
+                    )
+                )
+            elif position < end:
+                out.not_consumed[f"{topic}/{partition}"] = end - position
+                if topic in self.anchored_topics:
+                    anchored_not_consumed += end - position
+        return anchored_not_consumed
+
+    @staticmethod
+    def _check_order(out: Reconciliation, seen: _Seen) -> None:
+        """Within a partition, the log's order is the bus order."""
+        for members in seen.per_partition.values():
             members.sort()
             for a, b in pairwise(members):
                 if a[1] > b[1]:
-                    found.append(
+                    out.discrepancies.append(
                         Discrepancy(
                             "reordered",
                             f"stored before {a[2]} but logged after it",
@@ -342,29 +442,41 @@ class IntegrityService:
                         )
                     )
 
-        # Every anchored leaf has its event in the store (deletions, truncation), unless the
-        # store has not consumed it yet: the store reads the bus in order, so the leaves it
-        # lacks because of its lag are the newest ones.
-        if out.checkpoint is not None:
-            covered = set(leaf_of.values())
-            size = int(out.checkpoint["tree_size"])
-            gaps = [i for i in range(size) if i not in covered]
-            lagging = min(len(gaps), anchored_not_consumed)
-            out.leaves_not_consumed = lagging
-            gaps = gaps[: len(gaps) - lagging]
-            for index in gaps[:1000]:
-                found.append(
-                    Discrepancy(
-                        "missing", "an anchored event is not in the store", leaf_index=index
-                    )
-                )
-            if len(gaps) > 1000:
-                found.append(
-                    Discrepancy("missing", f"{len(gaps) - 1000} more anchored events are missing")
-                )
-            self._check_chain_root(out, reader)
-        out.seconds = time.perf_counter() - started
-        return out
+    def _check_leaves(self, out: Reconciliation, seen: _Seen, anchored_not_consumed: int) -> None:
+        """Every anchored leaf has its event in the store (deletions, truncation), unless the
+        store has not consumed it yet: the store reads the bus in order, so the leaves it
+        lacks because of its lag are the newest ones."""
+        if out.checkpoint is None:
+            return
+        found = out.discrepancies
+        covered = set(seen.leaf_of.values())
+        size = int(out.checkpoint["tree_size"])
+        gaps = [i for i in range(size) if i not in covered]
+        lagging = min(len(gaps), anchored_not_consumed)
+        out.leaves_not_consumed = lagging
+        gaps = gaps[: len(gaps) - lagging]
+        for index in gaps[:1000]:
+            found.append(
+                Discrepancy("missing", "an anchored event is not in the store", leaf_index=index)
+            )
+        if len(gaps) > 1000:
+            found.append(
+                Discrepancy("missing", f"{len(gaps) - 1000} more anchored events are missing")
+            )
+        self._check_chain_root(out, seen.reader)
+
+    def _check_auditor_records(self, out: Reconciliation, seen: _Seen) -> None:
+        """The tables not derived from one event's bytes: positions against the stored
+        events, findings and reviews against the events that record them (consumed, else
+        queued in the outbox), the kept state against the chain."""
+        inserted = {d.event_id for d in out.discrepancies if d.kind == "inserted"}
+        found = out.discrepancies
+        found += check_positions(seen.position_rows, seen.stored_at, inserted)
+        for raw in self.repository.queued_events():
+            seen.actions.add(raw)
+        found += check_findings(self.repository.findings(), seen.actions)
+        found += check_break_glass_reviews(self.repository.break_glass_reviews(), seen.actions)
+        found += check_state(self.repository.state(), seen.reader)
 
     def _check_event(
         self,

@@ -91,6 +91,9 @@ class StoredEvent:
     event_hash: bytes
     position: BusPosition
     proof: dict[str, Any] | None = None
+    columns: Mapping[str, Any] = field(default_factory=dict, compare=False)
+    """The stored columns derived from ``raw`` (as the store reads them), which
+    reconciliation compares with ``AuditRepository.derived_columns`` of the bytes."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,6 +165,18 @@ class AuditRepository(ABC):
     def iter_events(self, batch: int = 5000) -> Iterator[StoredEvent]:
         """Every stored event in store order; adapters read it in batches (bounded memory)."""
         return iter(self.all_events())
+
+    @abstractmethod
+    def derived_columns(self, record: AuditRecord, raw: bytes) -> dict[str, Any]:
+        """The columns the store writes for ``record`` decoded from ``raw`` (as it reads them)."""
+
+    @abstractmethod
+    def queued_events(self) -> list[bytes]:
+        """The bytes of every event this service queued in its outbox (published or not)."""
+
+    @abstractmethod
+    def state(self) -> dict[str, str]:
+        """Every value kept between runs, by key."""
 
     @abstractmethod
     def positions(self) -> list[PositionRow]:

@@ -34,11 +34,11 @@ from .integrity import (
 )
 from .model import AuditRepository, Finding, Page, SearchQuery, StoredEvent
 from .ports import CachedCheckpointReader
+from .provenance import LAST_REPORT_CHECKPOINT, SERVICE_ACCOUNT
 
-SOURCE = "audit-analytics"
+SOURCE = SERVICE_ACCOUNT
 DISPOSITIONS = ("justified", "false_positive", "violation_confirmed", "escalated", "needs_training")
 MAX_PAGE = 500
-LAST_REPORT_CHECKPOINT = "last_report_checkpoint"
 SEVERITY = {
     "low": audit_pb2.SEVERITY_LOW,
     "medium": audit_pb2.SEVERITY_MEDIUM,
@@ -55,11 +55,14 @@ DISPOSITION_CODES = {
 Outgoing = tuple[str, str, bytes]
 
 
-def _outgoing(payload: Any, actor_id: str, role: str) -> Outgoing:
+def _outgoing(payload: Any, actor_id: str, role: str, at: datetime | None = None) -> Outgoing:
+    """The event of a state change; ``at`` is the instant the store keeps with that change,
+    so reconciliation can compare the two."""
     envelope = new_envelope(
         payload,
         source=SOURCE,
         actor=Actor(id=actor_id, role=ROLE_CODES.get(role, vocabulary_pb2.ROLE_SERVICE)),
+        time=at,
     )
     return topic_of(envelope).name, partition_key(envelope), encode(envelope)
 
@@ -167,7 +170,7 @@ class AuditService:
                 score=c.score,
                 explanation=c.explanation,
             )
-            outgoing.append(_outgoing(payload, SOURCE, "service"))
+            outgoing.append(_outgoing(payload, SOURCE, "service", now))
         if new:
             self.repository.add_findings(list(new.values()), outgoing)
         return list(new.values())
@@ -197,8 +200,9 @@ class AuditService:
             disposition=DISPOSITION_CODES[disposition],
             reviewer_id=reviewer,
         )
+        at = self.clock()
         return self.repository.review(
-            finding_id, disposition, reviewer, self.clock(), [_outgoing(payload, reviewer, role)]
+            finding_id, disposition, reviewer, at, [_outgoing(payload, reviewer, role, at)]
         )
 
     def review_break_glass(
@@ -220,8 +224,9 @@ class AuditService:
             disposition=DISPOSITION_CODES[disposition],
             reviewer_id=reviewer,
         )
+        at = self.clock()
         self.repository.review_break_glass(
-            bg, disposition, reviewer, self.clock(), [_outgoing(payload, reviewer, role)]
+            bg, disposition, reviewer, at, [_outgoing(payload, reviewer, role, at)]
         )
 
     def review_events(self) -> dict[tuple[str, str], str]:
