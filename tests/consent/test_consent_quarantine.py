@@ -20,6 +20,7 @@ from consent.harness import HOUR, Harness
 from eth_account import Account
 
 from services.consent.main import ConsentRuntime, ConsentSettings
+from services.platform.app.factory import metrics_app
 from services.platform.chain.artifacts import load_artifact
 from services.platform.chain.port import DeployedContract
 
@@ -63,6 +64,13 @@ async def _get(runtime: ConsentRuntime, path: str, headers: dict[str, str]) -> h
     transport = httpx.ASGITransport(app=runtime.app)
     async with httpx.AsyncClient(transport=transport, base_url="http://consent") as client:
         return await client.get(path, headers=headers)
+
+
+async def _scrape(runtime: ConsentRuntime) -> httpx.Response:
+    """The service's metrics port: its app has no ``/metrics``."""
+    transport = httpx.ASGITransport(app=metrics_app(runtime.app.state.metrics_registry))
+    async with httpx.AsyncClient(transport=transport, base_url="http://consent") as client:
+        return await client.get("/metrics")
 
 
 def _emit(h: Harness, emitter: DeployedContract, fn: str, *args: object) -> str:
@@ -127,7 +135,7 @@ async def test_a_log_the_projection_cannot_hold_is_quarantined_not_fatal(
         assert refused.status_code == 403
         assert refused.json()["error"]["code"] == "role_not_allowed"
 
-        metrics = (await _get(runtime, "/metrics", {})).text
+        metrics = (await _scrape(runtime)).text
         assert 'consent_quarantined_logs_total{kind="granted"} 1.0' in metrics
         assert 'consent_quarantined_logs_total{kind="revoked"} 1.0' in metrics
 

@@ -14,7 +14,7 @@ from fastapi import FastAPI
 from fastapi.routing import APIRoute
 from pydantic import BaseModel
 
-OPERATIONAL = {"/healthz", "/readyz", "/metrics"}
+OPERATIONAL = {"/healthz", "/readyz"}
 
 INT64_MAX = 2**63 - 1
 BAD_INTEGERS = (

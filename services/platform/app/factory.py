@@ -1,27 +1,34 @@
 """The app factory: one FastAPI app with everything a service needs around its routers.
 
 ``create_app`` adds ``/healthz`` (the process is up), ``/readyz`` (the service's
-dependencies answer), ``/metrics`` (Prometheus, one registry per app), a request id on
-every request and response, the request guard (:mod:`services.platform.app.request_guard`:
-bounded URLs and bodies, checked before any route or parser sees them), the shared error
-statuses in the OpenAPI document (:mod:`services.platform.app.openapi`), JSON error bodies
-for every error
+dependencies answer), HTTP metrics on one Prometheus registry per app
+(``app.state.metrics_registry``), a request id on every request and response, the
+request guard (:mod:`services.platform.app.request_guard`: bounded URLs and bodies,
+checked before any route or parser sees them), the shared error statuses in the OpenAPI
+document (:mod:`services.platform.app.openapi`), JSON error bodies for every error
 (see :mod:`services.platform.app.errors`) and a token verifier for
 :func:`services.platform.app.auth.current_principal`.
+
+``/metrics`` is not on the API app: anything a gateway routes to the API port is public,
+and the metrics name routes, counts and the service's internals. :func:`metrics_app`
+exposes a registry on its own, and :func:`serve` runs it on the metrics port
+(``EHR_METRICS_PORT``) beside the API, where only the scraper reaches it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import re
+import signal
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
-from contextlib import AbstractAsyncContextManager
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager, contextmanager
 from http import HTTPStatus
 from typing import Any
 
 import structlog
 import uuid6
+import uvicorn
 from fastapi import APIRouter, FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram
@@ -34,6 +41,8 @@ from services.platform.app.errors import (
     REQUEST_ID_HEADER,
     ErrorMap,
     InternalError,
+    MethodNotAllowed,
+    NotFound,
     ServiceError,
     ServiceUnavailable,
     error_response,
@@ -223,7 +232,6 @@ def _operational_router(
     app: FastAPI,
     settings: ServiceSettings,
     checks: Mapping[str, ReadinessCheck],
-    registry: CollectorRegistry,
     servers_from_prefix: bool,
 ) -> APIRouter:
     router = APIRouter(include_in_schema=False)
@@ -265,11 +273,30 @@ def _operational_router(
         degraded = any(outcome != "ok" for outcome in results.values())
         return {"status": "degraded" if degraded else "ready", "checks": results}
 
-    @router.get("/metrics")
-    async def metrics() -> Response:
-        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
-
     return router
+
+
+METRICS_PATH = "/metrics"
+
+
+def metrics_app(registry: CollectorRegistry) -> ASGIApp:
+    """The ASGI app of the metrics port: ``GET /metrics`` answers ``registry`` in the
+    Prometheus text format, anything else the shared JSON error body (404, or 405 for
+    another method). No request guard, ids or counting: it reads no body and routes
+    nothing a caller chooses, and scrapes must not count themselves."""
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return  # no lifespan, no websockets
+        if scope["path"] != METRICS_PATH:
+            await _send_error(scope, receive, send, NotFound(f"no metrics at {scope['path']}"))
+        elif scope["method"] not in ("GET", "HEAD"):
+            await _send_error(scope, receive, send, MethodNotAllowed("metrics are read with GET"))
+        else:
+            response = Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+            await response(scope, receive, send)
+
+    return app
 
 
 def request_limits(settings: ServiceSettings) -> RequestLimits:
@@ -297,7 +324,7 @@ def create_app(
 
     ``readiness_checks`` name the dependencies ``/readyz`` checks. ``token_verifier``
     defaults to one built from ``settings.jwt``. ``registry`` lets the service register
-    its own metrics on the registry ``/metrics`` exposes. ``error_map`` maps the service's
+    its own metrics on the registry the metrics port exposes. ``error_map`` maps the service's
     domain exceptions to HTTP errors. ``servers_from_root_path=False`` is for a service
     whose routes already carry the gateway's prefix (consent, the record store): its
     document's paths are complete, so the prefix a gateway strips (``root_path`` or
@@ -318,9 +345,7 @@ def create_app(
 
     install_error_handlers(app, error_map)
     app.include_router(
-        _operational_router(
-            app, settings, dict(readiness_checks or {}), registry, servers_from_root_path
-        )
+        _operational_router(app, settings, dict(readiness_checks or {}), servers_from_root_path)
     )
     for router in routers:
         app.include_router(router)
@@ -336,14 +361,67 @@ def create_app(
     return app
 
 
-def serve(app: FastAPI, settings: ServiceSettings) -> None:
-    """Run ``app`` with uvicorn on the settings' host and port (blocks)."""
-    import uvicorn
+class _QuietServer(uvicorn.Server):
+    """A uvicorn server that leaves the process's signals alone: :func:`serve` handles
+    them once for both of its servers (each server would otherwise replace the
+    other's handler, and only one would stop)."""
 
-    uvicorn.run(
-        app,
-        host=settings.host,
-        port=settings.port,
-        access_log=False,  # RequestContextMiddleware logs every request as JSON
-        log_level=settings.log_level.lower(),
+    @contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+async def serve_together(*servers: uvicorn.Server) -> None:
+    """Runs ``servers`` in this event loop until a SIGINT or SIGTERM (a second SIGINT
+    forces the exit) or until one of them stops (e.g. it could not bind): the others
+    are then stopped too, and this returns when all have shut down."""
+    loop = asyncio.get_running_loop()
+
+    def stop(force: bool) -> None:
+        for server in servers:
+            server.force_exit = server.force_exit or (force and server.should_exit)
+            server.should_exit = True
+
+    handled = (signal.SIGINT, signal.SIGTERM)
+    for sig in handled:
+        loop.add_signal_handler(sig, stop, sig == signal.SIGINT)
+    tasks = [asyncio.create_task(server.serve()) for server in servers]
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        stop(False)
+        await asyncio.gather(*tasks)
+    finally:
+        for sig in handled:
+            loop.remove_signal_handler(sig)
+
+
+def metrics_server(registry: CollectorRegistry, host: str, port: int) -> uvicorn.Server:
+    """A uvicorn server of :func:`metrics_app` on ``host:port`` (no lifespan)."""
+    config = uvicorn.Config(
+        metrics_app(registry),
+        host=host,
+        port=port,
+        lifespan="off",
+        access_log=False,
+        log_level="warning",
     )
+    return _QuietServer(config)
+
+
+def serve(app: FastAPI, settings: ServiceSettings) -> None:
+    """Run ``app`` on the settings' host and port and its metrics
+    (``app.state.metrics_registry``) on the same host's metrics port, both with uvicorn
+    in one event loop; blocks until a signal stops both, or until either stops."""
+    api = _QuietServer(
+        uvicorn.Config(
+            app,
+            host=settings.host,
+            port=settings.port,
+            access_log=False,  # RequestContextMiddleware logs every request as JSON
+            log_level=settings.log_level.lower(),
+        )
+    )
+    metrics = metrics_server(
+        app.state.metrics_registry, settings.host, settings.metrics_port_or_default
+    )
+    asyncio.run(serve_together(api, metrics))

@@ -32,6 +32,10 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
 
+#: The metrics port of a service whose ``EHR_METRICS_PORT`` is not set: its API port
+#: plus this.
+METRICS_PORT_OFFSET = 1000
+
 
 class JwtSettings(BaseModel):
     """How a service verifies the access tokens the identity service issues."""
@@ -72,6 +76,13 @@ class ServiceSettings(BaseSettings):
     service_name: str = Field(min_length=1, pattern=r"^[a-z][a-z0-9-]*$")
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65535)
+    metrics_port: int | None = Field(
+        default=None,
+        ge=0,
+        le=65535,
+        description="/metrics on this port of the same host, never on the API port "
+        f"(default: port + {METRICS_PORT_OFFSET}; 0: any free port)",
+    )
     log_level: LogLevel = "INFO"
     max_body_bytes: int = Field(default=1_048_576, gt=0)
     body_timeout_seconds: float = Field(
@@ -112,6 +123,25 @@ class ServiceSettings(BaseSettings):
         "chain_rpc_urls",
         "chain_id",
     )
+
+    @model_validator(mode="after")
+    def _metrics_port_apart(self) -> Self:
+        """The metrics port is the scraper's only: sharing the API port (which a gateway
+        routes to) would make it public again."""
+        metrics = self.metrics_port_or_default
+        if not 0 <= metrics <= 65535:
+            raise ValueError(f"port + {METRICS_PORT_OFFSET} is no port: set metrics_port")
+        if metrics and metrics == self.port:
+            raise ValueError("metrics_port must differ from port")
+        return self
+
+    @property
+    def metrics_port_or_default(self) -> int:
+        """The port ``/metrics`` is served on (``metrics_port``, else ``port`` +
+        ``METRICS_PORT_OFFSET``; 0 when the API port is 0: any free port)."""
+        if self.metrics_port is not None:
+            return self.metrics_port
+        return self.port + METRICS_PORT_OFFSET if self.port else 0
 
     @field_validator("log_level", mode="before")
     @classmethod

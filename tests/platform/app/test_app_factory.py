@@ -14,6 +14,7 @@ import pytest
 import structlog
 from fastapi import APIRouter, FastAPI, HTTPException
 from pydantic import BaseModel, Field
+from starlette.types import ASGIApp
 
 from services.platform.app.errors import (
     BadRequest,
@@ -32,7 +33,7 @@ from services.platform.app.errors import (
     UnsupportedMediaType,
     ValidationFailed,
 )
-from services.platform.app.factory import Degraded, ReadinessCheck, create_app
+from services.platform.app.factory import Degraded, ReadinessCheck, create_app, metrics_app
 from services.platform.app.logging import configure_logging
 from services.platform.app.settings import ServiceSettings
 
@@ -126,7 +127,7 @@ def _app(
     )
 
 
-def _client(app: FastAPI) -> httpx.AsyncClient:
+def _client(app: ASGIApp) -> httpx.AsyncClient:
     return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://svc")
 
 
@@ -227,8 +228,10 @@ async def test_metrics_count_requests_by_route_template_and_status(
             assert (await c1.get(f"/items/{item_id}")).status_code == 200
         assert (await c1.get("/no/such/route")).status_code == 404
         assert (await c2.get("/items/z")).status_code == 200
-        first_metrics = (await c1.get("/metrics")).text
-        second_metrics = (await c2.get("/metrics")).text
+    scrapes = [metrics_app(app.state.metrics_registry) for app in (first, second)]
+    async with _client(scrapes[0]) as m1, _client(scrapes[1]) as m2:
+        first_metrics = (await m1.get("/metrics")).text
+        second_metrics = (await m2.get("/metrics")).text
 
     def count(text: str, route: str, status: str) -> float:
         pattern = (
