@@ -177,6 +177,41 @@ def test_service_monitors_carry_the_release_label(rendered: list[dict]) -> None:
     assert all(m["metadata"]["labels"]["release"] == "kube-prometheus-stack" for m in monitors)
 
 
+def test_metrics_are_scraped_on_their_own_port_which_no_route_reaches(
+    rendered: list[dict],
+) -> None:
+    """Each service serves /metrics on the `metrics` port only (EHR_METRICS_PORT): its
+    Service exposes it, its ServiceMonitor scrapes it, and every HTTPRoute names the
+    `http` port (the API), never the metrics one."""
+    by_kind: dict[str, dict[str, dict]] = {}
+    for doc in rendered:
+        by_kind.setdefault(doc["kind"], {})[doc["metadata"]["name"]] = doc
+    api_ports: set[int] = set()
+    metrics_ports: set[int] = set()
+    for name in (f"ehr-{service}" for service in SERVICES):
+        container = by_kind["Deployment"][name]["spec"]["template"]["spec"]["containers"][0]
+        ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+        assert set(ports) == {"http", "metrics"} and ports["http"] != ports["metrics"]
+        env = {e["name"]: e.get("value") for e in container["env"]}
+        assert env["EHR_PORT"] == str(ports["http"])
+        assert env["EHR_METRICS_PORT"] == str(ports["metrics"])
+        service_ports = {p["name"]: p for p in by_kind["Service"][name]["spec"]["ports"]}
+        assert service_ports["metrics"]["targetPort"] == "metrics"
+        assert service_ports["http"]["targetPort"] == "http"
+        api_ports.add(service_ports["http"]["port"])
+        metrics_ports.add(service_ports["metrics"]["port"])
+        [endpoint] = by_kind["ServiceMonitor"][name]["spec"]["endpoints"]
+        assert (endpoint["port"], endpoint["path"]) == ("metrics", "/metrics")
+    routed = {
+        ref["port"]
+        for route in by_kind["HTTPRoute"].values()
+        for rule in route["spec"]["rules"]
+        for ref in rule["backendRefs"]
+    }
+    assert routed and routed <= api_ports
+    assert not routed & metrics_ports
+
+
 def test_routes_cover_the_gateway_paths(rendered: list[dict]) -> None:
     paths = {
         r["spec"]["rules"][0]["matches"][0]["path"]["value"]

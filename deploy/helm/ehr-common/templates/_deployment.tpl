@@ -1,8 +1,9 @@
 {{/*
 The Deployment of one service: the shared image, the service's command, EHR_*
 settings from values (plain `env`, and `extraEnv` for Secret/ConfigMap references,
-rendered first so `env` can use $(VAR)), probes on /healthz and /readyz, a
-non-root restricted security context and a writable data directory.
+rendered first so `env` can use $(VAR)), probes on /healthz and /readyz on the `http`
+port, /metrics on the separate `metrics` port (EHR_METRICS_PORT; the gateway routes
+only to `http`), a non-root restricted security context and a writable data directory.
 */}}
 {{- define "ehr-common.deployment" -}}
 apiVersion: apps/v1
@@ -47,11 +48,16 @@ spec:
             - name: http
               containerPort: {{ .Values.port }}
               protocol: TCP
+            - name: metrics
+              containerPort: {{ .Values.metricsPort }}
+              protocol: TCP
           env:
             - name: EHR_HOST
               value: "0.0.0.0"
             - name: EHR_PORT
               value: {{ .Values.port | quote }}
+            - name: EHR_METRICS_PORT
+              value: {{ .Values.metricsPort | quote }}
             {{- with .Values.extraEnv }}
             {{- include "ehr-common.tplvalue" (dict "value" . "context" $) | nindent 12 }}
             {{- end }}

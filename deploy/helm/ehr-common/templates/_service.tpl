@@ -1,4 +1,7 @@
-{{/* The ClusterIP Service in front of one service's pods (port name `http`). */}}
+{{/*
+The ClusterIP Service in front of one service's pods: `http` (the API, what the
+gateway's routes name) and `metrics` (/metrics, what the ServiceMonitor scrapes).
+*/}}
 {{- define "ehr-common.service" -}}
 apiVersion: v1
 kind: Service
@@ -14,5 +17,9 @@ spec:
     - name: http
       port: {{ .Values.port }}
       targetPort: http
+      protocol: TCP
+    - name: metrics
+      port: {{ .Values.metricsPort }}
+      targetPort: metrics
       protocol: TCP
 {{- end -}}

@@ -1,5 +1,6 @@
 {{/*
-A ServiceMonitor scraping /metrics on the `http` port. `serviceMonitor.labels`
+A ServiceMonitor scraping /metrics on the `metrics` port (never on `http`: the
+services serve no /metrics there). `serviceMonitor.labels`
 carries the `release: <kube-prometheus-stack release>` label its Prometheus selects.
 */}}
 {{- define "ehr-common.servicemonitor" -}}
@@ -21,7 +22,7 @@ spec:
     matchNames:
       - {{ .Release.Namespace }}
   endpoints:
-    - port: http
+    - port: metrics
       path: /metrics
       interval: {{ .Values.serviceMonitor.interval }}
       scrapeTimeout: {{ .Values.serviceMonitor.scrapeTimeout }}
