@@ -5,6 +5,7 @@ reconciliation; then every kind of tampering with the store, each detected and u
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -24,6 +25,9 @@ from services.audit_analytics.adapters.sql import (
     SqlAuditRepository,
     events_table,
     positions_table,
+)
+from services.audit_analytics.adapters.sql import (
+    metadata as audit_metadata,
 )
 from services.audit_analytics.domain import reports
 from services.audit_analytics.domain.errors import FindingNotFound
@@ -563,3 +567,169 @@ async def test_checkpoints_another_chain_does_not_hold_fail_verification_not_the
     assert report["attestation"]["checkpoint_matches_chain"] is False
     assert report["attestation"]["verification_result"] == "failed"
     assert "fork" in _kinds(service.reconcile())
+
+
+def _changed(value: Any) -> Any:
+    """Another value of the same kind (the rule table overrides where a column needs more)."""
+    if isinstance(value, bool | type(None)):
+        raise AssertionError(f"no generic change for {value!r}")
+    if isinstance(value, bytes | memoryview):
+        changed = bytearray(bytes(value))
+        changed[-1] ^= 1
+        return bytes(changed)
+    if isinstance(value, int):
+        return value + 10_000
+    if isinstance(value, float):
+        return value + 0.5
+    return f"{value}x"
+
+
+def _json_changed(key: str, new: Any) -> Any:
+    def change(value: str) -> str:
+        document = json.loads(value)
+        document[key] = new
+        return json.dumps(document)
+
+    return change
+
+
+def _proof_changed(value: str) -> str:
+    proof = json.loads(value)
+    proof["leaf_index"] = (int(proof["leaf_index"]) + 1) % int(proof["checkpoint"]["tree_size"])
+    return json.dumps(proof)
+
+
+NOT_PROVEN = "not proven"
+TAMPER_RULES: dict[tuple[str, str], tuple[str, Any]] = {
+    # audit_events: each column re-derived from the verified bytes (or the bytes themselves).
+    ("audit_events", "sequence"): (NOT_PROVEN, "audit_events.sequence"),
+    ("audit_events", "event_id"): ("altered", "audit_events.event_id"),
+    ("audit_events", "event_hash"): ("altered", "no longer match their hash"),
+    ("audit_events", "raw"): ("altered", "no longer match their hash"),
+    ("audit_events", "topic"): ("altered", "audit_positions.topic/partition/offset"),
+    ("audit_events", "partition"): ("altered", "audit_positions.topic/partition/offset"),
+    ("audit_events", "offset"): ("altered", "audit_positions.topic/partition/offset"),
+    ("audit_events", "type"): ("altered", "audit_events.type"),
+    ("audit_events", "outcome"): ("altered", "audit_events.outcome"),
+    ("audit_events", "patient_id"): ("altered", "audit_events.patient_id"),
+    ("audit_events", "actor_id"): ("altered", "audit_events.actor_id"),
+    ("audit_events", "recorded_us"): ("altered", "audit_events.recorded_us"),
+    ("audit_events", "detail"): ("altered", "audit_events.detail"),
+    ("audit_events", "proof"): ("proof_invalid", "the stored proof"),
+    # audit_positions: each stored event's own position, kind ``event``, same hash.
+    ("audit_positions", "topic"): ("altered", "audit_positions.topic/partition/offset"),
+    ("audit_positions", "partition"): ("altered", "audit_positions.topic/partition/offset"),
+    ("audit_positions", "offset"): ("altered", "audit_positions.topic/partition/offset"),
+    ("audit_positions", "event_hash"): ("altered", "audit_positions.event_hash"),
+    ("audit_positions", "kind"): ("altered", "audit_positions.kind"),
+    # audit_findings: the anomaly_detected event, and the latest anomaly_reviewed event.
+    **{
+        ("audit_findings", c): ("altered", f"audit_findings.{c}")
+        for c in (
+            "finding_id",
+            "rule",
+            "severity",
+            "patient_id",
+            "account_id",
+            "event_ids",
+            "score",
+            "explanation",
+            "detected_us",
+            "disposition",
+            "reviewed_by",
+            "reviewed_us",
+        )
+    },
+    # audit_break_glass_reviews: the latest break_glass_reviewed event of the episode.
+    **{
+        ("audit_break_glass_reviews", c): ("altered", f"audit_break_glass_reviews.{c}")
+        for c in ("break_glass_id", "disposition", "reviewed_by", "reviewed_us")
+    },
+    # audit_state: the last report's checkpoint, against the chain.
+    ("audit_state", "key"): ("altered", "audit_state.key"),
+    ("audit_state", "value"): ("altered", "audit_state.value"),
+}
+CHANGES: dict[tuple[str, str], Any] = {
+    ("audit_events", "detail"): _json_changed("source", "elsewhere"),
+    ("audit_events", "proof"): _proof_changed,
+    ("audit_events", "partition"): lambda v: v + 7,
+    ("audit_events", "recorded_us"): lambda v: v + 1,
+    ("audit_positions", "partition"): lambda v: v + 7,
+    ("audit_positions", "kind"): lambda v: "duplicate",
+    ("audit_findings", "event_ids"): lambda v: json.dumps([*json.loads(v), "other-event"]),
+    ("audit_findings", "detected_us"): lambda v: v + 1,
+    ("audit_findings", "reviewed_us"): lambda v: v + 1,
+    ("audit_break_glass_reviews", "reviewed_us"): lambda v: v + 1,
+    ("audit_state", "value"): _json_changed("root", "00" * 32),
+}
+
+
+async def test_changing_any_stored_column_of_any_audit_table_is_reported(
+    audit_stack: AuditStack,
+) -> None:
+    """Every column of every table of the audit store (walked from its SQL metadata, so a
+    new column without a rule fails here): one stored value changed, reconciliation reports
+    it, naming the column, or the column is listed as not proven."""
+    raws = ev.workflow(4)
+    await audit_stack.publish(raws)
+    await audit_stack.run(len(raws))
+    service, repo = audit_stack.service(), audit_stack.repo
+    assert service.integrity.attach_proofs() == len(raws)
+    found = service.detect()
+    service.review(found[0].finding_id, "false_positive", "aud-1")
+    glass = next(e for e in repo.all_events() if e.record.subtype == "break_glass_used")
+    service.review_break_glass(glass.record.event_id, "justified", "aud-1")
+    now = datetime.now(UTC)
+    service.compliance_report(now - timedelta(days=1), now + timedelta(minutes=1), "aud-1")
+    # The findings and reviews come back from the bus: compared with verified events.
+    with audit_stack.audit_engine.connect() as c:
+        queued = [bytes(r.value) for r in c.execute(sa.select(outbox_table.c.value))]
+    await audit_stack.publish(queued)
+    await audit_stack.run(len(raws) + len(queued))
+    service.integrity.attach_proofs()
+    clean = service.integrity.reconcile()
+    assert clean.ok, clean.discrepancies
+    assert repo.state() and repo.break_glass_reviews()
+
+    engine = audit_stack.audit_engine
+    tables = list(audit_metadata.sorted_tables)
+    with engine.connect() as c:
+        snapshot = {t.name: [dict(r._mapping) for r in c.execute(sa.select(t))] for t in tables}
+    victim = next(e for e in repo.all_events() if e.record.subtype == "record_read")
+    vp = victim.position
+    reviewed = next(f for f in repo.findings() if f.disposition)
+    subject: dict[str, Callable[[sa.Table], Any]] = {
+        "audit_events": lambda t: t.c.sequence == victim.sequence,
+        "audit_positions": lambda t: sa.and_(
+            t.c.topic == vp.topic, t.c.partition == vp.partition, t.c.offset == vp.offset
+        ),
+        "audit_findings": lambda t: t.c.finding_id == reviewed.finding_id,
+        "audit_break_glass_reviews": lambda t: sa.true(),
+        "audit_state": lambda t: sa.true(),
+    }
+    walked = {(t.name, c.name) for t in tables for c in t.columns}
+    assert walked == set(TAMPER_RULES), walked ^ set(TAMPER_RULES)
+    for table in tables:
+        assert table.name in subject, f"no row chosen to tamper with in {table.name}"
+        for column in table.columns:
+            expected, naming = TAMPER_RULES[(table.name, column.name)]
+            where = subject[table.name](table)
+            with engine.begin() as c:
+                (before,) = c.execute(sa.select(column).where(where)).scalars().all()
+                after = CHANGES.get((table.name, column.name), _changed)(before)
+                c.execute(table.update().where(where).values({column.name: after}))
+            result = service.integrity.reconcile()
+            what = f"{table.name}.{column.name}: {before!r} -> {after!r}"
+            if expected == NOT_PROVEN:
+                assert naming in result.as_dict()["not_proven"], what
+            else:
+                matching = [d for d in result.discrepancies if d.kind == expected]
+                assert any(naming in d.detail for d in matching), (what, result.discrepancies)
+                assert result.as_dict()["counts"][expected] >= 1
+            with engine.begin() as c:
+                for t in reversed(tables):
+                    c.execute(t.delete())
+                for t in tables:
+                    if snapshot[t.name]:
+                        c.execute(t.insert(), snapshot[t.name])
+    assert service.integrity.reconcile().ok
