@@ -15,6 +15,17 @@ from typing import Any
 import httpx
 
 from ehr_client.errors import ApiClient, ApiError
+from ehr_client.results import (
+    AccessReport,
+    AuditEvent,
+    AuditEventDetail,
+    BreakGlassReview,
+    Checkpoints,
+    Finding,
+    InclusionProof,
+    Reconciliation,
+    Verification,
+)
 
 __all__ = ["ApiError", "AuditClient", "LedgerClient"]
 
@@ -62,7 +73,7 @@ class AuditClient(_JsonClient):
     ) -> None:
         super().__init__(base_url, token, timeout, http)
 
-    def search(self, **filters: Any) -> Iterator[dict[str, Any]]:
+    def search(self, **filters: Any) -> Iterator[AuditEvent]:
         """Every event matching ``filters`` (patient_id, actor_id, type, outcome, since,
         until), following the pages."""
         params = {k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in filters.items()}
@@ -74,40 +85,42 @@ class AuditClient(_JsonClient):
                 return
             cursor = int(page["next_cursor"])
 
-    def event(self, event_id: str) -> dict[str, Any]:
+    def event(self, event_id: str) -> AuditEventDetail:
         """One event with its stored proof and its exact bus bytes (``raw``)."""
-        body: dict[str, Any] = self.call("GET", f"/events/{event_id}")
+        body: AuditEventDetail = self.call("GET", f"/events/{event_id}")
         body["raw"] = base64.b64decode(body["raw_base64"])
         return body
 
-    def verify(self, event_id: str) -> dict[str, Any]:
-        result: dict[str, Any] = self.call("GET", f"/events/{event_id}/verification")
+    def verify(self, event_id: str) -> Verification:
+        result: Verification = self.call("GET", f"/events/{event_id}/verification")
         return result
 
-    def reconcile(self) -> dict[str, Any]:
-        result: dict[str, Any] = self.call("POST", "/reconciliation")
+    def reconcile(self) -> Reconciliation:
+        result: Reconciliation = self.call("POST", "/reconciliation")
         return result
 
-    def detect(self) -> list[dict[str, Any]]:
+    def detect(self) -> list[Finding]:
         return list(self.call("POST", "/anomalies/detection")["new_findings"])
 
-    def anomalies(self, rule: str | None = None) -> list[dict[str, Any]]:
+    def anomalies(self, rule: str | None = None) -> list[Finding]:
         params = {"rule": rule} if rule else None
         return list(self.call("GET", "/anomalies", params=params)["items"])
 
-    def review(self, finding_id: str, disposition: str, note: str = "") -> dict[str, Any]:
+    def review(self, finding_id: str, disposition: str, note: str = "") -> Finding:
         """Marks a finding reviewed. ``disposition``: justified, false_positive,
         violation_confirmed, escalated or needs_training."""
-        result: dict[str, Any] = self.call(
+        result: Finding = self.call(
             "POST",
             f"/anomalies/{finding_id}/review",
             json={"disposition": disposition, "note": note},
         )
         return result
 
-    def review_break_glass(self, event_id: str, disposition: str, note: str = "") -> dict[str, Any]:
+    def review_break_glass(
+        self, event_id: str, disposition: str, note: str = ""
+    ) -> BreakGlassReview:
         """Records the review of a break-glass episode (dispositions as for ``review``)."""
-        result: dict[str, Any] = self.call(
+        result: BreakGlassReview = self.call(
             "POST",
             f"/break-glass/{event_id}/review",
             json={"disposition": disposition, "note": note},
@@ -128,9 +141,9 @@ class AuditClient(_JsonClient):
             },
         )
 
-    def my_access_report(self) -> dict[str, Any]:
+    def my_access_report(self) -> AccessReport:
         """A patient's own access report (a patient's ``audit`` token)."""
-        result: dict[str, Any] = self.call("GET", "/me/access-report")
+        result: AccessReport = self.call("GET", "/me/access-report")
         return result
 
 
@@ -147,16 +160,16 @@ class LedgerClient(_JsonClient):
     ) -> None:
         super().__init__(base_url, token, timeout, http)
 
-    def inclusion_proof(self, event_id: str) -> dict[str, Any] | None:
+    def inclusion_proof(self, event_id: str) -> InclusionProof | None:
         """The event's proof to an anchored checkpoint; None while not yet anchored."""
         try:
-            result: dict[str, Any] = self.call("GET", f"/proofs/events/{event_id}")
+            result: InclusionProof = self.call("GET", f"/proofs/events/{event_id}")
         except ApiError as error:
             if error.code in ("not_yet_anchored", "event_not_found"):
                 return None
             raise
         return result
 
-    def checkpoints(self) -> dict[str, Any]:
-        result: dict[str, Any] = self.call("GET", "/checkpoints")
+    def checkpoints(self) -> Checkpoints:
+        result: Checkpoints = self.call("GET", "/checkpoints")
         return result

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -39,7 +40,7 @@ DEFAULT_KEYSTORE = HOME / "keystore.json"
 SESSION_FILE = HOME / "session.json"
 
 
-def _out(data: dict[str, Any], as_json: bool) -> None:
+def _out(data: Mapping[str, Any], as_json: bool) -> None:
     if as_json:
         typer.echo(json.dumps(data, indent=2, default=str))
     else:
@@ -256,7 +257,7 @@ def _grantee_address(grantee: str, identity_url: str | None) -> str:
         return str(client.account(_token(), grantee)["signing_address"])
 
 
-def _grant_row(grant: dict[str, Any]) -> dict[str, Any]:
+def _grant_row(grant: Mapping[str, Any]) -> dict[str, Any]:
     return {
         **grant,
         "category_names": ",".join(category_names(int(grant["categories"]))),

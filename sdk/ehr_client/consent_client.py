@@ -28,6 +28,7 @@ from ehr_client import consent as eip712
 from ehr_client.errors import ApiClient
 from ehr_client.errors import ConsentClientError as ConsentClientError
 from ehr_client.keys import UserKeys
+from ehr_client.results import ConsentCheck, Grant
 
 #: How long a signed message stays valid for the registry (its ``deadline``).
 DEFAULT_DEADLINE_SECONDS = 15 * 60
@@ -153,7 +154,7 @@ class ConsentClient:
         expires_at: int | None = None,
         expires_in: int | None = None,
         deadline_in: int = DEFAULT_DEADLINE_SECONDS,
-    ) -> dict[str, Any]:
+    ) -> Grant:
         """Build the ``Grant`` for ``grantee`` (a signing address), sign it with the
         patient's key, relay it; returns the grant once the chain accepted it."""
         if (expires_at is None) == (expires_in is None):
@@ -170,7 +171,7 @@ class ConsentClient:
             deadline=now + deadline_in,
         )
         body = self._signed(keys, message, registry)
-        result: dict[str, Any] = self._call("POST", "/consent/grants", token=token, json=body)
+        result: Grant = self._call("POST", "/consent/grants", token=token, json=body)
         return result
 
     def revoke(
@@ -183,7 +184,7 @@ class ConsentClient:
         categories: int,
         purpose: int,
         deadline_in: int = DEFAULT_DEADLINE_SECONDS,
-    ) -> dict[str, Any]:
+    ) -> Grant:
         """Build, sign and relay a ``Revoke``; once it returns, every check that starts
         afterwards sees it. Returns the grant after the revocation."""
         registry = self.registry(token)
@@ -196,7 +197,7 @@ class ConsentClient:
             deadline=int(self.clock()) + deadline_in,
         )
         body = self._signed(keys, message, registry)
-        result: dict[str, Any] = self._call("POST", "/consent/revocations", token=token, json=body)
+        result: Grant = self._call("POST", "/consent/revocations", token=token, json=body)
         return result
 
     @staticmethod
@@ -215,26 +216,26 @@ class ConsentClient:
         return {"message": fields, "signature": "0x" + signature.hex()}
 
     # -- reading --------------------------------------------------------------------------
-    def my_grants(self, token: str, patient_id: str) -> list[dict[str, Any]]:
+    def my_grants(self, token: str, patient_id: str) -> list[Grant]:
         """The patient's active grants (the patient's own token)."""
-        result: list[dict[str, Any]] = self._call(
+        result: list[Grant] = self._call(
             "GET", f"/consent/patients/{patient_id}/grants", token=token
         )
         return result
 
-    def grants_naming(self, token: str, grantee_id: str) -> list[dict[str, Any]]:
+    def grants_naming(self, token: str, grantee_id: str) -> list[Grant]:
         """Active grants naming ``grantee_id`` (the grantee's own token)."""
-        result: list[dict[str, Any]] = self._call(
+        result: list[Grant] = self._call(
             "GET", f"/consent/grantees/{grantee_id}/grants", token=token
         )
         return result
 
     def check_detail(
         self, token: str, *, patient: str, grantee: str, category: int, purpose: int
-    ) -> dict[str, Any]:
+    ) -> ConsentCheck:
         """The full answer of ``check`` (patient/grantee: account ids or addresses)."""
         params = {"patient": patient, "grantee": grantee, "category": category, "purpose": purpose}
-        result: dict[str, Any] = self._call("GET", "/consent/check", token=token, params=params)
+        result: ConsentCheck = self._call("GET", "/consent/check", token=token, params=params)
         return result
 
     def check(self, token: str, *, patient: str, grantee: str, category: int, purpose: int) -> bool:

@@ -9,6 +9,7 @@ client sends public keys and signatures only.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,6 +18,7 @@ from ehr_protocol.identity import registration_text
 
 from ehr_client.errors import ApiClient, IdentityClientError
 from ehr_client.keys import UserKeys
+from ehr_client.results import Account, Challenge, Jwks, SigningKeys
 
 __all__ = ["IdentityClient", "IdentityClientError", "Session", "UnexpectedChallenge"]
 
@@ -64,7 +66,7 @@ class IdentityClient:
     # -- accounts ------------------------------------------------------------------------
     def register(
         self, keys: UserKeys, *, name: str, role: str, admin_token: str | None = None
-    ) -> dict[str, Any]:
+    ) -> Account:
         """Register ``keys`` (public halves only) with a signature proving possession."""
         public = keys.public()
         text = registration_text(name, role, public.address, public.encryption_key)
@@ -75,33 +77,31 @@ class IdentityClient:
             "encryption_key": public.encryption_key,
             "signature": "0x" + keys.sign_text(text).hex(),
         }
-        result: dict[str, Any] = self._call("POST", "/accounts", token=admin_token, json=body)
+        result: Account = self._call("POST", "/accounts", token=admin_token, json=body)
         return result
 
-    def account(self, token: str, account_id: str) -> dict[str, Any]:
-        result: dict[str, Any] = self._call("GET", f"/accounts/{account_id}", token=token)
+    def account(self, token: str, account_id: str) -> Account:
+        result: Account = self._call("GET", f"/accounts/{account_id}", token=token)
         return result
 
-    def account_by_address(self, token: str, address: str) -> dict[str, Any]:
-        result: dict[str, Any] = self._call("GET", f"/accounts/by-address/{address}", token=token)
+    def account_by_address(self, token: str, address: str) -> Account:
+        result: Account = self._call("GET", f"/accounts/by-address/{address}", token=token)
         return result
 
-    def whoami(self, token: str) -> dict[str, Any]:
-        result: dict[str, Any] = self._call("GET", "/me", token=token)
+    def whoami(self, token: str) -> Account:
+        result: Account = self._call("GET", "/me", token=token)
         return result
 
-    def jwks(self) -> dict[str, Any]:
-        result: dict[str, Any] = self._call("GET", "/.well-known/jwks.json")
+    def jwks(self) -> Jwks:
+        result: Jwks = self._call("GET", "/.well-known/jwks.json")
         return result
 
     # -- login ---------------------------------------------------------------------------
-    def challenge(self, address: str) -> dict[str, Any]:
-        result: dict[str, Any] = self._call(
-            "POST", "/auth/challenge", json={"signing_address": address}
-        )
+    def challenge(self, address: str) -> Challenge:
+        result: Challenge = self._call("POST", "/auth/challenge", json={"signing_address": address})
         return result
 
-    def sign_challenge(self, keys: UserKeys, challenge: dict[str, Any]) -> str:
+    def sign_challenge(self, keys: UserKeys, challenge: Mapping[str, Any]) -> str:
         """Check the EIP-4361 message names this account (and domain), then sign it."""
         message = str(challenge["message"])
         lines = message.split("\n")
@@ -136,17 +136,17 @@ class IdentityClient:
     # -- providers (admin) ---------------------------------------------------------------
     def verify_provider(
         self, token: str, account_id: str, licence_hash: str, metadata_hash: str | None = None
-    ) -> dict[str, Any]:
+    ) -> Account:
         body: dict[str, Any] = {"licence_hash": licence_hash}
         if metadata_hash:
             body["metadata_hash"] = metadata_hash
-        result: dict[str, Any] = self._call(
+        result: Account = self._call(
             "POST", f"/providers/{account_id}/verify", token=token, json=body
         )
         return result
 
-    def suspend_provider(self, token: str, account_id: str, reason_code: str) -> dict[str, Any]:
-        result: dict[str, Any] = self._call(
+    def suspend_provider(self, token: str, account_id: str, reason_code: str) -> Account:
+        result: Account = self._call(
             "POST",
             f"/providers/{account_id}/suspend",
             token=token,
@@ -154,12 +154,10 @@ class IdentityClient:
         )
         return result
 
-    def reinstate_provider(self, token: str, account_id: str) -> dict[str, Any]:
-        result: dict[str, Any] = self._call(
-            "POST", f"/providers/{account_id}/reinstate", token=token
-        )
+    def reinstate_provider(self, token: str, account_id: str) -> Account:
+        result: Account = self._call("POST", f"/providers/{account_id}/reinstate", token=token)
         return result
 
-    def rotate_signing_key(self, token: str) -> dict[str, Any]:
-        result: dict[str, Any] = self._call("POST", "/admin/signing-keys/rotate", token=token)
+    def rotate_signing_key(self, token: str) -> SigningKeys:
+        result: SigningKeys = self._call("POST", "/admin/signing-keys/rotate", token=token)
         return result

@@ -36,7 +36,7 @@ from ehr_protocol.records import (
     record_aad,
     wrap_context,
 )
-from ehr_protocol.vocabulary import CATEGORY_BITS, CATEGORY_NAMES, Purpose
+from ehr_protocol.vocabulary import CATEGORY_BITS, CATEGORY_NAMES, AccessPurpose, Purpose
 from fhir.resources.R4B import get_fhir_model_class
 from pydantic import ValidationError
 
@@ -45,9 +45,18 @@ from ehr_client.errors import ApiClient
 from ehr_client.errors import RecordsClientError as RecordsClientError
 from ehr_client.identity import IdentityClient
 from ehr_client.keys import UserKeys
+from ehr_client.results import (
+    BreakGlassAccess,
+    FetchedVersion,
+    History,
+    RecordInfo,
+    VersionInfo,
+)
 
 CATEGORIES = CATEGORY_NAMES
 TREATMENT, PAYMENT, OPERATIONS, RESEARCH, EMERGENCY = (int(p) for p in Purpose)
+#: The purpose of a patient reading their own records (no grant needed).
+PATIENT_REQUEST = int(AccessPurpose.PATIENT_REQUEST)
 
 
 class InvalidFhirResource(ValueError):
@@ -207,9 +216,11 @@ class IdentityKeyDirectory:
 
 @dataclass(frozen=True)
 class StoredVersion:
+    """An uploaded or amended version: its id, number and the record store's answer."""
+
     record_id: str
     version: int
-    body: dict[str, Any]
+    body: VersionInfo
 
 
 @dataclass(frozen=True)
@@ -376,11 +387,12 @@ class RecordsClient:
         return list(chosen.values())
 
     def send_version(self, body: Mapping[str, Any]) -> StoredVersion:
+        answer: VersionInfo
         if int(body["version"]) == 1:
             answer = self.call("POST", "/records", json_body=body)
         else:
             answer = self.call("POST", f"/records/{body['record_id']}/versions", json_body=body)
-        return StoredVersion(str(body["record_id"]), int(body["version"]), dict(answer))
+        return StoredVersion(str(body["record_id"]), int(body["version"]), answer)
 
     def upload(
         self,
@@ -429,11 +441,11 @@ class RecordsClient:
 
     # -- reads ------------------------------------------------------------------------
 
-    def fetch(self, record_id: str, *, purpose: int, version: int | None = None) -> dict[str, Any]:
+    def fetch(self, record_id: str, *, purpose: int, version: int | None = None) -> FetchedVersion:
         params: dict[str, Any] = {"purpose": purpose}
         if version is not None:
             params["version"] = version
-        answer: dict[str, Any] = self.call("GET", f"/records/{record_id}", params=params)
+        answer: FetchedVersion = self.call("GET", f"/records/{record_id}", params=params)
         return answer
 
     def open(self, answer: Mapping[str, Any]) -> OpenedRecord:
@@ -463,14 +475,12 @@ class RecordsClient:
     def read(self, record_id: str, *, purpose: int, version: int | None = None) -> OpenedRecord:
         return self.open(self.fetch(record_id, purpose=purpose, version=version))
 
-    def history(self, record_id: str) -> dict[str, Any]:
-        answer: dict[str, Any] = self.call("GET", f"/records/{record_id}/versions")
+    def history(self, record_id: str) -> History:
+        answer: History = self.call("GET", f"/records/{record_id}/versions")
         return answer
 
-    def records_of(self, patient_id: str) -> list[dict[str, Any]]:
-        answer: list[dict[str, Any]] = self.call(
-            "GET", "/records", params={"patient_id": patient_id}
-        )
+    def records_of(self, patient_id: str) -> list[RecordInfo]:
+        answer: list[RecordInfo] = self.call("GET", "/records", params={"patient_id": patient_id})
         return answer
 
     # -- the patient's key management ---------------------------------------------------
@@ -491,7 +501,7 @@ class RecordsClient:
             if record["shredded"] or not CATEGORY_BITS[record["category"]] & categories:
                 continue
             for number in range(1, int(record["latest_version"]) + 1):
-                answer = self.fetch(record["record_id"], purpose=6, version=number)
+                answer = self.fetch(record["record_id"], purpose=PATIENT_REQUEST, version=number)
                 data_key = self._data_key(answer)
                 wrapped = crypto.wrap_key(
                     data_key,
@@ -521,7 +531,7 @@ class RecordsClient:
     def rotate(self, record_id: str, version: int, *, holders: Sequence[Recipient] = ()) -> int:
         """Re-encrypts a version under a new data key, wrapped for the patient, the escrow
         key and ``holders`` only: every key released before becomes useless."""
-        answer = self.fetch(record_id, purpose=6, version=version)
+        answer = self.fetch(record_id, purpose=PATIENT_REQUEST, version=version)
         plaintext = crypto.decrypt_record(
             base64.b64decode(answer["ciphertext"]),
             self._data_key(answer),
@@ -558,8 +568,8 @@ class RecordsClient:
 
     def break_glass(
         self, patient_id: str, justification: str, categories: Sequence[str] = ()
-    ) -> dict[str, Any]:
-        answer: dict[str, Any] = self.call(
+    ) -> BreakGlassAccess:
+        answer: BreakGlassAccess = self.call(
             "POST",
             "/records/break-glass",
             json_body={

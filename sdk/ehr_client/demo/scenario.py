@@ -41,6 +41,7 @@ from ehr_client.records import (
     RecordsClient,
     RecordsClientError,
 )
+from ehr_client.results import AuditEvent, InclusionProof, Verification
 
 T = TypeVar("T")
 
@@ -485,9 +486,9 @@ class Scenario:
 
     # -- step 4 -----------------------------------------------------------------------
 
-    def _events_of_scenario(self) -> list[dict[str, Any]]:
+    def _events_of_scenario(self) -> list[AuditEvent]:
         audit = self.audit
-        seen: dict[str, dict[str, Any]] = {}
+        seen: dict[str, AuditEvent] = {}
         for event in audit.search(patient_id=self.patient.account_id, since=self.started_at):
             seen[event["id"]] = event
         for person in self.people:
@@ -495,14 +496,14 @@ class Scenario:
                 seen[event["id"]] = event
         return sorted(seen.values(), key=lambda e: (e["recorded"], e["id"]))
 
-    def _missing_types(self, events: list[dict[str, Any]], expected: tuple[str, ...]) -> list[str]:
+    def _missing_types(self, events: list[AuditEvent], expected: tuple[str, ...]) -> list[str]:
         types = {e["type"] for e in events}
         return [t for t in expected if not any(f".{t}." in f".{x}" for x in types)]
 
-    def _wait_logged(self, what: str, expected: tuple[str, ...]) -> list[dict[str, Any]]:
+    def _wait_logged(self, what: str, expected: tuple[str, ...]) -> list[AuditEvent]:
         """Waits until the scenario's events in the audit log include each ``expected``
         type; returns them."""
-        events: list[dict[str, Any]] = []
+        events: list[AuditEvent] = []
 
         def logged() -> tuple[bool, str]:
             events[:] = self._events_of_scenario()
@@ -534,7 +535,7 @@ class Scenario:
             raise ScenarioFailed("an audit event carries record content")
 
         to_verify = [denied[0], next(e for e in events if e["type"].endswith("record_read.v1"))]
-        verified: list[dict[str, Any]] = []
+        verified: list[Verification] = []
 
         def anchored() -> tuple[bool, str]:
             verified.clear()
@@ -548,7 +549,7 @@ class Scenario:
 
         self.wait_for("the ledger relay to anchor them", anchored)
         for v, e in zip(verified, to_verify, strict=True):
-            if not v.get("ok", v.get("verified", False)):
+            if not v["verified"]:
                 raise ScenarioFailed(f"verification failed for {e['id']}: {v}")
             self.say(
                 f"verified {e['type']} against the root on chain "
@@ -666,9 +667,9 @@ class Scenario:
 
     # -- step 6 -----------------------------------------------------------------------
 
-    def _wait_anchored(self, events: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    def _wait_anchored(self, events: list[AuditEvent]) -> dict[str, InclusionProof]:
         """Waits until the relay has an inclusion proof for each event; returns them."""
-        proofs: dict[str, dict[str, Any]] = {}
+        proofs: dict[str, InclusionProof] = {}
 
         def all_anchored() -> tuple[bool, str]:
             for e in events:
@@ -693,7 +694,7 @@ class Scenario:
         for e in events:
             raw = self.audit.event(e["id"])["raw"]
             try:
-                result = verify_event(raw, proofs[e["id"]], reader)
+                result = verify_event(raw, dict(proofs[e["id"]]), reader)
             except Exception as error:
                 raise ScenarioFailed(f"event {e['id']} ({e['type']}) failed: {error}") from error
             checkpoints.add((result.checkpoint_index, result.tx_hash))
