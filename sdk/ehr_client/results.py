@@ -256,6 +256,7 @@ class Reconciliation(TypedDict):
     checkpoint: CheckpointRef | None
     counts: dict[str, int]
     discrepancies: list[dict[str, Any]]
+    not_proven: dict[str, str]  # what reconciliation cannot prove, and why
     seconds: float
 
 
