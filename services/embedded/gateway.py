@@ -8,7 +8,9 @@ record store own ``/consent/...`` and ``/records/...`` and get the path unchange
 their operational routes (``/consent/healthz``, ``/consent/readyz``,
 ``/consent/openapi.json``, the same under ``/records``), which reach the service's root
 like a stripped prefix's. ``GET /api`` lists the five services' OpenAPI documents (as
-the local nginx does). Anything else is a 404 with the services' JSON error body.
+the local nginx does). ``<prefix>/metrics`` (and below it) is never passed on, whatever a
+service's routes would make of it: metrics are scraped on a service's own metrics port,
+not through a gateway. Anything else is a 404 with the services' JSON error body.
 
 The services' lifespans (bus, workers, consumers) run in order at start-up and are
 closed in reverse order at shutdown.
@@ -28,6 +30,11 @@ from services.platform.app.factory import OPERATIONAL_PATHS
 
 Lifespan = Callable[[], AbstractAsyncContextManager[Any]]
 
+REFUSED_PATHS: tuple[str, ...] = ("/metrics",)
+"""Paths under a prefix the gateway answers 404 itself (and everything below them), as
+nginx does: a service's route such as ``/records/{record_id}`` must not make
+``/records/metrics`` look like something to ask for."""
+
 
 @dataclass(frozen=True)
 class Route:
@@ -40,6 +47,10 @@ class Route:
 
     def matches(self, path: str) -> bool:
         return path == self.prefix or path.startswith(self.prefix + "/")
+
+    def refuses(self, path: str) -> bool:
+        rest = path.removeprefix(self.prefix)
+        return any(rest == refused or rest.startswith(refused + "/") for refused in REFUSED_PATHS)
 
     def strips(self, path: str) -> bool:
         return self.strip or path.removeprefix(self.prefix) in OPERATIONAL_PATHS
@@ -70,7 +81,7 @@ class PathGateway:
             )
             return
         for route in self.routes:
-            if route.matches(path):
+            if route.matches(path) and not route.refuses(path):
                 if route.strips(path):
                     scope = {**scope, "root_path": scope.get("root_path", "") + route.prefix}
                 await route.app(scope, receive, send)
