@@ -71,7 +71,7 @@ def _heartbeat(stack: Stack) -> None:
 
 
 def _relay_metric(stack: Stack, name: str) -> str:
-    reply = httpx.get(f"{stack.services.url('ledger-relay')}/metrics", timeout=5)
+    reply = httpx.get(f"{stack.services.metrics_url('ledger-relay')}/metrics", timeout=5)
     reply.raise_for_status()
     return "\n".join(line for line in reply.text.splitlines() if line.startswith(name))
 
@@ -145,8 +145,15 @@ def test_prometheus_scrapes_every_service_and_sealer(monitored_stack: Stack) -> 
         return jobs == expected and len(sealers) == len(monitored_stack.geth.nodes)
 
     _poll("every target to be scraped", all_up, timeout_s=60)
+    metrics_urls = {
+        job_name(spec.name): f"{monitored_stack.services.metrics_url(spec.name)}/metrics"
+        for spec in SERVICES
+    }
     for target in monitored_stack.prometheus.targets():
         assert target["labels"]["service"] == target["labels"]["job"]
+        assert target["labels"]["endpoint"] == "metrics"  # as the ServiceMonitors name it
+        if target["labels"]["job"] in metrics_urls:  # each service's metrics port
+            assert target["scrapeUrl"] == metrics_urls[target["labels"]["job"]]
 
 
 def test_prometheus_listens_on_loopback_only(monitored_stack: Stack) -> None:

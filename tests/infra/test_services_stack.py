@@ -60,6 +60,7 @@ def test_services_json_names_the_gateway_services_chain_keys_and_contracts(
     for spec in SERVICES:
         entry = manifest["services"][spec.name]
         assert entry["url"] == services_stack.services.url(spec.name)
+        assert entry["metrics_url"] == services_stack.services.metrics_url(spec.name) + "/metrics"
         assert entry["gateway_url"] == manifest["gateway_url"] + spec.path
     assert manifest["chain"] == {
         "rpc_urls": services_stack.geth.rpc_urls,
@@ -133,6 +134,31 @@ def test_gateway_answers_404_for_unrouted_paths(services_stack: Stack, path: str
     assert reply.status_code == 404
     assert reply.json()["error"]["code"] == "route_not_found"
     assert "x-request-id" not in reply.headers  # nginx answered, no service did
+
+
+@pytest.mark.parametrize("spec", SERVICES, ids=[s.name for s in SERVICES])
+def test_metrics_are_on_the_metrics_port_only_never_through_the_gateway(
+    services_stack: Stack, spec: Any
+) -> None:
+    """``<prefix>/metrics`` gets nginx's own 404 (also for consent and the record store,
+    whose routes would otherwise take ``metrics`` for an id); the API port has no
+    ``/metrics``; the metrics port (what Prometheus scrapes) answers the text format."""
+    gateway = services_stack.gateway.url
+    for path in (f"{spec.path}/metrics", f"{spec.path}/metrics/", f"{spec.path}/metrics/x"):
+        reply = httpx.get(f"{gateway}{path}", timeout=5)
+        assert reply.status_code == 404, (path, reply.text)
+        assert reply.json()["error"]["code"] == "route_not_found", path
+        assert "x-request-id" not in reply.headers, path  # nginx answered, no service did
+    api = httpx.get(f"{services_stack.services.url(spec.name)}/metrics", timeout=5)
+    assert api.status_code == 404, api.text
+    assert api.json()["error"]["code"] == "not_found"
+    assert "x-request-id" in api.headers  # the service itself answered
+    metrics_url = services_stack.services.metrics_url(spec.name)
+    assert metrics_url != services_stack.services.url(spec.name)
+    scraped = httpx.get(f"{metrics_url}/metrics", timeout=5)
+    assert scraped.status_code == 200, scraped.text
+    assert scraped.headers["content-type"].startswith("text/plain")
+    assert "http_requests_total{" in scraped.text
 
 
 def test_smoke_flow_through_the_gateway_with_the_sdk(services_stack: Stack) -> None:

@@ -4,8 +4,9 @@ by consent (401), logs in again and retries, and never answers 5xx.
 
 On both stacks: the embedded default composed in this process, and the real stack's
 separate processes behind nginx (the record store process keeps its token in memory;
-its logins are read from its ``/metrics``). Users whose own tokens the retired key
-signed are refused with 401 (an expected answer) and log in again, as clients do.
+its logins are read from ``/metrics`` on its metrics port). Users whose own tokens the
+retired key signed are refused with 401 (an expected answer) and log in again, as
+clients do.
 """
 
 from __future__ import annotations
@@ -288,7 +289,7 @@ def _metric(url: str, name: str, labels: dict[str, str]) -> float:
 @pytest.mark.postgres
 def test_rotation_and_retirement_on_the_real_stack(services_stack: Stack) -> None:
     manifest = json.loads(services_stack.services.manifest_file.read_text())
-    records = services_stack.services.url("record-store")
+    records = services_stack.services.metrics_url("record-store")
 
     def refused_logins() -> float:
         return _metric(records, "service_token_logins_total", {"reason": "refused"})

@@ -7,8 +7,9 @@ dashboards (``deploy/helm/ehr-ledger/dashboards``) work unchanged against it:
 
 * one job per service named like the chart's Kubernetes Service (release ``ehr``:
   ``ehr-identity``, ``ehr-consent``, ``ehr-record-store``, ``ehr-ledger-relay``,
-  ``ehr-audit-analytics``), with ``service`` = the same name and ``endpoint="http"``,
-  scraping ``/metrics``;
+  ``ehr-audit-analytics``), with ``service`` = the same name and ``endpoint="metrics"``,
+  scraping ``/metrics`` on the service's metrics port (``EHR_METRICS_PORT``, never its
+  API port: the gateway does not reach it);
 * ``ehr-geth``: every sealer's ``/debug/metrics/prometheus`` (``endpoint="metrics"``,
   ``pod="ehr-geth-<i>"``).
 
@@ -82,8 +83,8 @@ class Prometheus(Component):
                     "metrics_path": "/metrics",
                     "static_configs": [
                         {
-                            "targets": [f"{host}:{self._services.port(spec.name)}"],
-                            "labels": {"service": name, "endpoint": "http"},
+                            "targets": [f"{host}:{self._services.metrics_port(spec.name)}"],
+                            "labels": {"service": name, "endpoint": "metrics"},
                         }
                     ],
                 }

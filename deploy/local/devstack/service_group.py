@@ -80,6 +80,9 @@ SERVICES: tuple[ServiceSpec, ...] = (
     ),
 )
 SERVICE_NAMES = tuple(spec.name for spec in SERVICES)
+#: Service ``i`` serves its API on ``base_port + i`` and ``/metrics`` on
+#: ``base_port + METRICS_PORT_STEP + i``.
+METRICS_PORT_STEP = 10
 
 
 def write_private(path: Path, text: str) -> None:
@@ -133,8 +136,17 @@ class ServiceGroup(Component):
         return self._services.base_port + SERVICE_NAMES.index(name)
 
     def url(self, name: str) -> str:
-        """The service's own base URL (it serves /healthz, /readyz and /metrics here)."""
+        """The service's own base URL (its API, /healthz and /readyz; the gateway
+        routes here)."""
         return f"http://{self._settings.host}:{self.port(name)}"
+
+    def metrics_port(self, name: str) -> int:
+        """The port of the service's ``/metrics``: apart from its API port, so the
+        gateway cannot reach it; only Prometheus scrapes it."""
+        return self._services.base_port + METRICS_PORT_STEP + SERVICE_NAMES.index(name)
+
+    def metrics_url(self, name: str) -> str:
+        return f"http://{self._settings.host}:{self.metrics_port(name)}"
 
     @property
     def gateway_url(self) -> str:
@@ -279,6 +291,7 @@ class ServiceGroup(Component):
             {
                 "EHR_HOST": self._settings.host,
                 "EHR_PORT": str(self.port(spec.name)),
+                "EHR_METRICS_PORT": str(self.metrics_port(spec.name)),
                 "EHR_LOG_LEVEL": self._services.log_level,
                 "EHR_DATA_DIR": str(self._data_dir(spec.name)),
                 "EHR_DATABASE_URL": self._database_url(spec),
@@ -366,6 +379,7 @@ class ServiceGroup(Component):
             "services": {
                 spec.name: {
                     "url": self.url(spec.name),
+                    "metrics_url": f"{self.metrics_url(spec.name)}/metrics",
                     "gateway_url": gateway + spec.path,
                     "log_file": str(self.processes[spec.name].log_file),
                 }
