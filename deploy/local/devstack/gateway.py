@@ -7,7 +7,9 @@ replaced by ``/`` for identity, the ledger relay and audit-analytics (which serv
 their root) and kept for consent and the record store (which serve under it), except
 on their operational routes (``/consent/healthz``, ``/consent/readyz``,
 ``/consent/openapi.json``, the same under ``/records``), which go to the service's
-root. Any other path gets a JSON 404 from the gateway itself.
+root. ``<prefix>/metrics`` (and below it) is never passed on: the services serve
+``/metrics`` on their metrics ports, for Prometheus only. Any other path gets a JSON 404
+from the gateway itself.
 
 nginx runs in the foreground (``daemon off``) under the stack's process manager, with
 its own config, pid file, temp folders and logs under ``<run_dir>/gateway`` and
@@ -32,6 +34,8 @@ from .settings import StackSettings
 OPERATIONAL_PATHS = ("/healthz", "/readyz", "/openapi.json")
 """Served by every service at its root (``services.platform.app.factory.OPERATIONAL_PATHS``)."""
 NOT_FOUND_BODY = '{"error":{"code":"route_not_found","message":"no route for this path"}}'
+REFUSED_PATHS = ("/metrics",)
+"""Answered 404 under every prefix (``services.embedded.gateway.REFUSED_PATHS``)."""
 
 
 class Gateway(Component):
@@ -98,6 +102,14 @@ class Gateway(Component):
             if not spec.strip_prefix:
                 # The service's operational routes are at its root (as the chart routes them).
                 routes += [(f"= {spec.path}{op}", f"{upstream}{op}") for op in OPERATIONAL_PATHS]
+            for refused in REFUSED_PATHS:
+                for match in (f"= {spec.path}{refused}", f"^~ {spec.path}{refused}/"):
+                    locations.append(
+                        f"        location {match} {{\n"
+                        "            default_type application/json;\n"
+                        f"            return 404 '{NOT_FOUND_BODY}';\n"
+                        "        }\n"
+                    )
             for match, to in routes:
                 locations.append(
                     f"        location {match} {{\n"
