@@ -395,15 +395,21 @@ async def serve_together(*servers: uvicorn.Server) -> None:
             loop.remove_signal_handler(sig)
 
 
-def metrics_server(registry: CollectorRegistry, host: str, port: int) -> uvicorn.Server:
-    """A uvicorn server of :func:`metrics_app` on ``host:port`` (no lifespan)."""
+def metrics_server(
+    registry: CollectorRegistry, host: str, port: int, log_level: str = "info"
+) -> uvicorn.Server:
+    """A uvicorn server of :func:`metrics_app` on ``host:port`` (no lifespan).
+
+    ``log_level`` must be the service's own: uvicorn sets it on its process-wide loggers
+    when a server is configured, so a different level here would silence (or flood) the
+    API server's lines too."""
     config = uvicorn.Config(
         metrics_app(registry),
         host=host,
         port=port,
         lifespan="off",
         access_log=False,
-        log_level="warning",
+        log_level=log_level,
     )
     return _QuietServer(config)
 
@@ -422,6 +428,9 @@ def serve(app: FastAPI, settings: ServiceSettings) -> None:
         )
     )
     metrics = metrics_server(
-        app.state.metrics_registry, settings.host, settings.metrics_port_or_default
+        app.state.metrics_registry,
+        settings.host,
+        settings.metrics_port_or_default,
+        settings.log_level.lower(),
     )
     asyncio.run(serve_together(api, metrics))
