@@ -1,24 +1,5 @@
-"""EIP-712 consent messages of ``ConsentRegistry`` (contracts/src/ConsentRegistry.sol).
-
-The formats are ``ehr_protocol.consent`` (the consent service checks the same ones);
-this module re-exports them under the SDK's name.
-
-The typed data here matches the contract exactly: domain ``EHR Ledger
-ConsentRegistry`` version ``1`` with ``chainId`` and ``verifyingContract``, and
-the ``Grant`` / ``Revoke`` struct types of ``GRANT_TYPEHASH`` / ``REVOKE_TYPEHASH``.
-The patient signs on the client with a local key (:func:`sign_message`); a
-server may pre-check a signature with :func:`recover_signer` before relaying it.
-
-Usage::
-
-    message = build_grant(patient, grantee, categories=LABS | IMAGING,
-                          purpose=TREATMENT, expires_at=t + 3600, nonce=n,
-                          deadline=t + 600)
-    signature = sign_message(patient_account, message,
-                             chain_id=chain_id, verifying_contract=registry)
-    assert recover_signer(message, signature, chain_id=chain_id,
-                          verifying_contract=registry) == patient
-"""
+"""EIP-712 consent messages of ``ConsentRegistry``: the formats of
+``ehr_protocol.consent`` (which documents them), re-exported under the SDK's name."""
 
 from __future__ import annotations
 
